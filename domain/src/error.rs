@@ -1,0 +1,240 @@
+//! The domain's one error type: every failure a use case can meet, with its context.
+//!
+//! Messages are written for the API's client (the edge shows them as they are); sources carry
+//! the detail for the log. Only the edge (`app`) maps these to HTTP status codes.
+
+/// A boxed error from an adapter, kept as the source so logs show the whole chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The kind of backend a [`Error::Backend`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A Kubernetes API server.
+    Kubernetes,
+    /// Voltron, the management cluster's gateway.
+    Voltron,
+    /// The OIDC identity provider (Dex).
+    IdentityProvider,
+    /// The node files backend (exec in entry pods, or local files).
+    Files,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Kubernetes => "Kubernetes API",
+            Self::Voltron => "Voltron",
+            Self::IdentityProvider => "identity provider",
+            Self::Files => "file backend",
+        })
+    }
+}
+
+/// Everything that can go wrong in a use case.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name from the request (path segment, header, query) is not valid.
+    #[error("invalid {what} \"{value}\": must be {rule}")]
+    InvalidName {
+        /// What was being read.
+        what: &'static str,
+        /// The offending value, escaped and shortened.
+        value: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+
+    /// The caller could not be authenticated.
+    #[error("authentication failed: {reason}")]
+    Unauthenticated {
+        /// Why, without the token.
+        reason: String,
+    },
+
+    /// Impersonation groups or extras were sent without `Impersonate-User`.
+    #[error("missing impersonation headers")]
+    MissingImpersonationUser,
+
+    /// The caller may not impersonate what it asked for.
+    #[error("{user} is not allowed to impersonate {target}")]
+    ImpersonationDenied {
+        /// The authenticated caller.
+        user: String,
+        /// What it asked to impersonate, e.g. `user jane` or `group admins`.
+        target: String,
+    },
+
+    /// The user may not act on the capture's files.
+    #[error("{user} is not authorized to {verb} packetcaptures/files in namespace {namespace}")]
+    Forbidden {
+        /// The effective user.
+        user: String,
+        /// The verb checked.
+        verb: crate::Verb,
+        /// The capture's namespace.
+        namespace: String,
+    },
+
+    /// `X-Cluster-ID` names no ManagedCluster.
+    #[error("managed cluster {id} not found")]
+    ClusterNotFound {
+        /// The id asked for.
+        id: String,
+    },
+
+    /// The managed cluster exists but its tunnel is down.
+    #[error("managed cluster {id} is not connected")]
+    ClusterNotConnected {
+        /// The id asked for.
+        id: String,
+    },
+
+    /// No such PacketCapture.
+    #[error("packetcapture {capture} not found")]
+    CaptureNotFound {
+        /// `{ns}/{name}`.
+        capture: String,
+    },
+
+    /// Delete refused: some node has not finished capturing.
+    #[error("capture state is not Finished")]
+    CaptureNotFinished {
+        /// The first node found not finished.
+        node: String,
+        /// Its state.
+        state: String,
+    },
+
+    /// Delete refused: some node reports no state.
+    #[error("capture state cannot be determined")]
+    CaptureStateUnknown {
+        /// The first node without a state.
+        node: String,
+    },
+
+    /// The capture's status holds a value this service will not act on.
+    #[error("packetcapture {capture} has an invalid status: {reason}")]
+    InvalidStatus {
+        /// `{ns}/{name}`.
+        capture: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No running entry pod on a node, so its files cannot be reached.
+    #[error("no running entry pod found on node {node}")]
+    NoEntryPod {
+        /// The node.
+        node: String,
+    },
+
+    /// A backend was unreachable (connection refused, timeout, 503): worth retrying later.
+    #[error("{backend} unavailable while trying to {action}")]
+    Unavailable {
+        /// Which backend.
+        backend: Backend,
+        /// What the service was doing, e.g. `get packetcapture dev/cap in cluster east`.
+        action: String,
+        /// The adapter's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A backend answered, but with a failure.
+    #[error("{backend} failed to {action}")]
+    Backend {
+        /// Which backend.
+        backend: Backend,
+        /// What the service was doing.
+        action: String,
+        /// The adapter's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Reading or removing a node's files failed.
+    #[error("{action} on node {node} failed")]
+    NodeFiles {
+        /// The node.
+        node: String,
+        /// What was done: `reading files`, `listing files`, `removing files`.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A node's tar stream ended before a well-formed end of archive.
+    #[error("the archive from node {node} is incomplete: {reason}")]
+    TruncatedArchive {
+        /// The node.
+        node: String,
+        /// What was missing.
+        reason: String,
+    },
+
+    /// Writing the zip failed (the client went away, or the zip writer failed).
+    #[error("writing the zip archive failed")]
+    ZipWrite {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The status update kept conflicting with other writers.
+    #[error("updating the status of packetcapture {capture} conflicted {tries} times; try again")]
+    StatusConflict {
+        /// `{ns}/{name}`.
+        capture: String,
+        /// How many tries were made.
+        tries: u32,
+    },
+
+    /// A bug: an invariant of this service did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps an adapter error as an unavailable backend.
+    pub fn unavailable(
+        backend: Backend,
+        action: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            backend,
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Wraps an adapter error as a failing backend.
+    pub fn backend(
+        backend: Backend,
+        action: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The message and every source below it, joined by `: `, for logs.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
+    }
+}
+
+/// Shorthand for results in the domain.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

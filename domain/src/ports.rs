@@ -1,0 +1,98 @@
+//! The ports: small capability traits the use cases need, implemented by adapters.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+use crate::types::{
+    BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo, NodeName,
+    ResourceAttributes, User,
+};
+
+/// A node's files as a tar stream. It must end with an `Err` read if the producer failed
+/// (for exec: a non-success status), so a reader can never take a cut stream for a whole one.
+pub type TarStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Turns a bearer token into a user.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// The user the token belongs to; [`crate::Error::Unauthenticated`] if it is not valid.
+    async fn authenticate(&self, token: &BearerToken) -> Result<User>;
+}
+
+/// Decides whether a user may do something (a SubjectAccessReview).
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait Authorizer: Send + Sync {
+    /// True if `user` may act as `attributes` say.
+    async fn allowed(&self, user: &User, attributes: &ResourceAttributes) -> Result<bool>;
+}
+
+/// The outcome of a conditional status update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusUpdate {
+    /// Written.
+    Updated,
+    /// The capture changed since it was read (resource version differs): read and try again.
+    Conflict,
+}
+
+/// Finds PacketCaptures and updates their status.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait CaptureLocator: Send + Sync {
+    /// The capture, or `None` if it does not exist.
+    async fn get(&self, capture: &CaptureRef) -> Result<Option<Capture>>;
+
+    /// Empties `fileNames` of the given nodes' `status.files` entries, provided the capture is
+    /// still at `capture.resource_version`.
+    async fn clear_file_names(&self, capture: &Capture, nodes: &[String]) -> Result<StatusUpdate>;
+}
+
+/// Reaches the files of a capture on the nodes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait FileFetcher: Send + Sync {
+    /// How `node` is reached; [`crate::Error::NoEntryPod`] if it cannot be.
+    async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint>;
+
+    /// The directory's regular files as a tar stream. A directory that does not exist is a
+    /// complete tar stream with no file.
+    async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream>;
+
+    /// The directory's regular files now; a directory that does not exist has none.
+    async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>>;
+
+    /// Removes the directory and everything in it; a missing directory is not an error.
+    async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()>;
+}
+
+/// The ports that act inside one cluster.
+#[derive(Clone)]
+pub struct ClusterPorts {
+    /// SubjectAccessReviews in that cluster.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// PacketCaptures in that cluster.
+    pub locator: Arc<dyn CaptureLocator>,
+    /// Node files in that cluster.
+    pub fetcher: Arc<dyn FileFetcher>,
+}
+
+impl std::fmt::Debug for ClusterPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterPorts")
+    }
+}
+
+/// Gives the ports of the cluster a request addresses.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait ClusterRouter: Send + Sync {
+    /// The local cluster's ports, or a managed cluster's through Voltron;
+    /// [`crate::Error::ClusterNotFound`] / [`crate::Error::ClusterNotConnected`] otherwise.
+    async fn route(&self, target: &ClusterTarget) -> Result<ClusterPorts>;
+}

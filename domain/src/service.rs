@@ -1,0 +1,286 @@
+//! The use cases (download, listing, delete) and the request pipeline they share.
+//!
+//! Pipeline, in order: authenticate in the local cluster; impersonate (checked in the local
+//! cluster); route to the target cluster; authorize there; locate the capture; act.
+
+use std::sync::Arc;
+
+use crate::archive::{self, EntryNamer, NodeSource, ZipStream};
+use crate::error::{Error, Result};
+use crate::ports::{Authenticator, ClusterPorts, ClusterRouter, StatusUpdate};
+use crate::types::{
+    BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget, Compression,
+    FileInfo, Impersonation, ResourceAttributes, User, Verb,
+};
+
+/// How many times a conflicting status update is tried before giving up.
+pub const STATUS_UPDATE_TRIES: u32 = 3;
+
+/// What every use case is asked with.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The caller's bearer token.
+    pub token: BearerToken,
+    /// The `Impersonate-*` headers.
+    pub impersonation: Impersonation,
+    /// The cluster (`X-Cluster-ID`).
+    pub cluster: ClusterTarget,
+    /// The capture.
+    pub capture: CaptureRef,
+}
+
+/// The outcome of a download.
+#[derive(Debug)]
+pub enum Download {
+    /// No file anywhere (HTTP 204).
+    Empty,
+    /// The zip, streaming; its first chunk is ready.
+    Zip(ZipStream),
+}
+
+/// What one node holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeListing {
+    /// The node.
+    pub node: String,
+    /// Its capture state, if reported.
+    pub state: Option<CaptureState>,
+    /// The capture's directory on the node.
+    pub directory: String,
+    /// Its files, by name.
+    pub files: Vec<FileInfo>,
+}
+
+/// The listing of a capture's files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// The cluster's name (`cluster` for the local one).
+    pub cluster: String,
+    /// The capture.
+    pub capture: CaptureRef,
+    /// Per node, in status order.
+    pub nodes: Vec<NodeListing>,
+}
+
+/// The service's use cases, wired to its ports.
+#[derive(Clone)]
+pub struct CaptureService {
+    authenticator: Arc<dyn Authenticator>,
+    router: Arc<dyn ClusterRouter>,
+}
+
+impl std::fmt::Debug for CaptureService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaptureService")
+    }
+}
+
+struct Authorized {
+    ports: ClusterPorts,
+    capture: Capture,
+}
+
+impl CaptureService {
+    /// Wires the use cases to an authenticator (local cluster) and a router.
+    pub fn new(authenticator: Arc<dyn Authenticator>, router: Arc<dyn ClusterRouter>) -> Self {
+        Self {
+            authenticator,
+            router,
+        }
+    }
+
+    /// Downloads every file of the capture as one zip.
+    pub async fn download(&self, request: &Request, compression: Compression) -> Result<Download> {
+        let Authorized { ports, capture } = self.authorize(request, Verb::Get).await?;
+        let with_files: Vec<_> = capture
+            .files
+            .iter()
+            .filter(|n| !n.file_names.is_empty())
+            .collect();
+        if with_files.is_empty() {
+            return Ok(Download::Empty);
+        }
+        // Every entry point is resolved before anything is sent, so a missing one is an error
+        // status rather than a cut download.
+        let mut sources = Vec::with_capacity(with_files.len());
+        for node in &with_files {
+            let dir = CaptureDir::new(&node.node, &node.directory, &capture.reference)?;
+            let entry = ports.fetcher.entry_point(dir.node()).await?;
+            sources.push(NodeSource { entry, dir });
+        }
+        let namer = EntryNamer::from_status(&capture.files);
+        match archive::stream_zip(ports.fetcher.clone(), sources, namer, compression).await? {
+            Some(zip) => Ok(Download::Zip(zip)),
+            None => Ok(Download::Empty),
+        }
+    }
+
+    /// Lists the files on every node of the capture as they are now.
+    pub async fn list(&self, request: &Request) -> Result<Listing> {
+        let Authorized { ports, capture } = self.authorize(request, Verb::Get).await?;
+        let mut nodes = Vec::with_capacity(capture.files.len());
+        for node in &capture.files {
+            let dir = CaptureDir::new(&node.node, &node.directory, &capture.reference)?;
+            let entry = ports.fetcher.entry_point(dir.node()).await?;
+            let mut files = ports.fetcher.list(&entry, &dir).await?;
+            files.sort_by(|a, b| a.name.cmp(&b.name));
+            nodes.push(NodeListing {
+                node: node.node.clone(),
+                state: node.state.clone(),
+                directory: dir.path().to_owned(),
+                files,
+            });
+        }
+        Ok(Listing {
+            cluster: request.cluster.name().to_owned(),
+            capture: capture.reference,
+            nodes,
+        })
+    }
+
+    /// Removes the capture's files from every node and clears them from its status.
+    pub async fn delete(&self, request: &Request) -> Result<()> {
+        let Authorized { ports, mut capture } = self.authorize(request, Verb::Delete).await?;
+        for node in &capture.files {
+            match &node.state {
+                Some(CaptureState::Finished) => {}
+                Some(state) => {
+                    return Err(Error::CaptureNotFinished {
+                        node: node.node.clone(),
+                        state: state.as_str().into(),
+                    });
+                }
+                None => {
+                    return Err(Error::CaptureStateUnknown {
+                        node: node.node.clone(),
+                    });
+                }
+            }
+        }
+        let mut targets = Vec::new();
+        for node in capture.files.iter().filter(|n| !n.file_names.is_empty()) {
+            let dir = CaptureDir::new(&node.node, &node.directory, &capture.reference)?;
+            let entry = ports.fetcher.entry_point(dir.node()).await?;
+            targets.push((entry, dir));
+        }
+        for (entry, dir) in &targets {
+            ports.fetcher.remove(entry, dir).await?;
+            tracing::info!(capture = %capture.reference, node = %dir.node(), "removed capture files");
+        }
+        let nodes: Vec<String> = targets
+            .iter()
+            .map(|(_, dir)| dir.node().to_string())
+            .collect();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        for attempt in 1..=STATUS_UPDATE_TRIES {
+            match ports.locator.clear_file_names(&capture, &nodes).await? {
+                StatusUpdate::Updated => return Ok(()),
+                StatusUpdate::Conflict => {
+                    tracing::debug!(capture = %capture.reference, attempt, "status update conflicted");
+                    if attempt < STATUS_UPDATE_TRIES {
+                        capture =
+                            ports
+                                .locator
+                                .get(&capture.reference)
+                                .await?
+                                .ok_or_else(|| Error::CaptureNotFound {
+                                    capture: capture.reference.to_string(),
+                                })?;
+                    }
+                }
+            }
+        }
+        Err(Error::StatusConflict {
+            capture: capture.reference.to_string(),
+            tries: STATUS_UPDATE_TRIES,
+        })
+    }
+
+    async fn authorize(&self, request: &Request, verb: Verb) -> Result<Authorized> {
+        let caller = self.authenticator.authenticate(&request.token).await?;
+        let user = self.impersonate(caller, &request.impersonation).await?;
+        let ports = self.router.route(&request.cluster).await?;
+        let attributes = ResourceAttributes::capture_files(verb, &request.capture);
+        if !ports.authorizer.allowed(&user, &attributes).await? {
+            return Err(Error::Forbidden {
+                user: user.name,
+                verb,
+                namespace: request.capture.namespace.to_string(),
+            });
+        }
+        let capture =
+            ports
+                .locator
+                .get(&request.capture)
+                .await?
+                .ok_or_else(|| Error::CaptureNotFound {
+                    capture: request.capture.to_string(),
+                })?;
+        Ok(Authorized { ports, capture })
+    }
+
+    /// Applies the impersonation headers the way the Kubernetes API server does.
+    async fn impersonate(&self, caller: User, wanted: &Impersonation) -> Result<User> {
+        if wanted.is_empty() {
+            return Ok(caller);
+        }
+        let Some(name) = wanted.user.as_deref().filter(|n| !n.is_empty()) else {
+            return Err(Error::MissingImpersonationUser);
+        };
+        let local = self.router.route(&ClusterTarget::Local).await?;
+        let mut checks = vec![(
+            ResourceAttributes::impersonate_user(name),
+            format!("user {name}"),
+        )];
+        for group in &wanted.groups {
+            checks.push((
+                ResourceAttributes::impersonate_group(group),
+                format!("group {group}"),
+            ));
+        }
+        for (key, values) in &wanted.extra {
+            for value in values {
+                checks.push((
+                    ResourceAttributes::impersonate_extra(key, value),
+                    format!("extra {key}={value}"),
+                ));
+            }
+        }
+        for (attributes, target) in checks {
+            if !local.authorizer.allowed(&caller, &attributes).await? {
+                return Err(Error::ImpersonationDenied {
+                    user: caller.name,
+                    target,
+                });
+            }
+        }
+        let mut groups = wanted.groups.clone();
+        if groups.is_empty()
+            && let Some(ns) = name
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|r| r.split_once(':'))
+                .map(|(ns, _)| ns)
+        {
+            groups = vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+            ];
+        }
+        let anonymous = name == "system:anonymous";
+        let has_all = groups
+            .iter()
+            .any(|g| g == "system:authenticated" || g == "system:unauthenticated");
+        if !anonymous && !has_all {
+            groups.push("system:authenticated".into());
+        }
+        tracing::debug!(caller = %caller.name, user = %name, "impersonating");
+        Ok(User {
+            name: name.to_owned(),
+            uid: String::new(),
+            groups,
+            extra: wanted.extra.clone(),
+        })
+    }
+}

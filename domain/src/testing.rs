@@ -1,0 +1,372 @@
+//! Test doubles of every port: mockall mocks, and in-memory fakes with real behaviour.
+//!
+//! The fakes are held to the same contract suites as the real adapters (see `tests/`), so
+//! tests that trust them trust something checked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::ports::{
+    Authenticator, Authorizer, CaptureLocator, ClusterPorts, ClusterRouter, FileFetcher,
+    StatusUpdate, TarStream,
+};
+pub use crate::ports::{
+    MockAuthenticator, MockAuthorizer, MockCaptureLocator, MockClusterRouter, MockFileFetcher,
+};
+use crate::types::{
+    BearerToken, Capture, CaptureDir, CaptureRef, ClusterId, ClusterTarget, EntryPoint, FileInfo,
+    NodeName, ResourceAttributes, User, Verb,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Authenticates by a fixed table of tokens.
+#[derive(Debug, Default)]
+pub struct TokenTable {
+    users: Mutex<HashMap<String, User>>,
+}
+
+impl TokenTable {
+    /// Adds a token for a user.
+    pub fn with(self, token: &str, user: User) -> Self {
+        lock(&self.users).insert(token.to_owned(), user);
+        self
+    }
+}
+
+#[async_trait]
+impl Authenticator for TokenTable {
+    async fn authenticate(&self, token: &BearerToken) -> Result<User> {
+        lock(&self.users)
+            .get(token.expose())
+            .cloned()
+            .ok_or_else(|| Error::Unauthenticated {
+                reason: "the token is not valid".into(),
+            })
+    }
+}
+
+/// One allow rule: a subject (user name, or `group:NAME`) may use a verb on a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// `NAME` for a user, `group:NAME` for a group.
+    pub subject: String,
+    /// The verb.
+    pub verb: Verb,
+    /// `resource` or `resource/subresource`; `*` for any.
+    pub resource: String,
+    /// Namespace, `*` for any.
+    pub namespace: String,
+    /// Object name, `*` for any.
+    pub name: String,
+}
+
+/// Authorizes by a table of allow rules; everything else is denied.
+#[derive(Debug, Default)]
+pub struct RbacTable {
+    rules: Mutex<Vec<Rule>>,
+    /// Every question asked, in order.
+    pub asked: Mutex<Vec<(User, ResourceAttributes)>>,
+}
+
+impl RbacTable {
+    /// Allows `subject` to `verb` `resource` in `namespace` (any name).
+    pub fn allow(self, subject: &str, verb: Verb, resource: &str, namespace: &str) -> Self {
+        self.allow_named(subject, verb, resource, namespace, "*")
+    }
+
+    /// Allows `subject` to `verb` the object `name` of `resource` in `namespace`.
+    pub fn allow_named(
+        self,
+        subject: &str,
+        verb: Verb,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Self {
+        lock(&self.rules).push(Rule {
+            subject: subject.into(),
+            verb,
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+        self
+    }
+}
+
+#[async_trait]
+impl Authorizer for RbacTable {
+    async fn allowed(&self, user: &User, a: &ResourceAttributes) -> Result<bool> {
+        lock(&self.asked).push((user.clone(), a.clone()));
+        let resource = if a.subresource.is_empty() {
+            a.resource.clone()
+        } else {
+            format!("{}/{}", a.resource, a.subresource)
+        };
+        Ok(lock(&self.rules).iter().any(|r| {
+            let subject = r.subject == user.name
+                || r.subject
+                    .strip_prefix("group:")
+                    .is_some_and(|g| user.groups.iter().any(|ug| ug == g));
+            subject
+                && r.verb == a.verb
+                && (r.resource == "*" || r.resource == resource)
+                && (r.namespace == "*" || r.namespace == a.namespace)
+                && (r.name == "*" || r.name == a.name)
+        }))
+    }
+}
+
+/// PacketCaptures in memory; every status write bumps the resource version.
+#[derive(Debug, Default)]
+pub struct CaptureTable {
+    captures: Mutex<HashMap<CaptureRef, Capture>>,
+    conflicts: Mutex<u32>,
+}
+
+impl CaptureTable {
+    /// Adds (or replaces) a capture.
+    pub fn with(self, capture: Capture) -> Self {
+        lock(&self.captures).insert(capture.reference.clone(), capture);
+        self
+    }
+
+    /// Makes the next `n` status writes conflict, as if another writer got there first.
+    pub fn conflict_next(&self, n: u32) {
+        *lock(&self.conflicts) = n;
+    }
+
+    /// The stored capture.
+    pub fn current(&self, capture: &CaptureRef) -> Option<Capture> {
+        lock(&self.captures).get(capture).cloned()
+    }
+}
+
+#[async_trait]
+impl CaptureLocator for CaptureTable {
+    async fn get(&self, capture: &CaptureRef) -> Result<Option<Capture>> {
+        Ok(self.current(capture))
+    }
+
+    async fn clear_file_names(&self, capture: &Capture, nodes: &[String]) -> Result<StatusUpdate> {
+        let mut captures = lock(&self.captures);
+        let Some(stored) = captures.get_mut(&capture.reference) else {
+            return Err(Error::CaptureNotFound {
+                capture: capture.reference.to_string(),
+            });
+        };
+        let mut conflicts = lock(&self.conflicts);
+        if *conflicts > 0 {
+            *conflicts -= 1;
+            bump(stored);
+            return Ok(StatusUpdate::Conflict);
+        }
+        if stored.resource_version != capture.resource_version {
+            return Ok(StatusUpdate::Conflict);
+        }
+        for node in stored.files.iter_mut().filter(|n| nodes.contains(&n.node)) {
+            node.file_names.clear();
+        }
+        bump(stored);
+        Ok(StatusUpdate::Updated)
+    }
+}
+
+fn bump(capture: &mut Capture) {
+    let next = capture.resource_version.parse::<u64>().unwrap_or(0) + 1;
+    capture.resource_version = next.to_string();
+}
+
+/// One file held by [`NodeFileTable`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemFile {
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Modification time (Unix seconds).
+    pub modified: i64,
+}
+
+/// A directory's files by name.
+pub type MemDir = BTreeMap<String, MemFile>;
+
+/// Node files in memory: `node -> directory -> name -> file`, and which nodes have an entry.
+#[derive(Debug, Default)]
+pub struct NodeFileTable {
+    files: Mutex<HashMap<String, BTreeMap<String, MemDir>>>,
+    no_entry: Mutex<Vec<String>>,
+}
+
+impl NodeFileTable {
+    /// Puts a file at `dir/name` on `node`.
+    pub fn with_file(self, node: &str, dir: &str, name: &str, data: &[u8], modified: i64) -> Self {
+        lock(&self.files)
+            .entry(node.into())
+            .or_default()
+            .entry(dir.into())
+            .or_default()
+            .insert(
+                name.into(),
+                MemFile {
+                    data: data.to_vec(),
+                    modified,
+                },
+            );
+        self
+    }
+
+    /// Makes `node` unreachable (no entry pod).
+    pub fn without_entry(self, node: &str) -> Self {
+        lock(&self.no_entry).push(node.into());
+        self
+    }
+
+    /// The files now in `dir` on `node`.
+    pub fn files_in(&self, node: &str, dir: &str) -> MemDir {
+        lock(&self.files)
+            .get(node)
+            .and_then(|d| d.get(dir))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl FileFetcher for NodeFileTable {
+    async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint> {
+        if lock(&self.no_entry).iter().any(|n| n == node.as_str()) {
+            return Err(Error::NoEntryPod {
+                node: node.to_string(),
+            });
+        }
+        Ok(EntryPoint {
+            node: node.clone(),
+            handle: format!("mem-{node}"),
+        })
+    }
+
+    async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
+        let files = self.files_in(entry.node.as_str(), dir.path());
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, file) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(file.data.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(u64::try_from(file.modified).unwrap_or(0));
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, &name, file.data.as_slice())
+                .map_err(|e| Error::Internal(format!("building a tar in memory: {e}")))?;
+        }
+        let bytes = builder
+            .into_inner()
+            .map_err(|e| Error::Internal(format!("building a tar in memory: {e}")))?;
+        Ok(Box::pin(std::io::Cursor::new(bytes)))
+    }
+
+    async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
+        Ok(self
+            .files_in(entry.node.as_str(), dir.path())
+            .into_iter()
+            .map(|(name, f)| FileInfo {
+                name,
+                size: f.data.len() as u64,
+                modified: f.modified,
+            })
+            .collect())
+    }
+
+    async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()> {
+        if let Some(dirs) = lock(&self.files).get_mut(entry.node.as_str()) {
+            dirs.remove(dir.path());
+        }
+        Ok(())
+    }
+}
+
+/// How a managed cluster answers in [`StaticRouter`].
+#[derive(Clone, Debug)]
+pub enum ManagedCluster {
+    /// Connected, with its ports.
+    Connected(ClusterPorts),
+    /// Known but not connected.
+    Disconnected,
+}
+
+/// Routes to a fixed set of clusters.
+#[derive(Clone, Debug)]
+pub struct StaticRouter {
+    local: ClusterPorts,
+    managed: HashMap<ClusterId, ManagedCluster>,
+}
+
+impl StaticRouter {
+    /// A router with only the local cluster.
+    pub fn local(local: ClusterPorts) -> Self {
+        Self {
+            local,
+            managed: HashMap::new(),
+        }
+    }
+
+    /// Adds a managed cluster.
+    pub fn with_managed(mut self, id: &str, cluster: ManagedCluster) -> Self {
+        self.managed.insert(
+            ClusterId::new(id).expect("a valid cluster id in a test"),
+            cluster,
+        );
+        self
+    }
+}
+
+#[async_trait]
+impl ClusterRouter for StaticRouter {
+    async fn route(&self, target: &ClusterTarget) -> Result<ClusterPorts> {
+        match target {
+            ClusterTarget::Local => Ok(self.local.clone()),
+            ClusterTarget::Managed(id) => match self.managed.get(id) {
+                Some(ManagedCluster::Connected(ports)) => Ok(ports.clone()),
+                Some(ManagedCluster::Disconnected) => {
+                    Err(Error::ClusterNotConnected { id: id.to_string() })
+                }
+                None => Err(Error::ClusterNotFound { id: id.to_string() }),
+            },
+        }
+    }
+}
+
+/// Ports of one in-memory cluster, keeping the concrete fakes reachable for assertions.
+#[derive(Clone, Debug)]
+pub struct FakeCluster {
+    /// RBAC.
+    pub rbac: Arc<RbacTable>,
+    /// Captures.
+    pub captures: Arc<CaptureTable>,
+    /// Node files.
+    pub files: Arc<NodeFileTable>,
+}
+
+impl FakeCluster {
+    /// Bundles the fakes.
+    pub fn new(rbac: RbacTable, captures: CaptureTable, files: NodeFileTable) -> Self {
+        Self {
+            rbac: Arc::new(rbac),
+            captures: Arc::new(captures),
+            files: Arc::new(files),
+        }
+    }
+
+    /// As ports.
+    pub fn ports(&self) -> ClusterPorts {
+        ClusterPorts {
+            authorizer: self.rbac.clone(),
+            locator: self.captures.clone(),
+            fetcher: self.files.clone(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Domain tests, one binary: the archive engine and the use cases over the in-memory fakes.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod archive;
+mod large_file;
+mod service;
+mod support;
