@@ -6,6 +6,7 @@
 //! in-memory fakes of every port.
 
 pub mod archive;
+pub mod cache;
 pub mod error;
 pub mod ports;
 pub mod service;

@@ -1,0 +1,12 @@
+# Build stage: the release binary.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p packetcapture-api
+
+# Runtime: distroless, non-root.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/packetcapture-api /usr/bin/packetcapture-api
+USER 1001:1001
+EXPOSE 8444
+ENTRYPOINT ["/usr/bin/packetcapture-api"]

@@ -1,0 +1,49 @@
+# PacketCapture API: `make help` lists the targets. The check targets are exactly what CI runs.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every crate, tests included (debug)
+	$(CARGO) build --workspace --all-targets --locked
+
+.PHONY: release
+release: ## Build the release binaries
+	$(CARGO) build --workspace --release --locked
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: fmt-check
+fmt-check: ## Check formatting (CI gate)
+	$(CARGO) fmt --all --check
+
+.PHONY: clippy
+clippy: ## Lint, warnings as errors (CI gate)
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: unit
+unit: ## Run every test (no format or lint gate)
+	$(CARGO) test --workspace --locked
+
+.PHONY: domain-boundary
+domain-boundary: ## Check the domain crate depends on no kube, warp, hyper or reqwest
+	@if $(CARGO) tree -p packetcapture-domain -e normal --prefix none --locked | grep -E '^(kube|warp|hyper|reqwest)[ -]'; then \
+		echo "packetcapture-domain must not depend on these"; exit 1; else echo "domain boundary: ok"; fi
+
+.PHONY: test
+test: fmt-check clippy domain-boundary unit ## Everything CI checks: format, lint, boundary, all tests
+
+.PHONY: rss
+rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/time)
+	$(CARGO) build --release --locked -p packetcapture-domain --example stream_rss
+	/usr/bin/time -v target/release/examples/stream_rss 2 2>&1 | grep -E 'streamed|Maximum resident'
+
+.PHONY: image
+image: ## Build the container image (needs a Docker engine)
+	docker build -t packetcapture-api:dev .

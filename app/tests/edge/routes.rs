@@ -1,0 +1,548 @@
+//! SPEC sections 2 to 6 through the routes: statuses, messages, headers.
+
+use std::sync::Arc;
+
+use packetcapture_domain::testing::{MockCaptureLocator, StaticRouter};
+use packetcapture_domain::{Backend, ClusterPorts, Error};
+
+use crate::support::*;
+
+const JANE: (&str, &str) = ("authorization", "Bearer jane-token");
+const BOB: (&str, &str) = ("authorization", "Bearer bob-token");
+const GATEWAY: (&str, &str) = ("authorization", "Bearer gw-token");
+
+fn assert_text(r: &warp::http::Response<bytes::Bytes>, status: u16, message: &str) {
+    assert_eq!(r.status().as_u16(), status, "body: {}", body(r));
+    assert_eq!(body(r), format!("{message}\n"));
+    assert_eq!(header(r, "content-type"), Some("text/plain; charset=utf-8"));
+}
+
+#[tokio::test]
+async fn health_answers_ok_without_a_token() {
+    let r = send(edge(&local_cluster()), "GET", "/health", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(&r), r#"{"status":"Ok"}"#);
+    assert_eq!(header(&r, "content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn version_reports_the_build() {
+    let r = send(edge(&local_cluster()), "GET", "/version", &[]).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    for field in ["buildDate", "gitCommit", "gitTag", "buildVersion"] {
+        assert!(
+            v[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field} in {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_other_methods_are_405_with_allow() {
+    let e = edge(&local_cluster());
+    assert_text(
+        &send(e.clone(), "GET", "/nothing/here", &[]).await,
+        404,
+        "not found",
+    );
+    let r = send(e.clone(), "POST", "/download/dev/done/files.zip", &[JANE]).await;
+    assert_text(&r, 405, "method not allowed");
+    assert_eq!(header(&r, "allow"), Some("GET"));
+    let r = send(e.clone(), "PUT", "/files/dev/done", &[JANE]).await;
+    assert_eq!(header(&r, "allow"), Some("GET, DELETE"));
+    let r = send(e, "DELETE", "/health", &[]).await;
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "allow")),
+        (405, Some("GET"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_paths_are_400_before_authentication() {
+    let e = edge(&local_cluster());
+    for path in [
+        "/download/dev/done/other.zip",
+        "/download/dev/done/files.zip/",
+        "/download/dev//files.zip",
+        "/download/dev/%2e%2e/files.zip",
+        "/download/dev/a%2Fb/files.zip",
+        "/download/DEV/done/files.zip",
+        "/download/dev/done/extra/files.zip",
+        "/files/dev",
+        "/files/dev/done/more",
+        "/files/-dev/done",
+    ] {
+        assert_text(
+            &send(e.clone(), "GET", path, &[]).await,
+            400,
+            "request URL is malformed",
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_or_unknown_token_is_401_with_a_bearer_challenge() {
+    let e = edge(&local_cluster());
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer nope")],
+        vec![("authorization", "Basic amFuZTpw")],
+    ] {
+        let r = send(e.clone(), "GET", "/download/dev/done/files.zip", &headers).await;
+        assert_eq!(r.status(), 401, "{headers:?}");
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
+        assert!(body(&r).starts_with("authentication failed: "));
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_cluster_id_is_400_before_authentication() {
+    let e = edge(&local_cluster());
+    let long = "a".repeat(300);
+    for id in ["a/b", "UPPER", long.as_str(), "a b"] {
+        let r = send(e.clone(), "GET", "/files/dev/done", &[("x-cluster-id", id)]).await;
+        assert_eq!(r.status(), 400, "{id}: {}", body(&r));
+        assert!(body(&r).starts_with("invalid cluster id"), "{}", body(&r));
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_user_downloads_every_file_as_a_streamed_zip() {
+    let r = send(
+        edge(&local_cluster()),
+        "GET",
+        "/download/dev/done/files.zip",
+        &[JANE],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
+    assert_eq!(header(&r, "content-type"), Some("application/zip"));
+    assert_eq!(
+        header(&r, "content-disposition"),
+        Some("attachment; filename=files.zip")
+    );
+    assert_eq!(header(&r, "cache-control"), Some("no-store"));
+    assert_eq!(header(&r, "content-length"), None);
+    let files = entries(r.body());
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        (files[0].0.as_str(), files[0].1.as_slice()),
+        ("a.pcap", &b"pcap-a"[..])
+    );
+    assert_eq!((files[1].0.as_str(), files[1].1.len()), ("b.pcap", 100_000));
+    assert_eq!(files[0].2, zip::CompressionMethod::Stored);
+}
+
+#[tokio::test]
+async fn deflate_is_chosen_by_query_and_an_unknown_compression_is_400() {
+    let e = edge(&local_cluster());
+    let r = send(
+        e.clone(),
+        "GET",
+        "/download/dev/done/files.zip?compression=deflate",
+        &[JANE],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let files = entries(r.body());
+    assert_eq!(files[1].2, zip::CompressionMethod::Deflated);
+    assert_eq!(files[1].1, vec![7u8; 100_000]);
+    assert!(r.body().len() < 50_000);
+    let r = send(
+        e,
+        "GET",
+        "/download/dev/done/files.zip?compression=zstd",
+        &[JANE],
+    )
+    .await;
+    assert_text(
+        &r,
+        400,
+        "invalid compression \"zstd\": must be one of stored, deflate",
+    );
+}
+
+#[tokio::test]
+async fn no_file_anywhere_is_204_with_an_empty_body() {
+    let e = edge(&local_cluster());
+    for capture in ["empty", "gone"] {
+        let r = send(
+            e.clone(),
+            "GET",
+            &format!("/download/dev/{capture}/files.zip"),
+            &[JANE],
+        )
+        .await;
+        assert_eq!(r.status(), 204, "{capture}: {}", body(&r));
+        assert!(r.body().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_user_without_rbac_is_403_naming_user_verb_and_namespace() {
+    let e = edge(&local_cluster());
+    let r = send(e.clone(), "GET", "/download/dev/done/files.zip", &[BOB]).await;
+    assert_text(
+        &r,
+        403,
+        "bob is not authorized to get packetcaptures/files in namespace dev",
+    );
+    let r = send(e, "DELETE", "/files/dev/done", &[BOB]).await;
+    assert_text(
+        &r,
+        403,
+        "bob is not authorized to delete packetcaptures/files in namespace dev",
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_capture_is_404() {
+    let r = send(
+        edge(&local_cluster()),
+        "GET",
+        "/download/dev/nope/files.zip",
+        &[JANE],
+    )
+    .await;
+    assert_text(&r, 404, "packetcapture dev/nope not found");
+}
+
+#[tokio::test]
+async fn a_node_without_entry_pod_is_502_naming_the_node() {
+    let r = send(
+        edge(&local_cluster()),
+        "GET",
+        "/download/dev/orphan/files.zip",
+        &[JANE],
+    )
+    .await;
+    assert_text(&r, 502, "no running entry pod found on node node-9");
+}
+
+#[tokio::test]
+async fn managed_clusters_are_routed_and_refused_when_unknown_or_disconnected() {
+    let e = edge(&local_cluster());
+    let r = send(
+        e.clone(),
+        "GET",
+        "/download/dev/done/files.zip",
+        &[JANE, ("X-Cluster-ID", "east")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(entries(r.body())[0].0, "east.pcap");
+    let r = send(
+        e.clone(),
+        "GET",
+        "/download/dev/done/files.zip",
+        &[JANE, ("x-cluster-id", "cluster")],
+    )
+    .await;
+    assert_eq!(
+        entries(r.body())[0].0,
+        "a.pcap",
+        "`cluster` is the local cluster"
+    );
+    let r = send(
+        e.clone(),
+        "GET",
+        "/files/dev/done",
+        &[JANE, ("x-cluster-id", "north")],
+    )
+    .await;
+    assert_text(&r, 404, "managed cluster north not found");
+    let r = send(
+        e,
+        "GET",
+        "/files/dev/done",
+        &[JANE, ("x-cluster-id", "west")],
+    )
+    .await;
+    assert_text(&r, 503, "managed cluster west is not connected");
+}
+
+#[tokio::test]
+async fn impersonating_a_user_runs_the_request_as_that_user() {
+    let local = local_cluster();
+    let r = send(
+        edge(&local),
+        "GET",
+        "/files/dev/done",
+        &[GATEWAY, ("impersonate-user", "jane")],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
+    let asked = local.rbac.asked.lock().unwrap().clone();
+    assert_eq!(asked[0].1.resource, "users");
+    assert_eq!(asked.last().unwrap().0.name, "jane");
+}
+
+#[tokio::test]
+async fn impersonating_a_service_account_checks_serviceaccounts_in_its_namespace() {
+    let local = local_cluster();
+    let r = send(
+        edge(&local),
+        "GET",
+        "/files/dev/done",
+        &[
+            GATEWAY,
+            ("impersonate-user", "system:serviceaccount:ops:robot"),
+        ],
+    )
+    .await;
+    assert_text(
+        &r,
+        403,
+        "system:serviceaccount:ops:robot is not authorized to get packetcaptures/files in namespace dev",
+    );
+    let asked = local.rbac.asked.lock().unwrap().clone();
+    assert_eq!(
+        (
+            asked[0].1.resource.as_str(),
+            asked[0].1.namespace.as_str(),
+            asked[0].1.name.as_str()
+        ),
+        ("serviceaccounts", "ops", "robot")
+    );
+}
+
+#[tokio::test]
+async fn impersonated_groups_and_extras_are_checked_and_carried() {
+    let local = local_cluster();
+    let r = send(
+        edge(&local),
+        "GET",
+        "/files/dev/done",
+        &[
+            GATEWAY,
+            ("impersonate-user", "sam"),
+            ("impersonate-group", "auditors"),
+            ("impersonate-group", "others"),
+            ("impersonate-extra-Scopes", "view"),
+            ("impersonate-extra-scopes", "list"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
+    let asked = local.rbac.asked.lock().unwrap().clone();
+    let checked: Vec<_> = asked
+        .iter()
+        .map(|(_, a)| (a.resource.clone(), a.subresource.clone(), a.name.clone()))
+        .collect();
+    assert!(checked.contains(&("groups".into(), String::new(), "others".into())));
+    assert!(checked.contains(&("userextras".into(), "scopes".into(), "list".into())));
+    let (user, _) = asked.last().unwrap();
+    assert_eq!(user.groups, ["auditors", "others", "system:authenticated"]);
+    assert_eq!(user.extra["scopes"], ["view", "list"]);
+}
+
+#[tokio::test]
+async fn a_percent_encoded_extra_key_is_decoded() {
+    let local = local_cluster();
+    send(
+        edge(&local),
+        "GET",
+        "/files/dev/done",
+        &[
+            GATEWAY,
+            ("impersonate-user", "sam"),
+            ("impersonate-extra-sc%6Fpes", "view"),
+            ("impersonate-group", "auditors"),
+        ],
+    )
+    .await;
+    let asked = local.rbac.asked.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|(_, a)| a.subresource == "scopes"),
+        "{asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn impersonation_without_a_user_is_400_and_without_permission_is_403() {
+    let e = edge(&local_cluster());
+    let r = send(
+        e.clone(),
+        "GET",
+        "/files/dev/done",
+        &[GATEWAY, ("impersonate-group", "auditors")],
+    )
+    .await;
+    assert_text(&r, 400, "missing impersonation headers");
+    let r = send(
+        e.clone(),
+        "GET",
+        "/files/dev/done",
+        &[GATEWAY, ("impersonate-extra-scopes", "view")],
+    )
+    .await;
+    assert_text(&r, 400, "missing impersonation headers");
+    let r = send(
+        e.clone(),
+        "GET",
+        "/files/dev/done",
+        &[JANE, ("impersonate-user", "admin")],
+    )
+    .await;
+    assert_text(&r, 403, "jane is not allowed to impersonate user admin");
+    let r = send(
+        e,
+        "GET",
+        "/files/dev/done",
+        &[
+            GATEWAY,
+            ("impersonate-user", "system:serviceaccount:kube-system:root"),
+        ],
+    )
+    .await;
+    assert_text(
+        &r,
+        403,
+        "gateway is not allowed to impersonate user system:serviceaccount:kube-system:root",
+    );
+}
+
+#[tokio::test]
+async fn listing_shows_each_node_with_its_files() {
+    let r = send(edge(&local_cluster()), "GET", "/files/dev/done", &[JANE]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["namespace"], "dev");
+    assert_eq!(v["name"], "done");
+    assert_eq!(v["cluster"], "cluster");
+    assert_eq!(v["nodes"][0]["node"], "node-1");
+    assert_eq!(v["nodes"][0]["state"], "Finished");
+    assert_eq!(v["nodes"][0]["directory"], "/var/log/calico/pcap/dev/done");
+    assert_eq!(
+        v["nodes"][0]["files"][0],
+        serde_json::json!({"name": "a.pcap", "size": 6, "modified": "2023-11-14T22:13:20Z"})
+    );
+    assert_eq!(v["nodes"][1]["files"][0]["size"], 100_000);
+}
+
+#[tokio::test]
+async fn delete_needs_every_node_finished() {
+    let e = edge(&local_cluster());
+    assert_text(
+        &send(e.clone(), "DELETE", "/files/dev/running", &[JANE]).await,
+        409,
+        "capture state is not Finished",
+    );
+    assert_text(
+        &send(e, "DELETE", "/files/dev/stateless", &[JANE]).await,
+        409,
+        "capture state cannot be determined",
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_the_files_clears_the_status_and_is_repeatable() {
+    let local = local_cluster();
+    let e = edge(&local);
+    local.captures.conflict_next(2);
+    let r = send(e.clone(), "DELETE", "/files/dev/done", &[JANE]).await;
+    assert_eq!(r.status(), 204, "{}", body(&r));
+    assert!(r.body().is_empty());
+    assert!(
+        local
+            .files
+            .files_in("node-1", &format!("{DIR}/dev/done"))
+            .is_empty()
+    );
+    let stored = local
+        .captures
+        .current(&packetcapture_domain::CaptureRef::parse("dev", "done").unwrap())
+        .unwrap();
+    assert!(stored.files.iter().all(|n| n.file_names.is_empty()));
+    assert_eq!(
+        send(e.clone(), "DELETE", "/files/dev/done", &[JANE])
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        send(e, "GET", "/download/dev/done/files.zip", &[JANE])
+            .await
+            .status(),
+        204
+    );
+}
+
+#[tokio::test]
+async fn delete_still_conflicting_after_three_tries_is_502() {
+    let local = local_cluster();
+    local.captures.conflict_next(3);
+    let r = send(edge(&local), "DELETE", "/files/dev/done", &[JANE]).await;
+    assert_text(
+        &r,
+        502,
+        "updating the status of packetcapture dev/done conflicted 3 times; try again",
+    );
+}
+
+fn failing_locator(error: fn() -> Error) -> Arc<StaticRouter> {
+    let local = local_cluster();
+    let mut locator = MockCaptureLocator::new();
+    locator.expect_get().returning(move |_| Err(error()));
+    Arc::new(StaticRouter::local(ClusterPorts {
+        locator: Arc::new(locator),
+        ..ports_of(&local)
+    }))
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_503_and_a_failing_one_502() {
+    let unreachable = || {
+        Error::unavailable(
+            Backend::Kubernetes,
+            "get packetcapture dev/done in the local cluster",
+            "connection refused",
+        )
+    };
+    let r = send(
+        edge_with(failing_locator(unreachable)),
+        "GET",
+        "/files/dev/done",
+        &[JANE],
+    )
+    .await;
+    assert_text(
+        &r,
+        503,
+        "Kubernetes API unavailable while trying to get packetcapture dev/done in the local cluster",
+    );
+    let failing = || {
+        Error::backend(
+            Backend::Kubernetes,
+            "get packetcapture dev/done in the local cluster",
+            "500 Internal Server Error",
+        )
+    };
+    let r = send(
+        edge_with(failing_locator(failing)),
+        "GET",
+        "/download/dev/done/files.zip",
+        &[JANE],
+    )
+    .await;
+    assert_text(
+        &r,
+        502,
+        "Kubernetes API failed to get packetcapture dev/done in the local cluster",
+    );
+}
+
+#[tokio::test]
+async fn a_bug_is_a_generic_500() {
+    let bug = || Error::Internal("invariant broken: secret detail".into());
+    let r = send(
+        edge_with(failing_locator(bug)),
+        "GET",
+        "/files/dev/done",
+        &[JANE],
+    )
+    .await;
+    assert_text(&r, 500, "internal server error");
+}

@@ -1,0 +1,217 @@
+//! The HTTPS server on loopback: TLS, both HTTP versions, and aborts after the status line.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use packetcapture_api::http::routes;
+use packetcapture_api::server::{self, Running};
+use packetcapture_domain::testing::StaticRouter;
+use packetcapture_domain::{
+    CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result, TarStream,
+};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::support::*;
+
+struct Tls {
+    _dir: tempfile::TempDir,
+    ca: reqwest::Certificate,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn self_signed() -> Tls {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let ca = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    Tls {
+        _dir: dir,
+        ca,
+        cert,
+        key,
+    }
+}
+
+async fn start(tls: &Tls, edge: packetcapture_api::http::Edge) -> Running {
+    let config = server::tls_config(&tls.cert, &tls.key).unwrap();
+    server::serve(Some([127, 0, 0, 1].into()), 0, config, routes(edge))
+        .await
+        .unwrap()
+}
+
+fn client(tls: &Tls, http1: bool) -> reqwest::Client {
+    let b = reqwest::Client::builder().tls_certs_only([tls.ca.clone()]);
+    let b = if http1 { b.http1_only() } else { b };
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_served_over_https_with_http2_and_http1() {
+    let tls = self_signed();
+    let running = start(&tls, edge(&local_cluster())).await;
+    let url = format!("https://localhost:{}/health", running.addr.port());
+    for http1 in [false, true] {
+        let r = client(&tls, http1).get(&url).send().await.unwrap();
+        assert_eq!(
+            r.version(),
+            if http1 {
+                reqwest::Version::HTTP_11
+            } else {
+                reqwest::Version::HTTP_2
+            }
+        );
+        assert_eq!(r.text().await.unwrap(), r#"{"status":"Ok"}"#);
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_download_arrives_chunked_over_https() {
+    let tls = self_signed();
+    let running = start(&tls, edge(&local_cluster())).await;
+    let url = format!(
+        "https://localhost:{}/download/dev/done/files.zip",
+        running.addr.port()
+    );
+    let r = client(&tls, true)
+        .get(&url)
+        .bearer_auth("jane-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("transfer-encoding").unwrap(), "chunked");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(entries(&bytes).len(), 2);
+    running.stop().await;
+}
+
+/// A tar stream of one whole file, then a second file cut by a failing exec.
+struct CutAfterFirstFile {
+    data: io::Cursor<Vec<u8>>,
+}
+
+impl AsyncRead for CutAfterFirstFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let n = std::io::Read::read(&mut self.data, buf.initialize_unfilled())?;
+        buf.advance(n);
+        if buf.filled().len() == before {
+            return Poll::Ready(Err(io::Error::other(
+                "command terminated with exit code 137",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct CuttingFetcher;
+
+#[async_trait]
+impl FileFetcher for CuttingFetcher {
+    async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint> {
+        Ok(EntryPoint {
+            node: node.clone(),
+            handle: "pod".into(),
+        })
+    }
+    async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(300_000);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "first.pcap", &[1u8; 300_000][..])
+            .unwrap();
+        let mut h2 = tar::Header::new_gnu();
+        h2.set_size(300_000);
+        h2.set_mode(0o644);
+        b.append_data(&mut h2, "second.pcap", &[2u8; 300_000][..])
+            .unwrap();
+        let mut bytes = b.into_inner().unwrap();
+        bytes.truncate(512 + 300_000 + 512 + 100_000);
+        Ok(Box::pin(CutAfterFirstFile {
+            data: io::Cursor::new(bytes),
+        }))
+    }
+    async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
+        Ok(Vec::new())
+    }
+    async fn remove(&self, _: &EntryPoint, _: &CaptureDir) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_the_status_line_aborts_the_transfer_and_leaves_no_whole_zip() {
+    let tls = self_signed();
+    let local = local_cluster();
+    let ports = ClusterPorts {
+        fetcher: Arc::new(CuttingFetcher),
+        ..ports_of(&local)
+    };
+    let running = start(&tls, edge_with(Arc::new(StaticRouter::local(ports)))).await;
+    let url = format!(
+        "https://localhost:{}/download/dev/done/files.zip",
+        running.addr.port()
+    );
+    for http1 in [true, false] {
+        // Over HTTP/2 the reset may overtake the headers: the request itself fails then.
+        let Ok(mut r) = client(&tls, http1)
+            .get(&url)
+            .bearer_auth("jane-token")
+            .send()
+            .await
+        else {
+            assert!(
+                !http1,
+                "over HTTP/1.1 the status line goes out with the first bytes"
+            );
+            continue;
+        };
+        assert_eq!(r.status(), 200);
+        let mut received = Vec::new();
+        let failure = loop {
+            match r.chunk().await {
+                Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        assert!(
+            failure.is_some(),
+            "the transfer must fail (http1: {http1}), got {} bytes cleanly",
+            received.len()
+        );
+        assert!(
+            received.len() >= 64 * 1024,
+            "the first file's bytes were streamed before the failure"
+        );
+        assert!(
+            zip::ZipArchive::new(io::Cursor::new(received)).is_err(),
+            "what arrived must not open as a zip"
+        );
+    }
+    running.stop().await;
+}
+
+#[test]
+fn a_missing_certificate_is_an_error_naming_the_file() {
+    let err = server::tls_config(
+        "/nonexistent/tls.crt".as_ref(),
+        "/nonexistent/tls.key".as_ref(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
+}
