@@ -1,0 +1,59 @@
+//! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use packetcapture_tests::{Scenario, Sim};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: packetcapture-sim [--scenario FILE] --out DIR");
+    ExitCode::from(64)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut args = std::env::args().skip(1);
+    let (mut scenario_file, mut out) = (None::<PathBuf>, None::<PathBuf>);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--scenario" => scenario_file = args.next().map(PathBuf::from),
+            "--out" => out = args.next().map(PathBuf::from),
+            "-h" | "--help" => {
+                usage();
+                return ExitCode::SUCCESS;
+            }
+            _ => return usage(),
+        }
+    }
+    let Some(out) = out else { return usage() };
+    let scenario = match scenario_file {
+        None => Scenario::default_scenario(),
+        Some(f) => match std::fs::read_to_string(&f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Scenario::from_yaml(&t))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("packetcapture-sim: scenario {}: {e}", f.display());
+                return ExitCode::from(64);
+            }
+        },
+    };
+    let sim = match Sim::start(&scenario, &out).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("packetcapture-sim: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (name, addr) in &sim.api_servers {
+        eprintln!("packetcapture-sim: cluster {name}: API server https://{addr}");
+    }
+    eprintln!("packetcapture-sim: Voltron https://{}", sim.voltron_addr);
+    eprintln!("packetcapture-sim: ready; files in {}", sim.out.display());
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

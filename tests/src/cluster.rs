@@ -1,0 +1,420 @@
+//! The state of the simulated clusters: users, RBAC, captures, entry pods, faults, and the
+//! node file systems on disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+use crate::pcap;
+use crate::scenario::{ClusterSpec, EntryPodSpec, Faults, RuleSpec, Scenario, service_rules};
+
+/// Locks, ignoring poisoning (a panicked test thread must not wedge the simulation).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A user as the API servers know it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// Uid.
+    pub uid: String,
+    /// Groups (with `system:authenticated`).
+    pub groups: Vec<String>,
+    /// Extra.
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// What an API request asks to do, for RBAC.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Attributes {
+    /// Verb.
+    pub verb: String,
+    /// API group (`""` core).
+    pub group: String,
+    /// Resource.
+    pub resource: String,
+    /// Subresource.
+    pub subresource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// One request as a cluster saw it.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// The `x-cluster-id` header, if any.
+    pub cluster_header: Option<String>,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+}
+
+/// One simulated cluster.
+pub struct Cluster {
+    /// `cluster` for the local one, the managed cluster's id otherwise.
+    pub name: String,
+    /// True for the first cluster.
+    pub local: bool,
+    /// For managed clusters: the tunnel is up.
+    pub connected: AtomicBool,
+    /// Node names.
+    pub nodes: Vec<String>,
+    /// `nodes/{cluster}` under the output directory: each node's file system.
+    pub node_root: PathBuf,
+    /// Entry pods.
+    pub entry: EntryPodSpec,
+    /// PacketCapture objects by `(namespace, name)`.
+    pub captures: Mutex<BTreeMap<(String, String), Value>>,
+    resource_version: AtomicU64,
+    /// RBAC allow rules.
+    pub rules: Vec<RuleSpec>,
+    /// Faults, changeable at run time.
+    pub faults: Mutex<Faults>,
+    /// Requests seen.
+    pub log: Mutex<Vec<RequestRecord>>,
+    /// Execs currently running.
+    pub running_execs: AtomicU64,
+}
+
+impl Cluster {
+    fn new(
+        spec: &ClusterSpec,
+        local: bool,
+        out: &Path,
+        rules: Vec<RuleSpec>,
+    ) -> std::io::Result<Self> {
+        let node_root = out.join("nodes").join(&spec.name);
+        for node in &spec.nodes {
+            std::fs::create_dir_all(node_root.join(node))?;
+        }
+        let cluster = Self {
+            name: spec.name.clone(),
+            local,
+            connected: AtomicBool::new(spec.connected),
+            nodes: spec.nodes.clone(),
+            node_root,
+            entry: spec.entry_pods.clone(),
+            captures: Mutex::new(BTreeMap::new()),
+            resource_version: AtomicU64::new(1000),
+            rules,
+            faults: Mutex::new(spec.faults.clone()),
+            log: Mutex::new(Vec::new()),
+            running_execs: AtomicU64::new(0),
+        };
+        for (index, capture) in spec.captures.iter().enumerate() {
+            let mut files = Vec::new();
+            for (n, node) in capture.nodes.iter().enumerate() {
+                let rel = format!(
+                    "{}/{}/{}",
+                    capture.directory.trim_matches('/'),
+                    capture.namespace,
+                    capture.name
+                );
+                let dir = cluster.node_root.join(&node.node).join(&rel);
+                std::fs::create_dir_all(&dir)?;
+                let pod = format!(
+                    "{}-{}",
+                    capture.name.split('.').next().unwrap_or("app"),
+                    short_hash(&node.node, 5)
+                );
+                let mut names = Vec::new();
+                for i in 0..node.files {
+                    // The active file, then rotated ones with a microsecond suffix.
+                    let name = if i == 0 {
+                        format!(
+                            "{pod}_cali{}.pcap",
+                            short_hash(&format!("{}{i}", node.node), 11)
+                        )
+                    } else {
+                        format!(
+                            "{pod}_cali{}-{}.pcap",
+                            short_hash(&format!("{}0", node.node), 11),
+                            1_700_000_000_000_000u64 + u64::from(i) * 3_600_000_000
+                        )
+                    };
+                    let seed = seed_of(&format!(
+                        "{}/{}/{}/{}/{name}",
+                        spec.name, capture.namespace, capture.name, node.node
+                    ));
+                    let file = std::io::BufWriter::with_capacity(
+                        1 << 20,
+                        std::fs::File::create(dir.join(&name))?,
+                    );
+                    pcap::write_pcap(
+                        file,
+                        node.size,
+                        seed,
+                        1_700_000_000 + (index * 10 + n) as u32 * 3600,
+                    )?;
+                    names.push(name);
+                }
+                names.sort();
+                let mut entry =
+                    json!({"node": node.node, "directory": capture.directory, "fileNames": names});
+                if let Some(state) = &node.state {
+                    entry["state"] = json!(state);
+                }
+                files.push(entry);
+            }
+            let object = json!({
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "PacketCapture",
+                "metadata": {
+                    "name": capture.name,
+                    "namespace": capture.namespace,
+                    "uid": format!("{}-{}", short_hash(&capture.namespace, 8), short_hash(&capture.name, 12)),
+                    "resourceVersion": cluster.next_version(),
+                    "creationTimestamp": "2026-11-01T10:00:00Z",
+                },
+                "spec": {"selector": "all()"},
+                "status": {"files": files},
+            });
+            lock(&cluster.captures)
+                .insert((capture.namespace.clone(), capture.name.clone()), object);
+        }
+        Ok(cluster)
+    }
+
+    /// A new resource version.
+    pub fn next_version(&self) -> String {
+        self.resource_version
+            .fetch_add(1, Ordering::SeqCst)
+            .to_string()
+    }
+
+    /// The faults now.
+    pub fn faults(&self) -> Faults {
+        lock(&self.faults).clone()
+    }
+
+    /// Changes the faults.
+    pub fn set_faults(&self, change: impl FnOnce(&mut Faults)) {
+        change(&mut lock(&self.faults));
+    }
+
+    /// The entry pod name of a node.
+    pub fn entry_pod_name(&self, node: &str) -> String {
+        let prefix = self
+            .entry
+            .labels
+            .values()
+            .next()
+            .map(String::as_str)
+            .unwrap_or("entry");
+        format!("{prefix}-{}", short_hash(node, 5))
+    }
+
+    /// The entry pods that exist now (nodes whose pod is "missing" have none).
+    pub fn pods(&self) -> Vec<Value> {
+        let missing = self.faults().missing_entry_pods;
+        self.nodes
+            .iter()
+            .filter(|n| !missing.contains(n))
+            .map(|node| {
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": self.entry_pod_name(node),
+                        "namespace": self.entry.namespace,
+                        "labels": self.entry.labels,
+                        "uid": short_hash(&format!("pod-{node}"), 16),
+                        "resourceVersion": "1",
+                        "creationTimestamp": "2026-11-01T09:00:00Z",
+                    },
+                    "spec": {
+                        "nodeName": node,
+                        "containers": [{"name": self.entry.container, "image": "quay.io/tigera/fluentd:sim"}],
+                    },
+                    "status": {
+                        "phase": "Running",
+                        "podIP": "10.65.0.10",
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "containerStatuses": [{"name": self.entry.container, "ready": true, "restartCount": 0}],
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The node a pod runs on.
+    pub fn pod_node(&self, namespace: &str, pod: &str) -> Option<String> {
+        if namespace != self.entry.namespace {
+            return None;
+        }
+        let missing = self.faults().missing_entry_pods;
+        self.nodes
+            .iter()
+            .find(|n| !missing.contains(n) && self.entry_pod_name(n) == pod)
+            .cloned()
+    }
+
+    /// Whether `user` may act as `a` says.
+    pub fn allowed(&self, user: &UserInfo, a: &Attributes) -> bool {
+        self.rules.iter().any(|r| rule_allows(r, user, a))
+    }
+
+    /// Records a request.
+    pub fn record(&self, record: RequestRecord) {
+        lock(&self.log).push(record);
+    }
+
+    /// The requests seen so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.log).clone()
+    }
+}
+
+fn matches(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v == "*" || v == value)
+}
+
+fn rule_allows(r: &RuleSpec, user: &UserInfo, a: &Attributes) -> bool {
+    let subject = r.subjects.iter().any(|s| match s.split_once(':') {
+        Some(("user", name)) => name == user.name,
+        Some(("group", group)) => user.groups.iter().any(|g| g == group),
+        Some(("serviceaccount", rest)) => format!("system:serviceaccount:{rest}") == user.name,
+        _ => false,
+    });
+    let full = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let resource = r.resources.iter().any(|res| {
+        res == "*"
+            || *res == full
+            || (res.ends_with("/*")
+                && !a.subresource.is_empty()
+                && res.trim_end_matches("/*") == a.resource)
+    });
+    subject
+        && matches(&r.verbs, &a.verb)
+        && matches(&r.api_groups, &a.group)
+        && resource
+        && (r.namespaces.is_empty() || r.namespaces.contains(&a.namespace))
+        && (r.names.is_empty() || r.names.contains(&a.name))
+}
+
+/// A short, stable, lower-case alphanumeric hash.
+pub fn short_hash(s: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h = seed_of(s);
+    (0..len)
+        .map(|_| {
+            let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
+            h = (h / ALPHABET.len() as u64) ^ h.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            c
+        })
+        .collect()
+}
+
+fn seed_of(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Everything the simulation knows: users and clusters.
+pub struct World {
+    /// Tokens to users, valid in every cluster.
+    pub users: HashMap<String, UserInfo>,
+    /// User name to token, for writing `tokens/{user}`.
+    pub tokens: BTreeMap<String, String>,
+    /// Clusters; the first is the local one.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// The service account's user name.
+    pub service_user: String,
+}
+
+impl World {
+    /// Builds the clusters and writes their node files under `out`.
+    pub fn build(
+        scenario: &Scenario,
+        out: &Path,
+        dex_tokens: &BTreeMap<String, String>,
+    ) -> std::io::Result<Self> {
+        let mut users = HashMap::new();
+        let mut tokens = BTreeMap::new();
+        let sa = &scenario.service_account;
+        let service_user = sa.user_name();
+        let service_token = format!("sim-sa-{}", random_token());
+        users.insert(
+            service_token.clone(),
+            UserInfo {
+                name: service_user.clone(),
+                uid: short_hash(&service_user, 12),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{}", sa.namespace),
+                    "system:authenticated".into(),
+                ],
+                extra: BTreeMap::new(),
+            },
+        );
+        tokens.insert(sa.name.clone(), service_token);
+        for u in &scenario.users {
+            let token = match (u.kind, &u.token) {
+                (crate::scenario::UserKind::Dex, _) => {
+                    dex_tokens.get(&u.name).cloned().unwrap_or_default()
+                }
+                (_, Some(t)) => t.clone(),
+                (_, None) => format!("sim-{}-{}", u.name, random_token()),
+            };
+            if token.is_empty() {
+                continue;
+            }
+            let mut groups = u.groups.clone();
+            groups.push("system:authenticated".into());
+            users.insert(
+                token.clone(),
+                UserInfo {
+                    name: u.name.clone(),
+                    uid: short_hash(&u.name, 12),
+                    groups,
+                    extra: BTreeMap::new(),
+                },
+            );
+            tokens.insert(u.name.clone(), token);
+        }
+        let mut clusters = Vec::new();
+        for (i, spec) in scenario.clusters.iter().enumerate() {
+            let mut rules = spec.rbac.clone();
+            rules.extend(service_rules(sa, &spec.entry_pods.namespace));
+            clusters.push(Arc::new(Cluster::new(spec, i == 0, out, rules)?));
+        }
+        Ok(Self {
+            users,
+            tokens,
+            clusters,
+            service_user,
+        })
+    }
+
+    /// The local cluster.
+    pub fn local(&self) -> &Arc<Cluster> {
+        &self.clusters[0]
+    }
+
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// 24 random hex characters.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,421 @@
+//! Exec over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`), running the real command.
+//!
+//! The command runs without a shell, with the entry pod's node directory standing in for the
+//! pod's file system: absolute paths in its arguments are mapped under the node's directory
+//! (for `tar`, an absolute member becomes `-C {node} relative`, so member names are what a real
+//! `tar` in the pod writes). Frames: 1 stdout, 2 stderr, 3 the `Status`; then close 1000. The
+//! socket is read all along (pings are answered, a client leaving kills the command).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+use crate::cluster::Cluster;
+use crate::http::{Body, full, status};
+
+/// Programs an exec may run.
+pub const ALLOWED: &[&str] = &[
+    "tar",
+    "find",
+    "rm",
+    "ls",
+    "cat",
+    "stat",
+    "sha256sum",
+    "du",
+    "sleep",
+    "echo",
+    "true",
+];
+
+/// Subprotocols, in order of preference.
+const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// Maps a command's arguments into the node's directory; the program must be allowed.
+pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>), String> {
+    let program = argv.first().ok_or("you must specify at least 1 command")?;
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if !ALLOWED.contains(&name) {
+        return Err(format!(
+            "exec: \"{program}\": executable file not found in $PATH"
+        ));
+    }
+    let under = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
+    let mut args = Vec::new();
+    let rest = &argv[1..];
+    if name == "tar" {
+        let mut dir = root.display().to_string();
+        let mut i = 0;
+        while i < rest.len() {
+            let a = &rest[i];
+            if (a == "-C" || a == "--directory" || a == "-f" || a == "--file") && i + 1 < rest.len()
+            {
+                let value = &rest[i + 1];
+                let mapped = if value.starts_with('/') {
+                    under(value)
+                } else {
+                    value.clone()
+                };
+                if a == "-C" || a == "--directory" {
+                    dir = if value.starts_with('/') {
+                        mapped.clone()
+                    } else {
+                        format!("{dir}/{value}")
+                    };
+                }
+                args.push(a.clone());
+                args.push(mapped);
+                i += 2;
+                continue;
+            }
+            if let Some(value) = a.strip_prefix("--directory=") {
+                let mapped = if value.starts_with('/') {
+                    under(value)
+                } else {
+                    format!("{dir}/{value}")
+                };
+                dir = mapped.clone();
+                args.push(format!("--directory={mapped}"));
+            } else if a.starts_with('/') {
+                // An absolute member: archived relative to the pod's root, as tar itself does.
+                args.extend([
+                    "-C".to_owned(),
+                    root.display().to_string(),
+                    a.trim_start_matches('/').to_owned(),
+                ]);
+                args.extend(["-C".to_owned(), dir.clone()]);
+            } else {
+                args.push(a.clone());
+            }
+            i += 1;
+        }
+    } else {
+        args = rest
+            .iter()
+            .map(|a| {
+                if a.starts_with('/') {
+                    under(a)
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+    }
+    Ok((name.to_owned(), args))
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Handles an exec request: checks, upgrades, runs.
+pub async fn handle(
+    cluster: Arc<Cluster>,
+    node: String,
+    params: Vec<(String, String)>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let container = params
+        .iter()
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.clone());
+    if let Some(c) = &container
+        && *c != cluster.entry.container
+    {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "container {c} is not valid for pod {}",
+                cluster.entry_pod_name(&node)
+            ),
+        );
+    }
+    let command: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if command.is_empty() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "you must specify at least 1 command",
+        );
+    }
+    let upgrade = header(&req, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let Some(key) = header(&req, "sec-websocket-key")
+        .map(str::to_owned)
+        .filter(|_| upgrade)
+    else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Upgrade request required",
+        );
+    };
+    let offered: Vec<String> = header(&req, "sec-websocket-protocol")
+        .unwrap_or("")
+        .split(',')
+        .map(|p| p.trim().to_owned())
+        .collect();
+    let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "no supported exec subprotocol (v5.channel.k8s.io, v4.channel.k8s.io)",
+        );
+    };
+    let root = cluster.node_root.join(&node);
+    let mapped = map_command(&root, &command);
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        cluster.running_execs.fetch_add(1, Ordering::SeqCst);
+        run(ws, &cluster, root, mapped).await;
+        cluster.running_execs.fetch_sub(1, Ordering::SeqCst);
+    });
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes())
+            .parse()
+            .expect("a header value"),
+    );
+    h.insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_static(protocol),
+    );
+    r
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+fn status_frame(code: i32, message: Option<&str>) -> Message {
+    let status = if code == 0 && message.is_none() {
+        json!({"metadata": {}, "status": "Success"})
+    } else if let Some(m) = message {
+        json!({"metadata": {}, "status": "Failure", "message": m, "reason": "InternalError", "details": {"causes": [{"message": m}]}})
+    } else {
+        json!({"metadata": {}, "status": "Failure",
+               "message": format!("command terminated with non-zero exit code: exit status {code}"),
+               "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    };
+    frame(3, status.to_string().as_bytes())
+}
+
+async fn run(
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    cluster: &Cluster,
+    root: PathBuf,
+    mapped: Result<(String, Vec<String>), String>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    // Read all along: answers pings, and notices a client that leaves.
+    let (gone_tx, mut gone) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = gone_tx.send(true);
+    });
+    let faults = cluster.faults();
+    let (program, args) = match mapped {
+        Ok(m) => m,
+        Err(message) => {
+            let _ = sink.send(status_frame(126, Some(&message))).await;
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                })))
+                .await;
+            reader.abort();
+            return;
+        }
+    };
+    let child = tokio::process::Command::new(&program)
+        .args(&args)
+        .current_dir(&root)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sink
+                .send(status_frame(
+                    127,
+                    Some(&format!("exec: \"{program}\": {e}")),
+                ))
+                .await;
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                })))
+                .await;
+            reader.abort();
+            return;
+        }
+    };
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (mut out_open, mut err_open) = (true, true);
+    let mut out_buf = vec![0u8; 64 * 1024];
+    let mut err_buf = vec![0u8; 8 * 1024];
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    while out_open || err_open {
+        tokio::select! {
+            _ = gone.changed() => {
+                // The client left: the command dies with the connection.
+                drop(child);
+                return;
+            }
+            n = stdout.read(&mut out_buf), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => {
+                    let mut chunk = &out_buf[..n];
+                    if let Some(cut) = faults.exec_cut_after
+                        && sent + chunk.len() as u64 >= cut
+                    {
+                        chunk = &chunk[..(cut - sent.min(cut)) as usize];
+                        if !chunk.is_empty() {
+                            let _ = sink.send(frame(1, chunk)).await;
+                        }
+                        // Cut: no status, no close frame; the connection just ends.
+                        drop(child);
+                        reader.abort();
+                        return;
+                    }
+                    if sink.send(frame(1, chunk)).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len() as u64;
+                    if let Some(rate) = faults.exec_bandwidth.filter(|r| *r > 0) {
+                        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+            },
+            n = stderr.read(&mut err_buf), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => {
+                    if sink.send(frame(2, &err_buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            },
+        }
+    }
+    let code = match child.wait().await {
+        Ok(s) => s.code().unwrap_or(137),
+        Err(_) => 137,
+    };
+    let code = faults.exec_exit_status.unwrap_or(code);
+    let _ = sink.send(status_frame(code, None)).await;
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    // Give the client a moment to answer the close, then drop the connection.
+    let _ = tokio::time::timeout(Duration::from_secs(2), gone.changed()).await;
+    reader.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn tar_members_and_directories_map_under_the_node() {
+        let root = Path::new("/sim/n1");
+        let (p, a) = map_command(
+            root,
+            &s(&[
+                "tar",
+                "-c",
+                "-f",
+                "-",
+                "--ignore-failed-read",
+                "-C",
+                "/",
+                "--",
+                "var/log/x",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p, "tar");
+        assert_eq!(
+            a,
+            s(&[
+                "-c",
+                "-f",
+                "-",
+                "--ignore-failed-read",
+                "-C",
+                "/sim/n1",
+                "--",
+                "var/log/x"
+            ])
+        );
+        let (_, a) = map_command(root, &s(&["tar", "cf", "-", "/var/log/x"])).unwrap();
+        assert_eq!(
+            a,
+            s(&["cf", "-", "-C", "/sim/n1", "var/log/x", "-C", "/sim/n1"])
+        );
+        let (_, a) = map_command(root, &s(&["/bin/rm", "-rf", "--", "/var/log/x"])).unwrap();
+        assert_eq!(a, s(&["-rf", "--", "/sim/n1/var/log/x"]));
+        assert!(map_command(root, &s(&["sh", "-c", "id"])).is_err());
+        assert!(map_command(root, &[]).is_err());
+    }
+}

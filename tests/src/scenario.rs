@@ -1,0 +1,421 @@
+//! The scenario file: clusters, nodes, entry pods, captures, users, RBAC and faults (YAML).
+//!
+//! ```yaml
+//! serviceAccount: {namespace: tigera-manager, name: tigera-manager}  # the API's own identity
+//! users:
+//!   - name: jane                # Kubernetes user name (or the email claim for kind: dex)
+//!     groups: [capture-readers]
+//!     kind: kubernetes           # or dex: a Dex-issued ID token
+//!     token: jane-token          # optional; generated when absent
+//! clusters:
+//!   - name: cluster              # the first is the local (management or standalone) cluster
+//!     nodes: [node-1, node-2]
+//!     entryPods:                 # one running pod per node unless the node is listed in faults
+//!       namespace: tigera-fluentd
+//!       labels: {k8s-app: fluentd-node}
+//!       container: fluentd
+//!     captures:
+//!       - namespace: dev
+//!         name: web-traffic
+//!         directory: /var/log/calico/pcap     # default
+//!         nodes:
+//!           - {node: node-1, state: Finished, files: 3, size: 200000}   # size: bytes per file
+//!     rbac:
+//!       - subjects: [user:jane, group:capture-readers, serviceaccount:ns:name]
+//!         verbs: [get, delete]               # "*" for any
+//!         apiGroups: [projectcalico.org]     # "" is the core group, "*" any
+//!         resources: [packetcaptures/files]  # resource or resource/subresource, "*" any
+//!         namespaces: [dev]                  # empty: any namespace
+//!         names: []                          # empty: any name
+//!     faults:                                # all optional, see [`Faults`]
+//!       latencyMs: 0
+//!   - name: east                 # every further cluster is managed, reached through Voltron
+//!     connected: true
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole scenario.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    /// The service's own identity (a service account).
+    #[serde(default = "default_service_account")]
+    pub service_account: ServiceAccountRef,
+    /// Users, valid in every cluster.
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    /// Clusters; the first is the local one.
+    pub clusters: Vec<ClusterSpec>,
+}
+
+/// A service account reference.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccountRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl ServiceAccountRef {
+    /// Its Kubernetes user name.
+    pub fn user_name(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+}
+
+fn default_service_account() -> ServiceAccountRef {
+    ServiceAccountRef {
+        namespace: "tigera-manager".into(),
+        name: "tigera-manager".into(),
+    }
+}
+
+/// How a user's token is issued.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// A token the Kubernetes API servers know (TokenReview).
+    #[default]
+    Kubernetes,
+    /// A Dex-issued ID token.
+    Dex,
+}
+
+/// A user.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// User name (the email for Dex users).
+    pub name: String,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Token kind.
+    #[serde(default)]
+    pub kind: UserKind,
+    /// A fixed token; generated when absent.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// One cluster.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// `cluster` for the local one, the managed cluster's id otherwise.
+    pub name: String,
+    /// For managed clusters: whether its tunnel is up.
+    #[serde(default = "yes")]
+    pub connected: bool,
+    /// Node names.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Entry pods.
+    #[serde(default)]
+    pub entry_pods: EntryPodSpec,
+    /// PacketCaptures.
+    #[serde(default)]
+    pub captures: Vec<CaptureSpec>,
+    /// Allow rules.
+    #[serde(default)]
+    pub rbac: Vec<RuleSpec>,
+    /// Faults.
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Entry pods: one per node.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EntryPodSpec {
+    /// Namespace.
+    pub namespace: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Container name.
+    pub container: String,
+}
+
+impl Default for EntryPodSpec {
+    fn default() -> Self {
+        Self {
+            namespace: "tigera-fluentd".into(),
+            labels: [("k8s-app".to_owned(), "fluentd-node".to_owned())].into(),
+            container: "fluentd".into(),
+        }
+    }
+}
+
+/// A PacketCapture and its files.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The node directory holding `{ns}/{name}/`.
+    #[serde(default = "default_directory")]
+    pub directory: String,
+    /// Per node.
+    #[serde(default)]
+    pub nodes: Vec<CaptureNodeSpec>,
+}
+
+fn default_directory() -> String {
+    "/var/log/calico/pcap".into()
+}
+
+/// A capture's files on one node.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureNodeSpec {
+    /// The node.
+    pub node: String,
+    /// Its state (`Finished`, `Capturing`, ...); absent leaves the state out.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// How many files (the active one plus rotated ones).
+    #[serde(default)]
+    pub files: u32,
+    /// Bytes per file (each a valid pcap of about this size).
+    #[serde(default = "default_size")]
+    pub size: u64,
+}
+
+fn default_size() -> u64 {
+    64 * 1024
+}
+
+/// An allow rule.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// `user:NAME`, `group:NAME`, or `serviceaccount:NS:NAME`.
+    pub subjects: Vec<String>,
+    /// Verbs, `*` for any.
+    pub verbs: Vec<String>,
+    /// API groups (`""` core), `*` for any.
+    #[serde(default = "any")]
+    pub api_groups: Vec<String>,
+    /// Resources (`resource` or `resource/subresource`), `*` for any.
+    pub resources: Vec<String>,
+    /// Namespaces; empty for any (and for cluster-scoped resources).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Names; empty for any.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Fault knobs of one cluster. All can also be changed while the simulation runs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Faults {
+    /// Delay before every API answer, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Cap on each exec stream's stdout, bytes per second.
+    #[serde(default)]
+    pub exec_bandwidth: Option<u64>,
+    /// Cut each exec's connection (no status, no close frame) after this many stdout bytes.
+    #[serde(default)]
+    pub exec_cut_after: Option<u64>,
+    /// Report this exit status for every exec, whatever the command did.
+    #[serde(default)]
+    pub exec_exit_status: Option<i32>,
+    /// Nodes whose entry pod is missing.
+    #[serde(default)]
+    pub missing_entry_pods: Vec<String>,
+    /// Answer every API request (but discovery and `/version`) with this 5xx status.
+    #[serde(default)]
+    pub api_server_error: Option<u16>,
+    /// Dex answers nothing (its connections are closed at once). Local cluster only.
+    #[serde(default)]
+    pub dex_down: bool,
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let s: Scenario = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.clusters.is_empty() {
+            return Err(
+                "a scenario needs at least one cluster (the first is the local one)".into(),
+            );
+        }
+        for c in &self.clusters {
+            for cap in &c.captures {
+                for n in &cap.nodes {
+                    if !c.nodes.contains(&n.node) {
+                        return Err(format!(
+                            "capture {}/{} in cluster {} names node {} which is not in its nodes",
+                            cap.namespace, cap.name, c.name, n.node
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The built-in scenario: a management cluster with two namespaces, three nodes, a finished
+    /// and a running capture, a user who may and one who may not; and one managed cluster.
+    pub fn default_scenario() -> Self {
+        Self::from_yaml(DEFAULT).expect("the built-in scenario is valid")
+    }
+}
+
+/// The RBAC the service's own account needs (SPEC section 8), as a rule list.
+pub fn service_rules(sa: &ServiceAccountRef, entry_namespace: &str) -> Vec<RuleSpec> {
+    let subject = format!("serviceaccount:{}:{}", sa.namespace, sa.name);
+    let rule = |verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| RuleSpec {
+        subjects: vec![subject.clone()],
+        verbs: verbs.iter().map(|s| (*s).into()).collect(),
+        api_groups: vec![group.into()],
+        resources: resources.iter().map(|s| (*s).into()).collect(),
+        namespaces: namespaces.iter().map(|s| (*s).into()).collect(),
+        names: vec![],
+    };
+    vec![
+        rule(
+            &["get", "list"],
+            "projectcalico.org",
+            &["packetcaptures"],
+            &[],
+        ),
+        rule(
+            &["update"],
+            "projectcalico.org",
+            &["packetcaptures/status"],
+            &[],
+        ),
+        rule(
+            &["create"],
+            "projectcalico.org",
+            &["authenticationreviews"],
+            &[],
+        ),
+        rule(
+            &["get", "list", "watch"],
+            "projectcalico.org",
+            &["managedclusters"],
+            &[],
+        ),
+        rule(&["create"], "authentication.k8s.io", &["tokenreviews"], &[]),
+        rule(
+            &["create"],
+            "authorization.k8s.io",
+            &["subjectaccessreviews"],
+            &[],
+        ),
+        rule(&["get", "list"], "", &["pods"], &[entry_namespace]),
+        rule(&["create", "get"], "", &["pods/exec"], &[entry_namespace]),
+    ]
+}
+
+const DEFAULT: &str = r#"
+users:
+  - name: jane
+    groups: [capture-readers]
+    token: jane-token
+  - name: bob
+    groups: [developers]
+    token: bob-token
+  - name: ops-admin
+    groups: [platform]
+    token: ops-admin-token
+  - name: gateway
+    token: gateway-token
+clusters:
+  - name: cluster
+    nodes: [node-1, node-2, node-3]
+    captures:
+      - namespace: dev
+        name: web-traffic
+        nodes:
+          - {node: node-1, state: Finished, files: 3, size: 300000}
+          - {node: node-2, state: Finished, files: 2, size: 200000}
+          - {node: node-3, state: Finished, files: 1, size: 100000}
+      - namespace: dev
+        name: dns-live
+        nodes:
+          - {node: node-1, state: Capturing, files: 1, size: 50000}
+          - {node: node-2, state: WaitingForTraffic, files: 0}
+      - namespace: payments
+        name: checkout
+        nodes:
+          - {node: node-2, state: Finished, files: 2, size: 150000}
+      - namespace: dev
+        name: scheduled
+        nodes:
+          - {node: node-3, state: Scheduled, files: 0}
+    rbac:
+      - subjects: [group:capture-readers]
+        verbs: [get]
+        apiGroups: [projectcalico.org]
+        resources: [packetcaptures/files]
+        namespaces: [dev]
+      - subjects: [user:ops-admin]
+        verbs: [get, delete]
+        apiGroups: [projectcalico.org]
+        resources: [packetcaptures/files]
+      - subjects: [user:gateway]
+        verbs: [impersonate]
+        apiGroups: ["", authentication.k8s.io]
+        resources: [users, groups, serviceaccounts, userextras/*]
+  - name: east
+    nodes: [east-node-1, east-node-2]
+    captures:
+      - namespace: dev
+        name: web-traffic
+        nodes:
+          - {node: east-node-1, state: Finished, files: 2, size: 120000}
+          - {node: east-node-2, state: Finished, files: 1, size: 80000}
+    rbac:
+      - subjects: [group:capture-readers]
+        verbs: [get]
+        apiGroups: [projectcalico.org]
+        resources: [packetcaptures/files]
+        namespaces: [dev]
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_scenario_parses_and_a_bad_one_is_explained() {
+        let s = Scenario::default_scenario();
+        assert_eq!(s.clusters[0].name, "cluster");
+        assert_eq!(s.clusters[1].name, "east");
+        let err = Scenario::from_yaml(
+            "clusters: [{name: c, captures: [{namespace: a, name: b, nodes: [{node: x}]}]}]",
+        )
+        .unwrap_err();
+        assert!(err.contains("names node x"), "{err}");
+        assert!(
+            Scenario::from_yaml("clusters: [{name: c, bogus: 1}]")
+                .unwrap_err()
+                .contains("bogus")
+        );
+    }
+}
