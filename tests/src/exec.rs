@@ -55,7 +55,10 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
             "exec: \"{program}\": executable file not found in $PATH"
         ));
     }
-    let under = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
+    let under = |p: &str| match p.trim_start_matches('/') {
+        "" => root.display().to_string(),
+        rel => root.join(rel).display().to_string(),
+    };
     let mut args = Vec::new();
     let rest = &argv[1..];
     if name == "tar" {
