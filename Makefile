@@ -28,7 +28,8 @@ clippy: ## Lint, warnings as errors (CI gate)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: unit
-unit: ## Run every test (no format or lint gate)
+unit: ## Run every test (no format or lint gate); end-to-end tests run the built binary
+	$(CARGO) build --locked -p packetcapture-api -p packetcapture-tests --bins
 	$(CARGO) test --workspace --locked
 
 .PHONY: domain-boundary

@@ -315,6 +315,13 @@ impl ChannelWriter {
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // Notice a client that left at once, not at the next full chunk.
+        if self.tx.is_closed() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            ));
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK_SIZE {
             self.send()?;

@@ -62,7 +62,9 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
     let mut args = Vec::new();
     let rest = &argv[1..];
     if name == "tar" {
+        // `dir` is the directory the pod's tar would be in; `effective` the one our -C set.
         let mut dir = root.display().to_string();
+        let mut effective = dir.clone();
         let mut i = 0;
         while i < rest.len() {
             let a = &rest[i];
@@ -80,6 +82,7 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
                     } else {
                         format!("{dir}/{value}")
                     };
+                    effective = dir.clone();
                 }
                 args.push(a.clone());
                 args.push(mapped);
@@ -87,22 +90,26 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
                 continue;
             }
             if let Some(value) = a.strip_prefix("--directory=") {
-                let mapped = if value.starts_with('/') {
+                dir = if value.starts_with('/') {
                     under(value)
                 } else {
                     format!("{dir}/{value}")
                 };
-                dir = mapped.clone();
-                args.push(format!("--directory={mapped}"));
+                effective = dir.clone();
+                args.push(format!("--directory={dir}"));
             } else if a.starts_with('/') {
                 // An absolute member: archived relative to the pod's root, as tar itself does.
-                args.extend([
-                    "-C".to_owned(),
-                    root.display().to_string(),
-                    a.trim_start_matches('/').to_owned(),
-                ]);
-                args.extend(["-C".to_owned(), dir.clone()]);
+                let top = root.display().to_string();
+                if effective != top {
+                    args.extend(["-C".to_owned(), top.clone()]);
+                    effective = top;
+                }
+                args.push(a.trim_start_matches('/').to_owned());
             } else {
+                if !a.starts_with('-') && effective != dir {
+                    args.extend(["-C".to_owned(), dir.clone()]);
+                    effective = dir.clone();
+                }
                 args.push(a.clone());
             }
             i += 1;
@@ -184,6 +191,17 @@ pub async fn handle(
             "no supported exec subprotocol (v5.channel.k8s.io, v4.channel.k8s.io)",
         );
     };
+    let wants = |name: &str, default: bool| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v == "true" || v == "1")
+            .unwrap_or(default)
+    };
+    let streams = Streams {
+        stdout: wants("stdout", true),
+        stderr: wants("stderr", true),
+    };
     let root = cluster.node_root.join(&node);
     let mapped = map_command(&root, &command);
     tokio::spawn(async move {
@@ -192,7 +210,7 @@ pub async fn handle(
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         cluster.running_execs.fetch_add(1, Ordering::SeqCst);
-        run(ws, &cluster, root, mapped).await;
+        run(ws, &cluster, root, mapped, streams).await;
         cluster.running_execs.fetch_sub(1, Ordering::SeqCst);
     });
     let mut r = Response::new(full(Bytes::new()));
@@ -217,6 +235,13 @@ pub async fn handle(
         http::HeaderValue::from_static(protocol),
     );
     r
+}
+
+/// Which output streams the client asked for.
+#[derive(Clone, Copy)]
+struct Streams {
+    stdout: bool,
+    stderr: bool,
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -244,6 +269,7 @@ async fn run(
     cluster: &Cluster,
     root: PathBuf,
     mapped: Result<(String, Vec<String>), String>,
+    streams: Streams,
 ) {
     let (mut sink, mut stream) = ws.split();
     // Read all along: answers pings, and notices a client that leaves.
@@ -305,7 +331,15 @@ async fn run(
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (mut out_open, mut err_open) = (true, true);
-    let mut out_buf = vec![0u8; 64 * 1024];
+    // Under a bandwidth cap, small frames keep the stream smooth rather than bursty.
+    let mut out_buf = vec![
+        0u8;
+        if faults.exec_bandwidth.is_some() {
+            8 * 1024
+        } else {
+            64 * 1024
+        }
+    ];
     let mut err_buf = vec![0u8; 8 * 1024];
     let started = Instant::now();
     let mut sent: u64 = 0;
@@ -332,7 +366,7 @@ async fn run(
                         reader.abort();
                         return;
                     }
-                    if sink.send(frame(1, chunk)).await.is_err() {
+                    if streams.stdout && sink.send(frame(1, chunk)).await.is_err() {
                         return;
                     }
                     sent += chunk.len() as u64;
@@ -347,7 +381,7 @@ async fn run(
             n = stderr.read(&mut err_buf), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
                 Ok(n) => {
-                    if sink.send(frame(2, &err_buf[..n])).await.is_err() {
+                    if streams.stderr && sink.send(frame(2, &err_buf[..n])).await.is_err() {
                         return;
                     }
                 }
@@ -412,9 +446,27 @@ mod tests {
             ])
         );
         let (_, a) = map_command(root, &s(&["tar", "cf", "-", "/var/log/x"])).unwrap();
+        assert_eq!(a, s(&["cf", "-", "var/log/x"]));
+        let (_, a) = map_command(
+            root,
+            &s(&["tar", "cf", "-", "-C", "/data", "a", "/etc/b", "c"]),
+        )
+        .unwrap();
         assert_eq!(
             a,
-            s(&["cf", "-", "-C", "/sim/n1", "var/log/x", "-C", "/sim/n1"])
+            s(&[
+                "cf",
+                "-",
+                "-C",
+                "/sim/n1/data",
+                "a",
+                "-C",
+                "/sim/n1",
+                "etc/b",
+                "-C",
+                "/sim/n1/data",
+                "c"
+            ])
         );
         let (_, a) = map_command(root, &s(&["/bin/rm", "-rf", "--", "/var/log/x"])).unwrap();
         assert_eq!(a, s(&["-rf", "--", "/sim/n1/var/log/x"]));

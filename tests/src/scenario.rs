@@ -284,7 +284,7 @@ impl Scenario {
     }
 }
 
-/// The RBAC the service's own account needs (SPEC section 8), as a rule list.
+/// The RBAC the service's own account needs (SPEC section 8), and what every user may do.
 pub fn service_rules(sa: &ServiceAccountRef, entry_namespace: &str) -> Vec<RuleSpec> {
     let subject = format!("serviceaccount:{}:{}", sa.namespace, sa.name);
     let rule = |verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| RuleSpec {
@@ -295,7 +295,17 @@ pub fn service_rules(sa: &ServiceAccountRef, entry_namespace: &str) -> Vec<RuleS
         namespaces: namespaces.iter().map(|s| (*s).into()).collect(),
         names: vec![],
     };
+    let everyone = RuleSpec {
+        // An AuthenticationReview is sent with the caller's own token: every user may send one.
+        subjects: vec!["group:system:authenticated".into()],
+        verbs: vec!["create".into()],
+        api_groups: vec!["projectcalico.org".into()],
+        resources: vec!["authenticationreviews".into()],
+        namespaces: vec![],
+        names: vec![],
+    };
     vec![
+        everyone,
         rule(
             &["get", "list"],
             "projectcalico.org",

@@ -194,6 +194,7 @@ impl ExecFetcher {
             status: Some(Box::pin(status)),
             stderr,
             _process: process,
+            final_status: None,
             done: false,
         })
     }
@@ -225,6 +226,8 @@ struct Running {
     stderr: Arc<Mutex<String>>,
     /// Kept so the exec lives as long as its reader; dropping it closes the exec.
     _process: AttachedProcess,
+    /// The status, once it resolved before stdout ended.
+    final_status: Option<Option<Status>>,
     done: bool,
 }
 
@@ -237,26 +240,9 @@ impl Running {
     }
 }
 
-impl AsyncRead for Running {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        ready!(self.stdout.as_mut().poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            return Poll::Ready(Ok(()));
-        }
-        // End of stdout: the status decides whether that end is a clean one.
-        let Some(status) = self.status.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let status = ready!(status.as_mut().poll(cx));
-        self.status = None;
+impl Running {
+    /// Ends the stream: cleanly if the status said Success, else with an error read.
+    fn finish(&mut self, status: Option<Status>) -> Poll<io::Result<()>> {
         self.done = true;
         match failure_reason(status.as_ref()) {
             None => {
@@ -276,6 +262,50 @@ impl AsyncRead for Running {
                 Poll::Ready(Err(io::Error::other(err)))
             }
         }
+    }
+}
+
+impl AsyncRead for Running {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match self.stdout.as_mut().poll_read(cx, buf) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => return Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                // End of stdout: the status decides whether that end is a clean one.
+                let Some(status) = self.status.as_mut() else {
+                    let status = self.final_status.take().flatten();
+                    return self.finish(status);
+                };
+                let status = ready!(status.as_mut().poll(cx));
+                self.status = None;
+                return self.finish(status);
+            }
+            Poll::Pending => {}
+        }
+        // No data now. kube does not close stdout when the connection is lost, only the status
+        // channel: once the status has resolved, everything sent before it is in the pipe, so
+        // an empty pipe then is the end.
+        if let Some(status) = self.status.as_mut() {
+            let status = ready!(status.as_mut().poll(cx));
+            self.status = None;
+            self.final_status = Some(status);
+            let before = buf.filled().len();
+            match self.stdout.as_mut().poll_read(cx, buf) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if buf.filled().len() > before => return Poll::Ready(Ok(())),
+                _ => {}
+            }
+        }
+        let status = self.final_status.take().flatten();
+        self.finish(status)
     }
 }
 

@@ -39,7 +39,14 @@ impl ClusterClient {
     }
 
     /// A client from a kube configuration.
-    pub fn from_config(config: kube::Config, name: &str, via_voltron: bool) -> Result<Self, Error> {
+    pub fn from_config(
+        mut config: kube::Config,
+        name: &str,
+        via_voltron: bool,
+    ) -> Result<Self, Error> {
+        // A 503 or 429 is answered at once (the client may retry) rather than retried here
+        // for as long as kube's backoff lasts while the caller waits.
+        config.default_retry = false;
         let mut anonymous_config = config.clone();
         anonymous_config.auth_info = kube::config::AuthInfo::default();
         let build = |c: kube::Config| {

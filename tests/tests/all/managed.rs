@@ -1,0 +1,208 @@
+//! Managed clusters through the simulated Voltron, end to end.
+
+use crate::support::*;
+
+async fn get(
+    api: &ApiProcess,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (u16, bytes::Bytes) {
+    let mut r = api
+        .http
+        .get(format!("{}{path}", api.url))
+        .bearer_auth(token);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap())
+}
+
+fn files_of(sim: &TestSim, cluster: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for node in &sim.cluster(cluster).nodes {
+        all.extend(files_under(
+            &sim.node_dir(cluster, node)
+                .join("var/log/calico/pcap/dev/web-traffic"),
+        ));
+    }
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_capture_name_returns_each_cluster_s_own_files_through_voltron() {
+    let sim = start_default().await;
+    let api = start_api(&sim, &[]).await;
+    let jane = sim.token("jane");
+    let (status, local) = get(&api, "/download/dev/web-traffic/files.zip", &jane, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(zip_digests(&local), files_of(&sim, "cluster"));
+    let (status, east) = get(
+        &api,
+        "/download/dev/web-traffic/files.zip",
+        &jane,
+        &[("X-Cluster-ID", "east")],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&east));
+    assert_eq!(zip_digests(&east), files_of(&sim, "east"));
+    let seen = sim.voltron.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.uri.contains("/exec") && r.cluster_header.as_deref() == Some("east")),
+        "exec went through Voltron"
+    );
+    assert!(
+        seen.iter().any(|r| r.uri.contains("subjectaccessreviews")),
+        "authorization went to the managed cluster"
+    );
+    assert!(
+        !sim.local()
+            .requests()
+            .iter()
+            .any(|r| r.uri.contains("/packetcaptures/web-traffic") && r.cluster_header.is_some()),
+        "the management cluster's API server saw no forwarded request"
+    );
+    assert!(
+        sim.cluster("east")
+            .requests()
+            .iter()
+            .all(|r| !r.uri.contains("tokenreviews")),
+        "authentication stays local"
+    );
+    let (status, listing) = get(
+        &api,
+        "/files/dev/web-traffic",
+        &jane,
+        &[("x-cluster-id", "east")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    assert_eq!(v["cluster"], "east");
+    assert_eq!(v["nodes"][0]["node"], "east-node-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_allowed_in_one_cluster_only_gets_200_there_and_403_in_the_other() {
+    let sim = start_default().await;
+    let api = start_api(&sim, &[]).await;
+    let admin = sim.token("ops-admin");
+    assert_eq!(
+        get(&api, "/files/dev/web-traffic", &admin, &[]).await.0,
+        200
+    );
+    let (status, body) = get(
+        &api,
+        "/files/dev/web-traffic",
+        &admin,
+        &[("X-Cluster-ID", "east")],
+    )
+    .await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (
+            403,
+            "ops-admin is not authorized to get packetcaptures/files in namespace dev\n"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_disconnected_and_malformed_cluster_ids_are_refused() {
+    let sim = start_default().await;
+    let api = start_api(&sim, &[]).await;
+    let jane = sim.token("jane");
+    let (status, body) = get(
+        &api,
+        "/files/dev/web-traffic",
+        &jane,
+        &[("X-Cluster-ID", "west")],
+    )
+    .await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (404, "managed cluster west not found\n")
+    );
+    sim.cluster("east")
+        .connected
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // The ManagedCluster answer is cached for a few seconds; a fresh API sees the new state.
+    let api = start_api(&sim, &[]).await;
+    let (status, body) = get(
+        &api,
+        "/files/dev/web-traffic",
+        &jane,
+        &[("X-Cluster-ID", "east")],
+    )
+    .await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (503, "managed cluster east is not connected\n")
+    );
+    let long = "a".repeat(300);
+    for bad in ["a/b", long.as_str(), "East"] {
+        let (status, _) = get(
+            &api,
+            "/files/dev/web-traffic",
+            &jane,
+            &[("X-Cluster-ID", bad)],
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voltron_down_is_503_saying_so() {
+    let sim = start_default().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("https://127.0.0.1:{closed}");
+    let api = start_api(
+        &sim,
+        &[(
+            "PACKETCAPTURE_API_MULTI_CLUSTER_FORWARDING_ENDPOINT",
+            &endpoint,
+        )],
+    )
+    .await;
+    let (status, body) = get(
+        &api,
+        "/files/dev/web-traffic",
+        &sim.token("jane"),
+        &[("X-Cluster-ID", "east")],
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("Voltron unavailable while trying to"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_s_impersonation_headers_work_for_managed_clusters() {
+    let sim = start_default().await;
+    let api = start_api(&sim, &[]).await;
+    let headers = [
+        ("X-Cluster-ID", "east"),
+        ("Impersonate-User", "jane"),
+        ("Impersonate-Group", "capture-readers"),
+    ];
+    let (status, zip) = get(
+        &api,
+        "/download/dev/web-traffic/files.zip",
+        &sim.token("gateway"),
+        &headers,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zip));
+    assert_eq!(zip_digests(&zip), files_of(&sim, "east"));
+}

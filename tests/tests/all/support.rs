@@ -1,0 +1,212 @@
+//! Starting simulations and clients for the tests.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use packetcapture_tests::{Scenario, Sim};
+use sha2::{Digest, Sha256};
+
+/// A simulation in a temporary folder, kept alive with it.
+pub struct TestSim {
+    pub sim: Sim,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestSim {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+pub async fn start(scenario: &Scenario) -> TestSim {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(scenario, dir.path()).await.unwrap();
+    TestSim { sim, dir }
+}
+
+pub async fn start_default() -> TestSim {
+    start(&Scenario::default_scenario()).await
+}
+
+/// A kube client for cluster `index` of the simulation, with `token`.
+pub async fn kube_client(sim: &Sim, index: usize, token: &str) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig(index, token)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// `kubectl` with the simulation's kubeconfig and a fresh cache.
+pub fn kubectl(sim: &TestSim, args: &[&str]) -> std::process::Output {
+    let cache = sim.dir.path().join("kubectl-cache");
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.out.join("kubeconfig"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .output()
+        .expect("kubectl is on this machine's image")
+}
+
+/// SHA-256 of a file, hex.
+pub fn digest_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex(&h.finalize())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Every regular file under `dir`, by base name, with its digest.
+pub fn files_under(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    e.file_name().to_string_lossy().into_owned(),
+                    digest_file(&p),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The real `packetcapture-api` binary, running against a simulation.
+pub struct ApiProcess {
+    child: std::process::Child,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub log: PathBuf,
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ApiProcess {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The binary built next to this test (`make test` builds it first).
+pub fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("packetcapture-api");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p packetcapture-api` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The variables of the simulation's `env` file.
+pub fn sim_env(sim: &Sim) -> Vec<(String, String)> {
+    std::fs::read_to_string(sim.out.join("env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("export ")?
+                .split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Starts the API from the simulation's `env` (plus `extra`) and waits until it is healthy.
+pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = free_port();
+    let log = sim.dir.path().join(format!("api-{port}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(api_binary())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(sim_env(sim))
+        .env("PACKETCAPTURE_API_PORT", port.to_string())
+        .env("PACKETCAPTURE_API_LOG_LEVEL", "debug")
+        .envs(extra.iter().copied())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(sim.out.join("ca.crt")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}");
+    let api = ApiProcess {
+        child,
+        url,
+        http,
+        log,
+    };
+    for _ in 0..150 {
+        if let Ok(r) = api.http.get(format!("{}/health", api.url)).send().await
+            && r.status() == 200
+        {
+            return api;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the API did not become healthy:\n{}", api.log_text());
+}
+
+/// Zip entries: name → SHA-256 of the contents.
+pub fn zip_digests(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).unwrap();
+        out.push((
+            f.name().unwrap().rsplit('/').next().unwrap().to_owned(),
+            hex(&Sha256::digest(&data)),
+        ));
+    }
+    out.sort();
+    out
+}
