@@ -7,6 +7,10 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
+.PHONY: demo
+demo: ## Run the service against the embedded simulated cluster and download a capture
+	bash scripts/demo.sh
+
 .PHONY: build
 build: ## Build every crate, tests included (debug)
 	$(CARGO) build --workspace --all-targets --locked

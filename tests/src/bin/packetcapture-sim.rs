@@ -1,4 +1,5 @@
 //! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed.
+//! `packetcapture-sim pcap-info FILE...`: checks pcap files and prints their packet counts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +7,28 @@ use std::process::ExitCode;
 use packetcapture_tests::{Scenario, Sim};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: packetcapture-sim [--scenario FILE] --out DIR");
+    eprintln!("usage: packetcapture-sim [--scenario FILE] --out DIR\n       packetcapture-sim pcap-info FILE...");
     ExitCode::from(64)
+}
+
+fn pcap_info(files: impl Iterator<Item = String>) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match std::fs::read(&f) {
+            Ok(data) => match packetcapture_tests::pcap::count_packets(&data) {
+                Some(n) => println!("{n:>8} packets  {:>10} bytes  {f}", data.len()),
+                None => {
+                    println!("{:>8}  {:>10} bytes  {f}: not a valid pcap", "-", data.len());
+                    ok = false;
+                }
+            },
+            Err(e) => {
+                eprintln!("{f}: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 #[tokio::main]
@@ -15,7 +36,11 @@ async fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("pcap-info") {
+        args.next();
+        return pcap_info(args);
+    }
     let (mut scenario_file, mut out) = (None::<PathBuf>, None::<PathBuf>);
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# make demo: the service against the embedded simulated cluster, then curl commands to try.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT="${DEMO_PORT:-8444}"
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "Building the service and the simulated cluster"
+cargo build --locked -p packetcapture-api -p packetcapture-tests --bins
+
+DIR="$(mktemp -d /tmp/packetcapture-demo.XXXXXX)"
+cleanup() {
+  [ -n "${API_PID:-}" ] && kill "$API_PID" 2>/dev/null || true
+  [ -n "${SIM_PID:-}" ] && kill "$SIM_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo; echo "Stopped. Files of this run are in $DIR"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+say "Starting the simulated cluster (management cluster + managed cluster 'east') in $DIR"
+"$BIN/packetcapture-sim" --out "$DIR" >"$DIR/sim.log" 2>&1 &
+SIM_PID=$!
+for _ in $(seq 1 100); do [ -f "$DIR/ready" ] && break; sleep 0.1; done
+[ -f "$DIR/ready" ] || { cat "$DIR/sim.log"; echo "the simulated cluster did not start"; exit 1; }
+sed 's/^/  /' "$DIR/sim.log"
+
+say "Starting packetcapture-api on https://localhost:$PORT (configuration: $DIR/env)"
+# shellcheck disable=SC1091
+source "$DIR/env"
+export PACKETCAPTURE_API_PORT="$PORT"
+"$BIN/packetcapture-api" >"$DIR/api.log" 2>&1 &
+API_PID=$!
+for _ in $(seq 1 100); do
+  curl -sf --cacert "$DIR/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && break
+  kill -0 "$API_PID" 2>/dev/null || { cat "$DIR/api.log"; echo "packetcapture-api stopped"; exit 1; }
+  sleep 0.1
+done
+curl -sS --cacert "$DIR/ca.crt" "https://localhost:$PORT/version"; echo
+
+CURL=(curl -sS --cacert "$DIR/ca.crt")
+URL="https://localhost:$PORT"
+
+say "jane (group capture-readers) downloads dev/web-traffic, captured on three nodes"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -o "$DIR/web-traffic.zip" \
+  -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL/download/dev/web-traffic/files.zip"
+unzip -l "$DIR/web-traffic.zip"
+mkdir -p "$DIR/web-traffic" && unzip -q -o "$DIR/web-traffic.zip" -d "$DIR/web-traffic"
+echo "  Packets in each file:"
+"$BIN/packetcapture-sim" pcap-info "$DIR"/web-traffic/*.pcap | sed 's/^/  /'
+
+say "bob (group developers) may not"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/bob")" -w '  HTTP %{http_code}\n' \
+  "$URL/download/dev/web-traffic/files.zip" | sed 's/^/  /'
+
+say "jane downloads the capture of the same name in managed cluster east (through Voltron)"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -H "X-Cluster-ID: east" -o "$DIR/east.zip" \
+  -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL/download/dev/web-traffic/files.zip"
+unzip -l "$DIR/east.zip" | sed 's/^/  /'
+
+say "What is on the nodes now (JSON listing)"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$URL/files/dev/web-traffic" | head -c 400; echo " ..."
+
+cat <<EOT
+
+== Running until Ctrl-C. Try these (copy and paste into another terminal):
+
+  TOKEN=\$(cat $DIR/tokens/jane)
+  curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" \\
+    -o files.zip https://localhost:$PORT/download/dev/web-traffic/files.zip
+
+  # the same capture in managed cluster east
+  curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" -H "X-Cluster-ID: east" \\
+    -o east.zip https://localhost:$PORT/download/dev/web-traffic/files.zip
+
+  # list the files; deflate the zip; a running capture (still downloadable)
+  curl --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:$PORT/files/dev/web-traffic
+  curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" \\
+    -o files.zip "https://localhost:$PORT/download/dev/dns-live/files.zip?compression=deflate"
+
+  # ops-admin may delete a finished capture's files (then downloading it answers 204)
+  curl --cacert $DIR/ca.crt -X DELETE -H "Authorization: Bearer \$(cat $DIR/tokens/ops-admin)" \\
+    -w '%{http_code}\n' https://localhost:$PORT/files/payments/checkout
+
+  # the simulated cluster also serves kubectl
+  kubectl --kubeconfig $DIR/kubeconfig get pods -n tigera-fluentd
+
+Logs: $DIR/api.log, $DIR/sim.log
+EOT
+wait "$API_PID"
