@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use packetcapture_tests::{Scenario, Sim};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: packetcapture-sim [--scenario FILE] --out DIR\n       packetcapture-sim pcap-info FILE...");
+    eprintln!(
+        "usage: packetcapture-sim [--scenario FILE] --out DIR\n       packetcapture-sim pcap-info FILE..."
+    );
     ExitCode::from(64)
 }
 
@@ -18,7 +20,11 @@ fn pcap_info(files: impl Iterator<Item = String>) -> ExitCode {
             Ok(data) => match packetcapture_tests::pcap::count_packets(&data) {
                 Some(n) => println!("{n:>8} packets  {:>10} bytes  {f}", data.len()),
                 None => {
-                    println!("{:>8}  {:>10} bytes  {f}: not a valid pcap", "-", data.len());
+                    println!(
+                        "{:>8}  {:>10} bytes  {f}: not a valid pcap",
+                        "-",
+                        data.len()
+                    );
                     ok = false;
                 }
             },
@@ -28,7 +34,11 @@ fn pcap_info(files: impl Iterator<Item = String>) -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[tokio::main]

@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the simulation itself, the port contracts, end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod contract;
 mod e2e;
 mod managed;
 mod simulation;
