@@ -51,6 +51,10 @@ mkdir -p "$DIR/web-traffic" && unzip -q -o "$DIR/web-traffic.zip" -d "$DIR/web-t
 echo "  Packets in each file:"
 "$BIN/packetcapture-sim" pcap-info "$DIR"/web-traffic/*.pcap | sed 's/^/  /'
 
+say "dana@example.com signs in with Dex; the service verifies her ID token itself"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/dana@example.com")" -o "$DIR/dana.zip" \
+  -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL/download/dev/web-traffic/files.zip"
+
 say "bob (group developers) may not"
 "${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/bob")" -w '  HTTP %{http_code}\n' \
   "$URL/download/dev/web-traffic/files.zip" | sed 's/^/  /'

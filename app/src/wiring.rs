@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use packetcapture_dex::{DexAuthenticator, DexConfig, IssuerRouted};
 use packetcapture_domain::cache::{CachedAuthenticator, CachedAuthorizer};
 use packetcapture_domain::{
     Authenticator, Backend, CaptureService, ClusterPorts, ClusterRouter, ClusterTarget, Error,
@@ -58,19 +59,32 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
             source: Some(Box::new(e)),
         }
     })?;
-    if config.dex.enabled {
-        return Err(WiringError::Config {
-            variable: format!("{PREFIX}DEX_ENABLED"),
-            problem: "Dex token verification is not available in this build yet; unset it to use Kubernetes token reviews"
-                .into(),
-            source: None,
-        });
-    }
     let reviewer: Arc<dyn Authenticator> = match config.authn_review {
         AuthnReview::TokenReview => Arc::new(TokenReviewAuthenticator::new(local.clone())),
         AuthnReview::AuthenticationReview => {
             Arc::new(AuthenticationReviewAuthenticator::new(local.clone()))
         }
+    };
+    let reviewer = if config.dex.enabled {
+        let d = &config.dex;
+        let dex = DexAuthenticator::new(DexConfig {
+            issuer: d.issuer.clone(),
+            client_id: d.client_id.clone(),
+            jwks_url: d.jwk_url.to_string(),
+            username_claim: d.user_claim.clone(),
+            groups_claim: d.groups_claim.clone(),
+            username_prefix: d.username_prefix.clone(),
+            groups_prefix: d.groups_prefix.clone(),
+            ca_file: d.ca_file.clone(),
+        })
+        .map_err(|e| WiringError::Config {
+            variable: format!("{PREFIX}DEX_CA_FILE"),
+            problem: "Dex's JWKS client cannot be set up".into(),
+            source: Some(Box::new(e)),
+        })?;
+        Arc::new(IssuerRouted::new(Arc::new(dex), reviewer)) as Arc<dyn Authenticator>
+    } else {
+        reviewer
     };
     let authenticator = Arc::new(CachedAuthenticator::new(reviewer, AUTHN_TTL));
     let factory = ports_factory(config);

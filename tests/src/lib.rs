@@ -2,12 +2,13 @@
 //!
 //! Kubernetes API servers (HTTPS, bearer tokens, RBAC on every request, discovery, pods,
 //! WebSocket exec of real commands, PacketCaptures, ManagedClusters, TokenReview,
-//! AuthenticationReview, SubjectAccessReview), and Voltron routing by `x-cluster-id`; all on
+//! AuthenticationReview, SubjectAccessReview), Voltron routing by `x-cluster-id`, and Dex; all on
 //! loopback, driven by a [`scenario::Scenario`], with fault knobs. Unmodified clients (kube-rs,
 //! `kubectl`) work against it. It needs nothing from the service's crates.
 
 pub mod apiserver;
 pub mod cluster;
+pub mod dex;
 pub mod exec;
 pub mod http;
 pub mod pcap;

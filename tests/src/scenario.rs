@@ -355,6 +355,9 @@ users:
     token: ops-admin-token
   - name: gateway
     token: gateway-token
+  - name: dana@example.com
+    kind: dex
+    groups: [capture-readers]
 clusters:
   - name: cluster
     nodes: [node-1, node-2, node-3]

@@ -9,6 +9,7 @@ use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 
 use crate::cluster::{Cluster, World};
+use crate::dex::Dex;
 use crate::http::{self, Server};
 use crate::pki::Authority;
 use crate::scenario::Scenario;
@@ -27,6 +28,10 @@ pub struct Sim {
     pub voltron_addr: SocketAddr,
     /// Voltron's state (its request log).
     pub voltron: Arc<Voltron>,
+    /// Dex (keys, token minting, rotation).
+    pub dex: Arc<Dex>,
+    /// Dex's address.
+    pub dex_addr: SocketAddr,
     _servers: Vec<Server>,
 }
 
@@ -39,7 +44,7 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
 
 impl Sim {
     /// Starts `scenario`, writing node files and client files under `out`:
-    /// `kubeconfig`, `ca.crt`, `voltron-ca.crt`, `api.crt`, `api.key`, `env`, `tokens/{user}`,
+    /// `kubeconfig`, `ca.crt`, `voltron-ca.crt`, `dex-ca.crt`, `api.crt`, `api.key`, `env`, `tokens/{user}`,
     /// `kubeconfigs/{cluster}` (the service's account, straight to each cluster), `nodes/`,
     /// and `ready` last.
     pub async fn start(scenario: &Scenario, out: &Path) -> std::io::Result<Self> {
@@ -53,10 +58,44 @@ impl Sim {
         let service_cert =
             cluster_ca.server("tigera-manager", &["tigera-manager.tigera-manager.svc"]);
         let voltron_cert = voltron_ca.server("voltron", &["tigera-manager.tigera-manager.svc"]);
+        let dex_ca = Authority::new("dex");
+        let dex_cert = dex_ca.server("dex", &["tigera-dex.tigera-dex.svc.cluster.local"]);
 
-        let world = Arc::new(World::build(scenario, &out, &BTreeMap::new())?);
+        // Dex first: its tokens are known to the API servers (as with OIDC configured there).
+        let dex = Arc::new(Dex::new());
+        let down = Arc::new(std::sync::Mutex::new(None::<Arc<World>>));
+        let refuse = {
+            let down = down.clone();
+            Arc::new(move || {
+                crate::cluster::lock(&down)
+                    .as_ref()
+                    .is_some_and(|w: &Arc<World>| w.local().faults().dex_down)
+            }) as Arc<dyn Fn() -> bool + Send + Sync>
+        };
+        let d = dex.clone();
+        let dex_server = http::serve(
+            0,
+            http::tls_config(&dex_cert),
+            move |req, _| {
+                let d = d.clone();
+                async move { d.handle(req).await }
+            },
+            refuse,
+        )
+        .await?;
+        let dex_addr = dex_server.addr;
+        dex.set_issuer(format!("https://127.0.0.1:{}/dex", dex_addr.port()));
+        let dex_tokens: BTreeMap<String, String> = scenario
+            .users
+            .iter()
+            .filter(|u| u.kind == crate::scenario::UserKind::Dex)
+            .map(|u| (u.name.clone(), dex.id_token(&u.name, &u.groups)))
+            .collect();
+
+        let world = Arc::new(World::build(scenario, &out, &dex_tokens)?);
+        *crate::cluster::lock(&down) = Some(world.clone());
         let never = Arc::new(|| false) as Arc<dyn Fn() -> bool + Send + Sync>;
-        let mut servers = Vec::new();
+        let mut servers = vec![dex_server];
         let mut api_servers = Vec::new();
         let api_tls = http::tls_config(&api_cert);
         for cluster in &world.clusters {
@@ -109,8 +148,11 @@ impl Sim {
             api_servers,
             voltron_addr,
             voltron,
+            dex,
+            dex_addr,
             _servers: servers,
         };
+        write(&sim.out.join("dex-ca.crt"), &dex_ca.cert_pem)?;
         sim.write_files(&cluster_ca, &voltron_ca, &service_cert)?;
         Ok(sim)
     }
@@ -144,8 +186,15 @@ impl Sim {
              export PACKETCAPTURE_API_HTTPS_KEY={d}/api.key\n\
              export PACKETCAPTURE_API_MULTI_CLUSTER_FORWARDING_CA={d}/voltron-ca.crt\n\
              export PACKETCAPTURE_API_MULTI_CLUSTER_FORWARDING_ENDPOINT=https://127.0.0.1:{}\n\
-             export PACKETCAPTURE_API_HOST=127.0.0.1\n",
-            self.voltron_addr.port()
+             export PACKETCAPTURE_API_HOST=127.0.0.1\n\
+             export PACKETCAPTURE_API_DEX_ENABLED=true\n\
+             export PACKETCAPTURE_API_DEX_ISSUER={issuer}\n\
+             export PACKETCAPTURE_API_DEX_CLIENT_ID={client}\n\
+             export PACKETCAPTURE_API_DEX_JWK_URL={issuer}/keys\n\
+             export PACKETCAPTURE_API_DEX_CA_FILE={d}/dex-ca.crt\n",
+            self.voltron_addr.port(),
+            issuer = self.dex.issuer(),
+            client = crate::dex::CLIENT_ID,
         );
         write(&out.join("env"), env)?;
         write(&out.join("ready"), "ready\n")

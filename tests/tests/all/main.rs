@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod contract;
+mod dex;
 mod e2e;
 mod managed;
 mod simulation;

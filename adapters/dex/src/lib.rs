@@ -1,0 +1,365 @@
+//! The dex adapter: verifies Dex-issued OIDC ID tokens in the service (SPEC section 3, step 2).
+//!
+//! RS256 only; keys from the JWKS at the configured URL (trusting `DEX_CA_FILE` when set),
+//! cached, fetched again when a token names an unknown `kid` (at most once every
+//! [`REFRESH_INTERVAL`]); `iss`, `aud` (client id), `exp` and `nbf` checked with [`LEEWAY`].
+//! [`IssuerRouted`] sends tokens whose (unverified) `iss` is not Dex's to the Kubernetes review.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use packetcapture_domain::{
+    Authenticator, Backend, BearerToken, Error as DomainError, Result, User,
+};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY: u64 = 30;
+/// Least time between two JWKS fetches caused by unknown key ids.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a JWKS fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Dex settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DexConfig {
+    /// Expected `iss`, exactly.
+    pub issuer: String,
+    /// Expected in `aud`.
+    pub client_id: String,
+    /// The JWKS URL.
+    pub jwks_url: String,
+    /// The username claim (`email`).
+    pub username_claim: String,
+    /// The groups claim (`groups`).
+    pub groups_claim: String,
+    /// `-` for none; empty means `{issuer}#` unless the claim is `email`.
+    pub username_prefix: String,
+    /// Put before each group.
+    pub groups_prefix: String,
+    /// CA bundle for the JWKS URL; system roots when `None`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Setup and fetch failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CA bundle could not be used.
+    #[error("cannot use the CA bundle {path}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client for the JWKS")]
+    Client(#[source] reqwest::Error),
+    /// Fetching the JWKS failed.
+    #[error("fetching the JWKS from {url}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The JWKS answered with an error status.
+    #[error("the JWKS at {url} answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The JWKS is not a key set.
+    #[error("the JWKS at {url} is not a JSON key set")]
+    Parse {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// Verifies Dex ID tokens.
+pub struct DexAuthenticator {
+    config: DexConfig,
+    http: reqwest::Client,
+    keys: Mutex<KeyCache>,
+    refresh_interval: Duration,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched: Option<Instant>,
+}
+
+impl std::fmt::Debug for DexAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DexAuthenticator")
+            .field("issuer", &self.config.issuer)
+            .finish()
+    }
+}
+
+fn unauthenticated(reason: impl Into<String>) -> DomainError {
+    DomainError::Unauthenticated {
+        reason: reason.into(),
+    }
+}
+
+/// The `iss` of a JWT, read without verifying it (to choose who verifies it).
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+impl DexAuthenticator {
+    /// Builds the HTTP client (with the CA bundle); fetches nothing yet.
+    pub fn new(config: DexConfig) -> std::result::Result<Self, Error> {
+        let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|e| Error::Ca {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Ca {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Ca {
+                    path: path.clone(),
+                    source: "no PEM certificate in the file".into(),
+                });
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        Ok(Self {
+            config,
+            http: builder.build().map_err(Error::Client)?,
+            keys: Mutex::new(KeyCache::default()),
+            refresh_interval: REFRESH_INTERVAL,
+        })
+    }
+
+    /// Changes the least time between two fetches for unknown key ids.
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// True if the token says Dex issued it.
+    pub fn issued_here(&self, token: &BearerToken) -> bool {
+        unverified_issuer(token.expose()).is_some_and(|iss| iss == self.config.issuer)
+    }
+
+    async fn fetch(&self) -> std::result::Result<HashMap<String, DecodingKey>, Error> {
+        let url = &self.config.jwks_url;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| Error::Fetch {
+                url: url.clone(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(Error::Status {
+                url: url.clone(),
+                status: response.status().as_u16(),
+            });
+        }
+        let body = response.bytes().await.map_err(|source| Error::Fetch {
+            url: url.clone(),
+            source,
+        })?;
+        let set: Value =
+            serde_json::from_slice(&body).map_err(|_| Error::Parse { url: url.clone() })?;
+        let keys = set
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::Parse { url: url.clone() })?;
+        let mut out = HashMap::new();
+        for k in keys {
+            let text = |name: &str| k.get(name).and_then(Value::as_str);
+            let usable = text("kty") == Some("RSA")
+                && text("use").is_none_or(|u| u == "sig")
+                && text("alg").is_none_or(|a| a == "RS256");
+            if let (true, Some(kid), Some(n), Some(e)) = (usable, text("kid"), text("n"), text("e"))
+            {
+                match DecodingKey::from_rsa_components(n, e) {
+                    Ok(key) => {
+                        out.insert(kid.to_owned(), key);
+                    }
+                    Err(err) => tracing::warn!(kid, error = %err, "skipping an unusable JWKS key"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key for `kid`: cached, or fetched when unknown (rate-limited).
+    async fn key(&self, kid: &str) -> Result<DecodingKey> {
+        let mut cache = self.keys.lock().await;
+        if let Some(key) = cache.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        let recently = cache
+            .fetched
+            .is_some_and(|t| t.elapsed() < self.refresh_interval);
+        if recently {
+            return Err(unauthenticated(
+                "the token is signed by a key Dex does not publish",
+            ));
+        }
+        match self.fetch().await {
+            Ok(keys) => {
+                cache.keys = keys;
+                cache.fetched = Some(Instant::now());
+                cache.keys.get(kid).cloned().ok_or_else(|| {
+                    unauthenticated("the token is signed by a key Dex does not publish")
+                })
+            }
+            Err(e) => {
+                // Without the key there is nothing to verify with: Dex is needed now.
+                Err(DomainError::unavailable(
+                    Backend::IdentityProvider,
+                    "fetch the signing keys of Dex",
+                    e,
+                ))
+            }
+        }
+    }
+
+    fn user(&self, claims: &Value) -> Result<User> {
+        let c = &self.config;
+        let name = claims
+            .get(&c.username_claim)
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                unauthenticated(format!("the token has no {} claim", c.username_claim))
+            })?;
+        if c.username_claim == "email"
+            && claims.get("email_verified").and_then(Value::as_bool) == Some(false)
+        {
+            return Err(unauthenticated("the token's email is not verified"));
+        }
+        let prefix = match c.username_prefix.as_str() {
+            "-" => String::new(),
+            "" if c.username_claim != "email" => format!("{}#", c.issuer),
+            p => p.to_owned(),
+        };
+        let groups = match claims.get(&c.groups_claim) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(g)) => vec![g.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|g| g.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    unauthenticated(format!(
+                        "the {} claim is not a list of strings",
+                        c.groups_claim
+                    ))
+                })?,
+            Some(_) => {
+                return Err(unauthenticated(format!(
+                    "the {} claim is not a list of strings",
+                    c.groups_claim
+                )));
+            }
+        };
+        let mut extra = BTreeMap::new();
+        for key in ["iss", "sub"] {
+            if let Some(v) = claims.get(key).and_then(Value::as_str) {
+                extra.insert(key.to_owned(), vec![v.to_owned()]);
+            }
+        }
+        Ok(User {
+            name: format!("{prefix}{name}"),
+            uid: String::new(),
+            groups: groups
+                .into_iter()
+                .map(|g| format!("{}{g}", c.groups_prefix))
+                .collect(),
+            extra,
+        })
+    }
+}
+
+fn reason(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired".into(),
+        K::ImmatureSignature => "the token is not valid yet".into(),
+        K::InvalidAudience => "the token is not for this client".into(),
+        K::InvalidIssuer => "the token is from another issuer".into(),
+        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::InvalidAlgorithm => "the token's algorithm is not RS256".into(),
+        K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+        _ => "the token is malformed".into(),
+    }
+}
+
+#[async_trait]
+impl Authenticator for DexAuthenticator {
+    async fn authenticate(&self, token: &BearerToken) -> Result<User> {
+        let header =
+            jsonwebtoken::decode_header(token.expose()).map_err(|e| unauthenticated(reason(&e)))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(unauthenticated("the token's algorithm is not RS256"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| unauthenticated("the token names no signing key"))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = LEEWAY;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.client_id]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<Value>(token.expose(), &key, &validation)
+            .map_err(|e| unauthenticated(reason(&e)))?;
+        self.user(&data.claims)
+    }
+}
+
+/// Dex's tokens to Dex, every other token to the review.
+pub struct IssuerRouted {
+    dex: Arc<DexAuthenticator>,
+    review: Arc<dyn Authenticator>,
+}
+
+impl IssuerRouted {
+    /// Routes by the token's `iss`.
+    pub fn new(dex: Arc<DexAuthenticator>, review: Arc<dyn Authenticator>) -> Self {
+        Self { dex, review }
+    }
+}
+
+#[async_trait]
+impl Authenticator for IssuerRouted {
+    async fn authenticate(&self, token: &BearerToken) -> Result<User> {
+        if self.dex.issued_here(token) {
+            self.dex.authenticate(token).await
+        } else {
+            self.review.authenticate(token).await
+        }
+    }
+}
