@@ -49,6 +49,10 @@ rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/t
 	$(CARGO) build --release --locked -p packetcapture-domain --example stream_rss
 	/usr/bin/time -v target/release/examples/stream_rss 2 2>&1 | grep -E 'streamed|Maximum resident'
 
+.PHONY: bench
+bench: ## Throughput, memory, latency and compression against kubectl (release build; prints a table)
+	bash scripts/bench.sh
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine)
 	docker build -t packetcapture-api:dev .

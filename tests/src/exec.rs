@@ -244,6 +244,21 @@ struct Streams {
     stderr: bool,
 }
 
+/// The writing half of an exec's WebSocket.
+type Sink =
+    futures_util::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>;
+
+/// Sends the status frame, then a normal close, as the API server ends an exec.
+async fn end(sink: &mut Sink, status: Message) {
+    let _ = sink.send(status).await;
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+}
+
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
@@ -287,13 +302,7 @@ async fn run(
     let (program, args) = match mapped {
         Ok(m) => m,
         Err(message) => {
-            let _ = sink.send(status_frame(126, Some(&message))).await;
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                })))
-                .await;
+            end(&mut sink, status_frame(126, Some(&message))).await;
             reader.abort();
             return;
         }
@@ -312,18 +321,11 @@ async fn run(
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            let _ = sink
-                .send(status_frame(
-                    127,
-                    Some(&format!("exec: \"{program}\": {e}")),
-                ))
-                .await;
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                })))
-                .await;
+            end(
+                &mut sink,
+                status_frame(127, Some(&format!("exec: \"{program}\": {e}"))),
+            )
+            .await;
             reader.abort();
             return;
         }
@@ -393,13 +395,7 @@ async fn run(
         Err(_) => 137,
     };
     let code = faults.exec_exit_status.unwrap_or(code);
-    let _ = sink.send(status_frame(code, None)).await;
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await;
+    end(&mut sink, status_frame(code, None)).await;
     // Give the client a moment to answer the close, then drop the connection.
     let _ = tokio::time::timeout(Duration::from_secs(2), gone.changed()).await;
     reader.abort();

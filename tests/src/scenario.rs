@@ -286,26 +286,30 @@ impl Scenario {
 
 /// The RBAC the service's own account needs (SPEC section 8), and what every user may do.
 pub fn service_rules(sa: &ServiceAccountRef, entry_namespace: &str) -> Vec<RuleSpec> {
-    let subject = format!("serviceaccount:{}:{}", sa.namespace, sa.name);
-    let rule = |verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| RuleSpec {
-        subjects: vec![subject.clone()],
-        verbs: verbs.iter().map(|s| (*s).into()).collect(),
-        api_groups: vec![group.into()],
-        resources: resources.iter().map(|s| (*s).into()).collect(),
-        namespaces: namespaces.iter().map(|s| (*s).into()).collect(),
-        names: vec![],
-    };
-    let everyone = RuleSpec {
-        // An AuthenticationReview is sent with the caller's own token: every user may send one.
-        subjects: vec!["group:system:authenticated".into()],
-        verbs: vec!["create".into()],
-        api_groups: vec!["projectcalico.org".into()],
-        resources: vec!["authenticationreviews".into()],
-        namespaces: vec![],
-        names: vec![],
+    let service = format!("serviceaccount:{}:{}", sa.namespace, sa.name);
+    let allow =
+        |subject: &str, verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| {
+            RuleSpec {
+                subjects: vec![subject.to_owned()],
+                verbs: verbs.iter().map(|s| (*s).into()).collect(),
+                api_groups: vec![group.into()],
+                resources: resources.iter().map(|s| (*s).into()).collect(),
+                namespaces: namespaces.iter().map(|s| (*s).into()).collect(),
+                names: vec![],
+            }
+        };
+    let rule = |verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| {
+        allow(&service, verbs, group, resources, namespaces)
     };
     vec![
-        everyone,
+        // An AuthenticationReview is sent with the caller's own token: every user may send one.
+        allow(
+            "group:system:authenticated",
+            &["create"],
+            "projectcalico.org",
+            &["authenticationreviews"],
+            &[],
+        ),
         rule(
             &["get", "list"],
             "projectcalico.org",

@@ -210,3 +210,19 @@ pub fn zip_digests(bytes: &[u8]) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// Fails unless every exec of `cluster` has ended within a second.
+pub async fn assert_execs_end_within_a_second(cluster: &packetcapture_tests::cluster::Cluster) {
+    let t = std::time::Instant::now();
+    while cluster
+        .running_execs
+        .load(std::sync::atomic::Ordering::SeqCst)
+        > 0
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "an exec still runs a second after its client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
