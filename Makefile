@@ -34,7 +34,7 @@ clippy: ## Lint, warnings as errors (CI gate)
 .PHONY: unit
 unit: ## Run every test (no format or lint gate); end-to-end tests run the built binary
 	$(CARGO) build --locked -p packetcapture-api -p packetcapture-tests --bins
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked --no-fail-fast
 
 .PHONY: domain-boundary
 domain-boundary: ## Check the domain crate depends on no kube, warp, hyper or reqwest

@@ -164,9 +164,10 @@ impl ExecFetcher {
             .take_status()
             .ok_or_else(|| packetcapture_domain::Error::Internal("exec status taken".into()))?;
         let stderr = Arc::new(Mutex::new(String::new()));
+        let mut stderr_task = None;
         if let Some(mut reader) = process.stderr() {
             let tail = stderr.clone();
-            tokio::spawn(async move {
+            stderr_task = Some(tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = reader.read(&mut buf).await {
                     if n == 0 {
@@ -184,7 +185,7 @@ impl ExecFetcher {
                         t.drain(..cut);
                     }
                 }
-            });
+            }));
         }
         Ok(Running {
             command,
@@ -193,6 +194,7 @@ impl ExecFetcher {
             stdout: Box::pin(stdout),
             status: Some(Box::pin(status)),
             stderr,
+            stderr_task,
             _process: process,
             final_status: None,
             done: false,
@@ -224,6 +226,8 @@ struct Running {
     stdout: Pin<Box<dyn AsyncRead + Send>>,
     status: Option<Pin<Box<dyn Future<Output = Option<Status>> + Send>>>,
     stderr: Arc<Mutex<String>>,
+    /// Collects stderr; done once the command's stderr ended.
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
     /// Kept so the exec lives as long as its reader; dropping it closes the exec.
     _process: AttachedProcess,
     /// The status, once it resolved before stdout ended.
@@ -237,6 +241,14 @@ impl Running {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// All of stderr, once it ended (or after a second: kube may leave it open on a lost link).
+    async fn whole_stderr(&mut self) -> String {
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+        }
+        self.stderr()
     }
 }
 
@@ -377,7 +389,7 @@ impl FileFetcher for ExecFetcher {
         let fail = |e: Error| node_error(&entry.node, "listing files", e);
         if let Err(e) = read {
             // find says so when the directory does not exist: no files there.
-            let stderr = running.stderr();
+            let stderr = running.whole_stderr().await;
             if stderr.contains("No such file or directory") && stderr.contains(dir.path()) {
                 return Ok(Vec::new());
             }

@@ -192,10 +192,6 @@ async fn a_failure_after_the_status_line_aborts_the_transfer_and_leaves_no_whole
             received.len()
         );
         assert!(
-            received.len() >= 64 * 1024,
-            "the first file's bytes were streamed before the failure"
-        );
-        assert!(
             zip::ZipArchive::new(io::Cursor::new(received)).is_err(),
             "what arrived must not open as a zip"
         );

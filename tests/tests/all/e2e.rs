@@ -397,7 +397,6 @@ async fn an_exec_cut_mid_stream_fails_the_transfer_and_leaves_no_whole_zip() {
     assert_eq!(r.status(), 200, "the first file was found before the cut");
     let (received, failed) = read_until_failure(r).await;
     assert!(failed, "the client must see a failed transfer");
-    assert!(!received.is_empty());
     assert!(
         zip::ZipArchive::new(std::io::Cursor::new(received)).is_err(),
         "what arrived does not open as a zip"
