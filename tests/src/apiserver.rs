@@ -389,11 +389,7 @@ async fn route(
                 "",
                 ""
             ));
-            let items: Vec<Value> = lock(&cluster.captures).values().cloned().collect();
-            json(
-                StatusCode::OK,
-                &json!({"apiVersion": "projectcalico.org/v3", "kind": "PacketCaptureList", "metadata": {"resourceVersion": cluster.next_version()}, "items": items}),
-            )
+            capture_list(&cluster, None)
         }
         (
             Method::GET,
@@ -414,15 +410,7 @@ async fn route(
                 ns,
                 ""
             ));
-            let items: Vec<Value> = lock(&cluster.captures)
-                .iter()
-                .filter(|((n, _), _)| n == ns)
-                .map(|(_, v)| v.clone())
-                .collect();
-            json(
-                StatusCode::OK,
-                &json!({"apiVersion": "projectcalico.org/v3", "kind": "PacketCaptureList", "metadata": {"resourceVersion": cluster.next_version()}, "items": items}),
-            )
+            capture_list(&cluster, Some(ns))
         }
         (
             Method::GET,
@@ -651,6 +639,20 @@ async fn route(
             &format!("the server does not allow this method on the requested resource ({path})"),
         ),
     }
+}
+
+/// PacketCaptures of one namespace, or of all.
+fn capture_list(cluster: &Cluster, namespace: Option<&str>) -> Response<Body> {
+    let items: Vec<Value> = lock(&cluster.captures)
+        .iter()
+        .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+        .map(|(_, v)| v.clone())
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({"apiVersion": "projectcalico.org/v3", "kind": "PacketCaptureList",
+                "metadata": {"resourceVersion": cluster.next_version()}, "items": items}),
+    )
 }
 
 fn managed_clusters(world: &World) -> Vec<Value> {
