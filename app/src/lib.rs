@@ -59,7 +59,7 @@ pub fn run(config: Config) -> ExitCode {
             Err(e) => {
                 eprintln!(
                     "packetcapture-api: {PREFIX}HTTPS_CERT / {PREFIX}HTTPS_KEY: {}",
-                    wiring::error_chain(&e),
+                    packetcapture_domain::error::chain(&e),
                     PREFIX = config::PREFIX
                 );
                 return ExitCode::from(EXIT_CONFIG);
@@ -68,7 +68,7 @@ pub fn run(config: Config) -> ExitCode {
         let service = match wiring::build(&config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("packetcapture-api: invalid configuration: {}", wiring::error_chain(&e));
+                eprintln!("packetcapture-api: invalid configuration: {}", packetcapture_domain::error::chain(&e));
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
@@ -76,7 +76,7 @@ pub fn run(config: Config) -> ExitCode {
         let running = match server::serve(config.host, config.port, tls, http::routes(edge)).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("packetcapture-api: {}", wiring::error_chain(&e));
+                eprintln!("packetcapture-api: {}", packetcapture_domain::error::chain(&e));
                 return ExitCode::FAILURE;
             }
         };

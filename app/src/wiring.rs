@@ -107,7 +107,7 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
             });
         }
         Err(e) => {
-            let reason = error_chain(&e);
+            let reason = packetcapture_domain::error::chain(&e);
             tracing::warn!(error = %reason, "managed clusters cannot be reached; serving the local cluster only");
             Arc::new(LocalOnly {
                 local: local_ports,
@@ -122,18 +122,6 @@ fn explicitly_set(names: &[&str]) -> bool {
     names
         .iter()
         .any(|n| std::env::var_os(format!("{PREFIX}{n}")).is_some())
-}
-
-/// The message and every source, joined by `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 /// Builds one cluster's ports from its client, per configuration.

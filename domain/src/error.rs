@@ -225,15 +225,20 @@ impl Error {
 
     /// The message and every source below it, joined by `: `, for logs.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut next = std::error::Error::source(self);
-        while let Some(e) = next {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            next = e.source();
-        }
-        out
+        chain(self)
     }
+}
+
+/// Any error's message and every source below it, joined by `: `, for logs.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }
 
 /// Shorthand for results in the domain.
