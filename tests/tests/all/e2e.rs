@@ -370,8 +370,25 @@ async fn a_missing_entry_pod_is_502_naming_the_node() {
     );
 }
 
-async fn read_until_failure(r: reqwest::Response) -> (Vec<u8>, bool) {
-    let mut r = r;
+/// Downloads as jane, reading until the end or a failure: `(bytes received, failed)`. Over
+/// HTTP/2 the abort may overtake the response head, failing the request itself: that is as
+/// much a failed transfer.
+async fn download_until_failure(api: &ApiProcess, sim: &TestSim) -> (Vec<u8>, bool) {
+    let url = format!("{}/download/dev/web-traffic/files.zip", api.url);
+    let Ok(mut r) = api
+        .http
+        .get(url)
+        .bearer_auth(sim.token("jane"))
+        .send()
+        .await
+    else {
+        return (Vec::new(), true);
+    };
+    assert_eq!(
+        r.status(),
+        200,
+        "the first file was found before the failure"
+    );
     let mut received = Vec::new();
     loop {
         match r.chunk().await {
@@ -387,15 +404,7 @@ async fn an_exec_cut_mid_stream_fails_the_transfer_and_leaves_no_whole_zip() {
     let sim = start_default().await;
     let api = start_api(&sim, &[]).await;
     sim.local().set_faults(|f| f.exec_cut_after = Some(250_000));
-    let r = get(
-        &api,
-        "/download/dev/web-traffic/files.zip",
-        Some(&sim.token("jane")),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status(), 200, "the first file was found before the cut");
-    let (received, failed) = read_until_failure(r).await;
+    let (received, failed) = download_until_failure(&api, &sim).await;
     assert!(failed, "the client must see a failed transfer");
     assert!(
         zip::ZipArchive::new(std::io::Cursor::new(received)).is_err(),
@@ -413,14 +422,7 @@ async fn an_exec_that_fails_at_the_end_fails_the_transfer() {
     let sim = start_default().await;
     let api = start_api(&sim, &[]).await;
     sim.local().set_faults(|f| f.exec_exit_status = Some(2));
-    let r = get(
-        &api,
-        "/download/dev/web-traffic/files.zip",
-        Some(&sim.token("jane")),
-        &[],
-    )
-    .await;
-    let (received, failed) = read_until_failure(r).await;
+    let (received, failed) = download_until_failure(&api, &sim).await;
     assert!(failed);
     assert!(zip::ZipArchive::new(std::io::Cursor::new(received)).is_err());
     assert!(api.log_text().contains("exit code 2"), "{}", api.log_text());
