@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use url::Url;
 
+/// Where Voltron's CA is mounted in the manager's pod.
+pub const DEFAULT_VOLTRON_CA: &str = "/manager-tls/cert";
+
 /// The prefix of every variable.
 pub const PREFIX: &str = "PACKETCAPTURE_API_";
 
@@ -53,7 +56,7 @@ impl ConfigError {
 }
 
 /// The name of the variable that set `key`: the alias, if only the alias is set.
-fn variable_name(key: &str) -> String {
+pub(crate) fn variable_name(key: &str) -> String {
     let canonical = format!("{PREFIX}{}", key.to_ascii_uppercase());
     if std::env::var_os(&canonical).is_some() {
         return canonical;
@@ -167,6 +170,9 @@ pub struct Config {
     pub dex: DexConfig,
     /// Voltron's CA (PEM).
     pub multi_cluster_forwarding_ca: PathBuf,
+    /// True when the CA's variable was set (then an unusable CA stops the binary; the default
+    /// path missing only disables managed clusters).
+    pub multi_cluster_forwarding_ca_set: bool,
     /// Voltron's multi-cluster forwarding endpoint.
     pub multi_cluster_forwarding_endpoint: Url,
     /// Token review kind.
@@ -244,7 +250,7 @@ impl Default for Raw {
             dex_username_prefix: String::new(),
             dex_groups_prefix: String::new(),
             dex_ca_file: String::new(),
-            multi_cluster_forwarding_ca: "/manager-tls/cert".into(),
+            multi_cluster_forwarding_ca: String::new(),
             multi_cluster_forwarding_endpoint: "https://localhost:9443".into(),
             authn_review: "tokenreview".into(),
             entry_pod_namespace: "tigera-fluentd".into(),
@@ -423,10 +429,10 @@ impl Raw {
             https_cert: path("https_cert", &self.https_cert)?,
             https_key: path("https_key", &self.https_key)?,
             dex,
-            multi_cluster_forwarding_ca: path(
-                "multi_cluster_forwarding_ca",
-                &self.multi_cluster_forwarding_ca,
-            )?,
+            multi_cluster_forwarding_ca: optional_path(&self.multi_cluster_forwarding_ca)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_VOLTRON_CA)),
+            multi_cluster_forwarding_ca_set: optional_path(&self.multi_cluster_forwarding_ca)
+                .is_some(),
             multi_cluster_forwarding_endpoint: url(
                 "multi_cluster_forwarding_endpoint",
                 &self.multi_cluster_forwarding_endpoint,
@@ -561,6 +567,23 @@ mod tests {
             assert_eq!(c.authn_review, AuthnReview::TokenReview);
             assert_eq!(c.entry_pod.selector, "k8s-app=fluentd-node");
             assert_eq!(c.fetch_backend, FetchBackend::Exec);
+            assert_eq!(
+                c.multi_cluster_forwarding_ca,
+                PathBuf::from(DEFAULT_VOLTRON_CA)
+            );
+            assert!(
+                !c.multi_cluster_forwarding_ca_set,
+                "the default is not an explicit setting"
+            );
+            let c = load(jail, &[("MULTICLUSTERFORWARDINGCA", "/etc/voltron/ca.crt")]).unwrap();
+            assert!(
+                c.multi_cluster_forwarding_ca_set,
+                "set through the original name"
+            );
+            assert_eq!(
+                c.multi_cluster_forwarding_ca,
+                PathBuf::from("/etc/voltron/ca.crt")
+            );
             Ok(())
         });
     }

@@ -99,9 +99,9 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
         factory,
     ) {
         Ok(router) => Arc::new(router),
-        Err(e) if explicitly_set(&["MULTI_CLUSTER_FORWARDING_CA", "MULTICLUSTERFORWARDINGCA"]) => {
+        Err(e) if config.multi_cluster_forwarding_ca_set => {
             return Err(WiringError::Config {
-                variable: format!("{PREFIX}MULTI_CLUSTER_FORWARDING_CA"),
+                variable: crate::config::variable_name("multi_cluster_forwarding_ca"),
                 problem: "Voltron's CA cannot be used".into(),
                 source: Some(Box::new(e)),
             });
@@ -116,12 +116,6 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
         }
     };
     Ok(CaptureService::new(authenticator, router))
-}
-
-fn explicitly_set(names: &[&str]) -> bool {
-    names
-        .iter()
-        .any(|n| std::env::var_os(format!("{PREFIX}{n}")).is_some())
 }
 
 /// Builds one cluster's ports from its client, per configuration.

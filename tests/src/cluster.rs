@@ -335,6 +335,8 @@ pub struct World {
     pub clusters: Vec<Arc<Cluster>>,
     /// The service account's user name.
     pub service_user: String,
+    /// The service account's token.
+    pub service_token: String,
 }
 
 impl World {
@@ -362,7 +364,7 @@ impl World {
                 extra: BTreeMap::new(),
             },
         );
-        tokens.insert(sa.name.clone(), service_token);
+        tokens.insert(sa.name.clone(), service_token.clone());
         for u in &scenario.users {
             let token = match (u.kind, &u.token) {
                 (crate::scenario::UserKind::Dex, _) => {
@@ -398,6 +400,7 @@ impl World {
             tokens,
             clusters,
             service_user,
+            service_token,
         })
     }
 

@@ -266,16 +266,22 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
-fn status_frame(code: i32, message: Option<&str>) -> Message {
-    let status = if code == 0 && message.is_none() {
+/// The status frame for a command that ran and exited with `code`.
+fn exit_frame(code: i32) -> Message {
+    let status = if code == 0 {
         json!({"metadata": {}, "status": "Success"})
-    } else if let Some(m) = message {
-        json!({"metadata": {}, "status": "Failure", "message": m, "reason": "InternalError", "details": {"causes": [{"message": m}]}})
     } else {
         json!({"metadata": {}, "status": "Failure",
                "message": format!("command terminated with non-zero exit code: exit status {code}"),
                "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
     };
+    frame(3, status.to_string().as_bytes())
+}
+
+/// The status frame for a command that could not run.
+fn failure_frame(message: &str) -> Message {
+    let status = json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError",
+                        "details": {"causes": [{"message": message}]}});
     frame(3, status.to_string().as_bytes())
 }
 
@@ -302,7 +308,7 @@ async fn run(
     let (program, args) = match mapped {
         Ok(m) => m,
         Err(message) => {
-            end(&mut sink, status_frame(126, Some(&message))).await;
+            end(&mut sink, failure_frame(&message)).await;
             reader.abort();
             return;
         }
@@ -323,7 +329,7 @@ async fn run(
         Err(e) => {
             end(
                 &mut sink,
-                status_frame(127, Some(&format!("exec: \"{program}\": {e}"))),
+                failure_frame(&format!("exec: \"{program}\": {e}")),
             )
             .await;
             reader.abort();
@@ -395,7 +401,7 @@ async fn run(
         Err(_) => 137,
     };
     let code = faults.exec_exit_status.unwrap_or(code);
-    end(&mut sink, status_frame(code, None)).await;
+    end(&mut sink, exit_frame(code)).await;
     // Give the client a moment to answer the close, then drop the connection.
     let _ = tokio::time::timeout(Duration::from_secs(2), gone.changed()).await;
     reader.abort();

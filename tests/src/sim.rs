@@ -202,12 +202,7 @@ impl Sim {
 
     /// The service account's token.
     pub fn service_token(&self) -> String {
-        self.world
-            .tokens
-            .values()
-            .find(|t| t.starts_with("sim-sa-"))
-            .cloned()
-            .unwrap_or_default()
+        self.world.service_token.clone()
     }
 
     /// A kubeconfig for the `index`th cluster's API server with `token`.

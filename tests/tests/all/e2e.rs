@@ -2,43 +2,6 @@
 
 use crate::support::*;
 
-async fn get(
-    api: &ApiProcess,
-    path: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut r = api.http.get(format!("{}{path}", api.url));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    r.send().await.unwrap()
-}
-
-async fn text(r: reqwest::Response) -> (u16, String) {
-    (
-        r.status().as_u16(),
-        String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
-    )
-}
-
-fn capture_dir(sim: &TestSim, cluster: &str, ns: &str, name: &str) -> Vec<(String, String)> {
-    let mut all = Vec::new();
-    for node in &sim.cluster(cluster).nodes {
-        all.extend(files_under(
-            &sim.node_dir(cluster, node)
-                .join("var/log/calico/pcap")
-                .join(ns)
-                .join(name),
-        ));
-    }
-    all.sort();
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_capture_downloads_byte_identical_for_a_user_who_may() {
     let sim = start_default().await;

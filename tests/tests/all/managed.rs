@@ -2,33 +2,19 @@
 
 use crate::support::*;
 
-async fn get(
+/// Status and body of a GET as `token`.
+async fn get_bytes(
     api: &ApiProcess,
     path: &str,
     token: &str,
     headers: &[(&str, &str)],
 ) -> (u16, bytes::Bytes) {
-    let mut r = api
-        .http
-        .get(format!("{}{path}", api.url))
-        .bearer_auth(token);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let r = r.send().await.unwrap();
+    let r = get(api, path, Some(token), headers).await;
     (r.status().as_u16(), r.bytes().await.unwrap())
 }
 
 fn files_of(sim: &TestSim, cluster: &str) -> Vec<(String, String)> {
-    let mut all = Vec::new();
-    for node in &sim.cluster(cluster).nodes {
-        all.extend(files_under(
-            &sim.node_dir(cluster, node)
-                .join("var/log/calico/pcap/dev/web-traffic"),
-        ));
-    }
-    all.sort();
-    all
+    capture_dir(sim, cluster, "dev", "web-traffic")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,10 +22,10 @@ async fn the_same_capture_name_returns_each_cluster_s_own_files_through_voltron(
     let sim = start_default().await;
     let api = start_api(&sim, &[]).await;
     let jane = sim.token("jane");
-    let (status, local) = get(&api, "/download/dev/web-traffic/files.zip", &jane, &[]).await;
+    let (status, local) = get_bytes(&api, "/download/dev/web-traffic/files.zip", &jane, &[]).await;
     assert_eq!(status, 200);
     assert_eq!(zip_digests(&local), files_of(&sim, "cluster"));
-    let (status, east) = get(
+    let (status, east) = get_bytes(
         &api,
         "/download/dev/web-traffic/files.zip",
         &jane,
@@ -72,7 +58,7 @@ async fn the_same_capture_name_returns_each_cluster_s_own_files_through_voltron(
             .all(|r| !r.uri.contains("tokenreviews")),
         "authentication stays local"
     );
-    let (status, listing) = get(
+    let (status, listing) = get_bytes(
         &api,
         "/files/dev/web-traffic",
         &jane,
@@ -91,10 +77,12 @@ async fn a_user_allowed_in_one_cluster_only_gets_200_there_and_403_in_the_other(
     let api = start_api(&sim, &[]).await;
     let admin = sim.token("ops-admin");
     assert_eq!(
-        get(&api, "/files/dev/web-traffic", &admin, &[]).await.0,
+        get_bytes(&api, "/files/dev/web-traffic", &admin, &[])
+            .await
+            .0,
         200
     );
-    let (status, body) = get(
+    let (status, body) = get_bytes(
         &api,
         "/files/dev/web-traffic",
         &admin,
@@ -115,7 +103,7 @@ async fn unknown_disconnected_and_malformed_cluster_ids_are_refused() {
     let sim = start_default().await;
     let api = start_api(&sim, &[]).await;
     let jane = sim.token("jane");
-    let (status, body) = get(
+    let (status, body) = get_bytes(
         &api,
         "/files/dev/web-traffic",
         &jane,
@@ -131,7 +119,7 @@ async fn unknown_disconnected_and_malformed_cluster_ids_are_refused() {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     // The ManagedCluster answer is cached for a few seconds; a fresh API sees the new state.
     let api = start_api(&sim, &[]).await;
-    let (status, body) = get(
+    let (status, body) = get_bytes(
         &api,
         "/files/dev/web-traffic",
         &jane,
@@ -144,7 +132,7 @@ async fn unknown_disconnected_and_malformed_cluster_ids_are_refused() {
     );
     let long = "a".repeat(300);
     for bad in ["a/b", long.as_str(), "East"] {
-        let (status, _) = get(
+        let (status, _) = get_bytes(
             &api,
             "/files/dev/web-traffic",
             &jane,
@@ -172,7 +160,7 @@ async fn voltron_down_is_503_saying_so() {
         )],
     )
     .await;
-    let (status, body) = get(
+    let (status, body) = get_bytes(
         &api,
         "/files/dev/web-traffic",
         &sim.token("jane"),
@@ -196,7 +184,7 @@ async fn the_gateway_s_impersonation_headers_work_for_managed_clusters() {
         ("Impersonate-User", "jane"),
         ("Impersonate-Group", "capture-readers"),
     ];
-    let (status, zip) = get(
+    let (status, zip) = get_bytes(
         &api,
         "/download/dev/web-traffic/files.zip",
         &sim.token("gateway"),

@@ -226,3 +226,43 @@ pub async fn assert_execs_end_within_a_second(cluster: &packetcapture_tests::clu
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// GET `path` from the API, with a bearer token if given.
+pub async fn get(
+    api: &ApiProcess,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = api.http.get(format!("{}{path}", api.url));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.unwrap()
+}
+
+/// Status and body as text.
+pub async fn text(r: reqwest::Response) -> (u16, String) {
+    (
+        r.status().as_u16(),
+        String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
+    )
+}
+
+/// Every file of capture `ns/name` on every node of `cluster`, with digests, sorted.
+pub fn capture_dir(sim: &TestSim, cluster: &str, ns: &str, name: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for node in &sim.cluster(cluster).nodes {
+        all.extend(files_under(
+            &sim.node_dir(cluster, node)
+                .join("var/log/calico/pcap")
+                .join(ns)
+                .join(name),
+        ));
+    }
+    all.sort();
+    all
+}
