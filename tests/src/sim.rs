@@ -62,6 +62,8 @@ impl Sim {
         let dex_cert = dex_ca.server("dex", &["tigera-dex.tigera-dex.svc.cluster.local"]);
 
         // Dex first: its tokens are known to the API servers (as with OIDC configured there).
+        // Its `dexDown` switch lives in the local cluster's faults, which exist only once the
+        // world is built below: `down` is filled then.
         let dex = Arc::new(Dex::new());
         let down = Arc::new(std::sync::Mutex::new(None::<Arc<World>>));
         let refuse = {
