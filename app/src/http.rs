@@ -1,7 +1,8 @@
-//! The HTTP edge: routes, request parsing, and the one mapping of domain errors to statuses.
+//! The HTTP edge: routes, request parsing, and the one mapping of failures to statuses.
 //!
-//! Nothing else in the workspace knows HTTP status codes. The path is parsed (and refused with
-//! 400) before any authentication; headers are validated before they reach the domain.
+//! Nothing else in the workspace knows HTTP status codes, and here only [`status_of`] chooses
+//! one for a failure. The path is parsed (and refused with 400) before any authentication;
+//! headers and query values are parsed into typed values before they reach the domain.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use packetcapture_domain::{
-    BearerToken, CaptureRef, CaptureService, ClusterTarget, Compression, Download, Error,
-    Impersonation, Listing, Request,
+    BearerToken, CaptureRef, CaptureService, ClusterId, ClusterTarget, Compression, Download,
+    Error, Impersonation, Listing, Request, printable,
 };
 use serde::Serialize;
 use warp::Filter;
@@ -21,9 +22,6 @@ use warp::http::header::{
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::version::VersionInfo;
-
-/// The body type of every response.
-pub type Body = warp::hyper::body::Bytes;
 
 /// What the routes need.
 #[derive(Clone, Debug)]
@@ -60,27 +58,50 @@ enum Route {
     Files(CaptureRef),
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum RouteError {
-    NotFound,
-    Malformed,
+impl Route {
+    /// The methods the route answers.
+    fn allowed(&self) -> &'static [Method] {
+        match self {
+            Self::Files(_) => &[Method::GET, Method::DELETE],
+            _ => &[Method::GET],
+        }
+    }
 }
 
-fn parse_route(path: &str) -> Result<Route, RouteError> {
+/// Why a request failed: at the edge (path, method) or in the use case.
+#[derive(Debug)]
+pub enum Failure {
+    /// No such route.
+    NotFound,
+    /// A known route with a malformed path.
+    MalformedUrl,
+    /// A known route with another method; the methods it answers.
+    MethodNotAllowed(&'static [Method]),
+    /// The use case failed.
+    Domain(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Domain(e)
+    }
+}
+
+fn parse_route(path: &str) -> Result<Route, Failure> {
     let Some(rest) = path.strip_prefix('/') else {
-        return Err(RouteError::NotFound);
+        return Err(Failure::NotFound);
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let capture =
-        |ns: &str, name: &str| CaptureRef::parse(ns, name).map_err(|_| RouteError::Malformed);
+        |ns: &str, name: &str| CaptureRef::parse(ns, name).map_err(|_| Failure::MalformedUrl);
     match segments.as_slice() {
         ["health"] => Ok(Route::Health),
         ["version"] => Ok(Route::Version),
         ["download", ns, name, "files.zip"] => Ok(Route::Download(capture(ns, name)?)),
-        ["download", ..] => Err(RouteError::Malformed),
+        ["download", ..] => Err(Failure::MalformedUrl),
         ["files", ns, name] => Ok(Route::Files(capture(ns, name)?)),
-        ["files", ..] => Err(RouteError::Malformed),
-        _ => Err(RouteError::NotFound),
+        ["files", ..] => Err(Failure::MalformedUrl),
+        _ => Err(Failure::NotFound),
     }
 }
 
@@ -91,37 +112,35 @@ async fn handle(
     headers: &HeaderMap,
     query: &str,
 ) -> warp::reply::Response {
-    let route = match parse_route(path) {
-        Ok(route) => route,
-        Err(RouteError::NotFound) => return text(StatusCode::NOT_FOUND, "not found"),
-        Err(RouteError::Malformed) => {
-            return text(StatusCode::BAD_REQUEST, "request URL is malformed");
-        }
-    };
-    let allowed: &[Method] = match route {
-        Route::Files(_) => &[Method::GET, Method::DELETE],
-        _ => &[Method::GET],
-    };
-    if !allowed.contains(method) {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        let allow = allowed
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Ok(v) = HeaderValue::from_str(&allow) {
-            response.headers_mut().insert(ALLOW, v);
-        }
-        return response;
+    answer(edge, method, path, headers, query)
+        .await
+        .unwrap_or_else(|failure| error_response(&failure, method, path))
+}
+
+async fn answer(
+    edge: &Edge,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<warp::reply::Response, Failure> {
+    let route = parse_route(path)?;
+    if !route.allowed().contains(method) {
+        return Err(Failure::MethodNotAllowed(route.allowed()));
     }
-    let result = match route {
-        Route::Health => return json(StatusCode::OK, &serde_json::json!({ "status": "Ok" })),
-        Route::Version => return json(StatusCode::OK, &edge.version),
-        Route::Download(capture) => download(edge, capture, headers, query).await,
-        Route::Files(capture) if method == Method::DELETE => delete(edge, capture, headers).await,
-        Route::Files(capture) => list(edge, capture, headers).await,
-    };
-    result.unwrap_or_else(|e| error_response(&e, method, path))
+    Ok(match route {
+        Route::Health => json(StatusCode::OK, &serde_json::json!({ "status": "Ok" })),
+        Route::Version => json(StatusCode::OK, &edge.version),
+        Route::Download(capture) => download(edge, capture, headers, query).await?,
+        Route::Files(capture) if method == Method::DELETE => {
+            edge.service.delete(&request(capture, headers)?).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Route::Files(capture) => {
+            let listing = edge.service.list(&request(capture, headers)?).await?;
+            json(StatusCode::OK, &ListingBody::from(listing))
+        }
+    })
 }
 
 async fn download(
@@ -166,42 +185,40 @@ fn log_failures(
     })
 }
 
-async fn list(
-    edge: &Edge,
-    capture: CaptureRef,
-    headers: &HeaderMap,
-) -> Result<warp::reply::Response, Error> {
-    let request = request(capture, headers)?;
-    let listing = edge.service.list(&request).await?;
-    Ok(json(StatusCode::OK, &ListingBody::from(listing)))
-}
-
-async fn delete(
-    edge: &Edge,
-    capture: CaptureRef,
-    headers: &HeaderMap,
-) -> Result<warp::reply::Response, Error> {
-    let request = request(capture, headers)?;
-    edge.service.delete(&request).await?;
-    Ok(empty(StatusCode::NO_CONTENT))
-}
-
+/// Reads `?compression=`: `stored` (or `none`, the default) or `deflate`, any case.
 fn compression(query: &str) -> Result<Compression, Error> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|_| Error::InvalidName {
             what: "query",
-            value: packetcapture_domain::printable(query),
+            value: printable(query),
             rule: "a URL-encoded query",
         })?;
-    match pairs.iter().rev().find(|(k, _)| k == "compression") {
-        Some((_, value)) => Compression::parse(value),
-        None => Ok(Compression::Stored),
+    let Some((_, value)) = pairs.iter().rev().find(|(k, _)| k == "compression") else {
+        return Ok(Compression::Stored);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "stored" | "none" => Ok(Compression::Stored),
+        "deflate" => Ok(Compression::Deflate),
+        _ => Err(Error::InvalidName {
+            what: "compression",
+            value: printable(value),
+            rule: "one of stored, deflate",
+        }),
+    }
+}
+
+/// Reads `X-Cluster-ID`: absent, empty or `cluster` is the local cluster; anything else must
+/// be a managed cluster's id (a DNS-1123 subdomain).
+fn cluster_target(value: Option<&str>) -> Result<ClusterTarget, Error> {
+    match value.map(str::trim) {
+        None | Some("") | Some(ClusterTarget::LOCAL_ALIAS) => Ok(ClusterTarget::Local),
+        Some(id) => ClusterId::new(id).map(ClusterTarget::Managed),
     }
 }
 
 /// Reads the cluster, the token and the impersonation headers, in the pipeline's order.
 fn request(capture: CaptureRef, headers: &HeaderMap) -> Result<Request, Error> {
-    let cluster = ClusterTarget::from_header(single(headers, "x-cluster-id")?.as_deref())?;
+    let cluster = cluster_target(single(headers, "x-cluster-id")?.as_deref())?;
     let token = bearer(headers)?;
     let impersonation = impersonation(headers)?;
     Ok(Request {
@@ -269,7 +286,7 @@ fn impersonation(headers: &HeaderMap) -> Result<Impersonation, Error> {
             .decode_utf8()
             .map_err(|_| Error::InvalidName {
                 what: "impersonation extra key",
-                value: packetcapture_domain::printable(key),
+                value: printable(key),
                 rule: "percent-encoded UTF-8",
             })?
             .to_lowercase();
@@ -285,8 +302,15 @@ fn impersonation(headers: &HeaderMap) -> Result<Impersonation, Error> {
     })
 }
 
-/// The status and client message for a domain error; the one place that decides them.
-pub fn status_of(error: &Error) -> StatusCode {
+/// The status for a failure: the one place that decides it. Exhaustive over the domain's
+/// errors, so a new variant does not compile until it has a status.
+pub fn status_of(failure: &Failure) -> StatusCode {
+    let error = match failure {
+        Failure::NotFound => return StatusCode::NOT_FOUND,
+        Failure::MalformedUrl => return StatusCode::BAD_REQUEST,
+        Failure::MethodNotAllowed(_) => return StatusCode::METHOD_NOT_ALLOWED,
+        Failure::Domain(error) => error,
+    };
     match error {
         Error::InvalidName { .. } | Error::MissingImpersonationUser => StatusCode::BAD_REQUEST,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
@@ -295,33 +319,57 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::CaptureNotFinished { .. } | Error::CaptureStateUnknown { .. } => {
             StatusCode::CONFLICT
         }
-        Error::ClusterNotConnected { .. } | Error::Unavailable { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Error::ClusterNotConnected { .. }
+        | Error::Backend {
+            transient: true, ..
+        } => StatusCode::SERVICE_UNAVAILABLE,
         Error::InvalidStatus { .. }
         | Error::NoEntryPod { .. }
-        | Error::Backend { .. }
+        | Error::Backend {
+            transient: false, ..
+        }
         | Error::NodeFiles { .. }
         | Error::TruncatedArchive { .. }
         | Error::StatusConflict { .. } => StatusCode::BAD_GATEWAY,
         Error::ZipWrite { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-fn error_response(error: &Error, method: &Method, path: &str) -> warp::reply::Response {
-    let status = status_of(error);
-    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        "internal server error".to_owned()
-    } else {
-        error.to_string()
-    };
-    if status.is_server_error() {
-        tracing::warn!(%method, path, status = status.as_u16(), error = %error.chain(), "request failed");
-    } else {
-        tracing::info!(%method, path, status = status.as_u16(), error = %error.chain(), "request refused");
+/// The one-line message the client reads.
+fn message_of(failure: &Failure, status: StatusCode) -> String {
+    match failure {
+        Failure::NotFound => "not found".into(),
+        Failure::MalformedUrl => "request URL is malformed".into(),
+        Failure::MethodNotAllowed(_) => "method not allowed".into(),
+        Failure::Domain(_) if status == StatusCode::INTERNAL_SERVER_ERROR => {
+            "internal server error".into()
+        }
+        Failure::Domain(error) => error.to_string(),
     }
-    let mut response = text(status, &message);
+}
+
+fn error_response(failure: &Failure, method: &Method, path: &str) -> warp::reply::Response {
+    let status = status_of(failure);
+    let mut response = text(status, &message_of(failure, status));
+    match failure {
+        Failure::Domain(error) if status.is_server_error() => {
+            tracing::warn!(%method, path, status = status.as_u16(), error = %error.chain(), "request failed");
+        }
+        Failure::Domain(error) => {
+            tracing::info!(%method, path, status = status.as_u16(), error = %error.chain(), "request refused");
+        }
+        Failure::MethodNotAllowed(allowed) => {
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(ALLOW, v);
+            }
+        }
+        Failure::NotFound | Failure::MalformedUrl => {}
+    }
     if status == StatusCode::UNAUTHORIZED {
         response
             .headers_mut()
@@ -388,9 +436,9 @@ impl From<Listing> for ListingBody {
                 .nodes
                 .into_iter()
                 .map(|n| NodeBody {
-                    node: n.node,
+                    node: n.dir.node().to_string(),
                     state: n.state.map(|s| s.as_str().to_owned()),
-                    directory: n.directory,
+                    directory: n.dir.path().to_owned(),
                     files: n
                         .files
                         .into_iter()
@@ -416,14 +464,14 @@ mod tests {
     fn paths_parse_strictly() {
         let c = |ns: &str, n: &str| CaptureRef::parse(ns, n).unwrap();
         assert_eq!(
-            parse_route("/download/dev/cap/files.zip"),
-            Ok(Route::Download(c("dev", "cap")))
+            parse_route("/download/dev/cap/files.zip").ok(),
+            Some(Route::Download(c("dev", "cap")))
         );
         assert_eq!(
-            parse_route("/files/dev/cap.v2"),
-            Ok(Route::Files(c("dev", "cap.v2")))
+            parse_route("/files/dev/cap.v2").ok(),
+            Some(Route::Files(c("dev", "cap.v2")))
         );
-        assert_eq!(parse_route("/health"), Ok(Route::Health));
+        assert_eq!(parse_route("/health").ok(), Some(Route::Health));
         for bad in [
             "/download/dev/cap/other.zip",
             "/download/dev/../files.zip",
@@ -435,9 +483,43 @@ mod tests {
             "/files/dev",
             "/files/dev/cap/extra",
         ] {
-            assert_eq!(parse_route(bad), Err(RouteError::Malformed), "{bad}");
+            assert!(
+                matches!(parse_route(bad), Err(Failure::MalformedUrl)),
+                "{bad}"
+            );
         }
-        assert_eq!(parse_route("/nothing"), Err(RouteError::NotFound));
-        assert_eq!(parse_route("/"), Err(RouteError::NotFound));
+        assert!(matches!(parse_route("/nothing"), Err(Failure::NotFound)));
+        assert!(matches!(parse_route("/"), Err(Failure::NotFound)));
+    }
+
+    #[test]
+    fn cluster_header_local_aliases_and_validation() {
+        assert_eq!(cluster_target(None).unwrap(), ClusterTarget::Local);
+        assert_eq!(cluster_target(Some("")).unwrap(), ClusterTarget::Local);
+        assert_eq!(
+            cluster_target(Some("cluster")).unwrap(),
+            ClusterTarget::Local
+        );
+        assert_eq!(
+            cluster_target(Some("east-1")).unwrap(),
+            ClusterTarget::Managed(ClusterId::new("east-1").unwrap())
+        );
+        assert!(cluster_target(Some("a/b")).is_err());
+        assert!(cluster_target(Some("a\nb")).is_err());
+        assert!(cluster_target(Some(&"a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn compression_is_stored_unless_deflate_is_asked() {
+        assert_eq!(compression("").unwrap(), Compression::Stored);
+        assert_eq!(
+            compression("compression=DEFLATE").unwrap(),
+            Compression::Deflate
+        );
+        assert_eq!(
+            compression("compression=none").unwrap(),
+            Compression::Stored
+        );
+        assert!(compression("compression=zstd").is_err());
     }
 }

@@ -1,21 +1,19 @@
-//! The `packetcapture-api` binary's library: configuration, wiring, HTTPS server, HTTP edge.
+//! The `packetcapture-api` binary's library: configuration, start-up and wiring, HTTPS server,
+//! HTTP edge.
 //!
 //! Boundary: this crate is the only one that knows HTTP status codes ([`http::status_of`]) and
-//! the only one that builds adapters from configuration.
+//! the only one that builds adapters from configuration ([`wiring`]).
 
 pub mod config;
 pub mod http;
 pub mod server;
+pub mod startup;
 pub mod version;
 pub mod wiring;
 
-use std::process::ExitCode;
-
 use config::Config;
+use startup::StartupError;
 use tracing_subscriber::EnvFilter;
-
-/// Exit code for a configuration that cannot be used (sysexits' EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
 
 /// Sets up logging: `LOG_LEVEL` for this service, `RUST_LOG` to override.
 pub fn init_logging(config: &Config) {
@@ -40,51 +38,20 @@ pub fn init_logging(config: &Config) {
 }
 
 /// Runs the service until SIGINT or SIGTERM.
-pub fn run(config: Config) -> ExitCode {
+pub fn run(config: Config) -> Result<(), StartupError> {
     init_logging(&config);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("packetcapture-api: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| StartupError::failure("cannot start the runtime").because(e))?;
     runtime.block_on(async move {
-        let tls = match server::tls_config(&config.https_cert, &config.https_key) {
-            Ok(tls) => tls,
-            Err(e) => {
-                eprintln!(
-                    "packetcapture-api: {PREFIX}HTTPS_CERT / {PREFIX}HTTPS_KEY: {}",
-                    packetcapture_domain::error::chain(&e),
-                    PREFIX = config::PREFIX
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
-        let service = match wiring::build(&config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("packetcapture-api: invalid configuration: {}", packetcapture_domain::error::chain(&e));
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
-        let edge = http::Edge { service: std::sync::Arc::new(service), version: version::VersionInfo::current() };
-        let running = match server::serve(config.host, config.port, tls, http::routes(edge)).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("packetcapture-api: {}", packetcapture_domain::error::chain(&e));
-                return ExitCode::FAILURE;
-            }
-        };
+        let running = startup::start(&config).await?;
         tracing::info!(addr = %running.addr, version = %version::VersionInfo::current(), "listening");
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
-        ExitCode::SUCCESS
+        Ok(())
     })
 }
 

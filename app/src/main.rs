@@ -3,30 +3,27 @@
 use std::process::ExitCode;
 
 use packetcapture_api::config::Config;
+use packetcapture_api::startup::StartupError;
 use packetcapture_api::version::VersionInfo;
 
-use packetcapture_api::EXIT_CONFIG;
-
 fn main() -> ExitCode {
-    if std::env::args()
-        .skip(1)
-        .any(|a| a == "--version" || a == "-V")
-    {
-        println!("{}", VersionInfo::current());
-        return ExitCode::SUCCESS;
-    }
-    if let Some(arg) = std::env::args().nth(1) {
-        eprintln!(
-            "packetcapture-api: unknown argument {arg:?}; configuration comes from PACKETCAPTURE_API_* variables; --version prints the version"
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("packetcapture-api: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("--version" | "-V") => {
+            println!("{}", VersionInfo::current());
+            Ok(())
         }
+        Some(arg) => Err(StartupError::setting(
+            format!("argument {arg:?}"),
+            "unknown; configuration comes from PACKETCAPTURE_API_* variables, --version prints the version",
+        )),
+        None => Config::from_env().and_then(packetcapture_api::run),
     };
-    packetcapture_api::run(config)
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("packetcapture-api: {}", e.report());
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

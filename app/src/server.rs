@@ -3,75 +3,42 @@
 //! Certificates are loaded before the socket is bound; a bad file is an error naming it.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::startup::StartupError;
+
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serving failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The certificate or key could not be read or used.
-    #[error("cannot load the TLS {what} from {path}")]
-    Tls {
-        /// `certificate` or `key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The listen socket could not be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// Builds the rustls server configuration from PEM files (HTTP/2 and HTTP/1.1 offered).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ServeError> {
-    let tls =
-        |what, path: &Path, source: Box<dyn std::error::Error + Send + Sync>| ServeError::Tls {
-            what,
-            path: path.to_owned(),
-            source,
-        };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls("certificate", cert, e.into()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls("certificate", cert, e.into()))?;
-    if certs.is_empty() {
-        return Err(tls(
-            "certificate",
-            cert,
-            "no PEM certificate in the file".into(),
-        ));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls("key", key, e.into()))?;
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<rustls::ServerConfig, packetcapture_tls::Error> {
+    let certs = packetcapture_tls::certificates(cert)?;
+    let key_der = packetcapture_tls::private_key(key)?;
+    let unusable = |source: rustls::Error| packetcapture_tls::Error {
+        what: "private key",
+        path: key.to_owned(),
+        source: source.into(),
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls("certificate", cert, e.into()))?
+        .map_err(unusable)?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| tls("key", key, e.into()))?;
+        .map_err(unusable)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -91,11 +58,6 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
-
-    /// Waits until the server ends (it ends only when stopped).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
 }
 
 /// Binds `host:port` (all addresses when `host` is `None`) and serves `routes` over TLS.
@@ -104,7 +66,7 @@ pub async fn serve<F>(
     port: u16,
     tls: rustls::ServerConfig,
     routes: F,
-) -> Result<Running, ServeError>
+) -> Result<Running, StartupError>
 where
     F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
         + Clone
@@ -120,10 +82,9 @@ where
             Err(_) => bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)).await?,
         },
     };
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::failure("cannot read the listening address").because(e))?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -167,8 +128,8 @@ where
     Ok(Running { addr, stop, task })
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr, source })
+        .map_err(|e| StartupError::failure(format!("cannot listen on {addr}")).because(e))
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use packetcapture_dex::{DexAuthenticator, DexConfig, IssuerRouted};
+use packetcapture_dex::{DexAuthenticator, IssuerRouted};
 use packetcapture_domain::cache::{CachedAuthenticator, CachedAuthorizer};
 use packetcapture_domain::{
     Authenticator, Backend, CaptureService, ClusterPorts, ClusterRouter, ClusterTarget, Error,
@@ -12,13 +12,14 @@ use packetcapture_domain::{
 };
 use packetcapture_fluentd_exec::ExecFetcher;
 use packetcapture_kubernetes::{
-    AuthenticationReviewAuthenticator, ClusterClient, EntryPodConfig, EntryPods,
-    PacketCaptureLocator, SubjectAccessReviewAuthorizer, TokenReviewAuthenticator,
+    AuthenticationReviewAuthenticator, ClusterClient, EntryPods, PacketCaptureLocator,
+    SubjectAccessReviewAuthorizer, TokenReviewAuthenticator,
 };
 use packetcapture_local_fs::LocalFetcher;
 use packetcapture_voltron::{PortsFactory, VoltronRouter};
 
-use crate::config::{AuthnReview, Config, FetchBackend, PREFIX};
+use crate::config::{AuthnReview, Config, FetchBackend, variable};
+use crate::startup::StartupError;
 
 /// How long a successful authentication is reused.
 pub const AUTHN_TTL: Duration = Duration::from_secs(10);
@@ -27,38 +28,19 @@ pub const ALLOWED_TTL: Duration = Duration::from_secs(10);
 /// How long a "denied" decision is reused.
 pub const DENIED_TTL: Duration = Duration::from_secs(5);
 
-/// Why the service could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum WiringError {
-    /// A setting cannot be used; the binary exits 64.
-    #[error("{variable}: {problem}")]
-    Config {
-        /// The variable to fix.
-        variable: String,
-        /// What is wrong.
-        problem: String,
-        /// The cause.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-}
-
 /// Builds the service against the local cluster (and Voltron for managed clusters).
-pub async fn build(config: &Config) -> std::result::Result<CaptureService, WiringError> {
+pub async fn build(config: &Config) -> std::result::Result<CaptureService, StartupError> {
+    let kubeconfig = || {
+        StartupError::setting(
+            "KUBECONFIG",
+            "no usable kubeconfig and no in-cluster service account",
+        )
+    };
     let kube_config = kube::Config::infer()
         .await
-        .map_err(|e| WiringError::Config {
-            variable: "KUBECONFIG".into(),
-            problem: "no usable kubeconfig and no in-cluster service account".into(),
-            source: Some(Box::new(e)),
-        })?;
-    let local = ClusterClient::from_config(kube_config.clone(), "cluster", false).map_err(|e| {
-        WiringError::Config {
-            variable: "KUBECONFIG".into(),
-            problem: "the local cluster's client could not be built".into(),
-            source: Some(Box::new(e)),
-        }
-    })?;
+        .map_err(|e| kubeconfig().because(e))?;
+    let local = ClusterClient::from_config(kube_config.clone(), ClusterTarget::LOCAL_ALIAS, false)
+        .map_err(|e| kubeconfig().because(e))?;
     let reviewer: Arc<dyn Authenticator> = match config.authn_review {
         AuthnReview::TokenReview => Arc::new(TokenReviewAuthenticator::new(local.clone())),
         AuthnReview::AuthenticationReview => {
@@ -66,21 +48,12 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
         }
     };
     let reviewer = if config.dex.enabled {
-        let d = &config.dex;
-        let dex = DexAuthenticator::new(DexConfig {
-            issuer: d.issuer.clone(),
-            client_id: d.client_id.clone(),
-            jwks_url: d.jwk_url.to_string(),
-            username_claim: d.user_claim.clone(),
-            groups_claim: d.groups_claim.clone(),
-            username_prefix: d.username_prefix.clone(),
-            groups_prefix: d.groups_prefix.clone(),
-            ca_file: d.ca_file.clone(),
-        })
-        .map_err(|e| WiringError::Config {
-            variable: format!("{PREFIX}DEX_CA_FILE"),
-            problem: "Dex's JWKS client cannot be set up".into(),
-            source: Some(Box::new(e)),
+        let dex = DexAuthenticator::new(config.dex.clone()).map_err(|e| {
+            StartupError::setting(
+                variable("dex_ca_file"),
+                "Dex's JWKS client cannot be set up",
+            )
+            .because(e)
         })?;
         Arc::new(IssuerRouted::new(Arc::new(dex), reviewer)) as Arc<dyn Authenticator>
     } else {
@@ -89,22 +62,21 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
     let authenticator = Arc::new(CachedAuthenticator::new(reviewer, AUTHN_TTL));
     let factory = ports_factory(config);
     let local_ports = factory(local.clone());
-    let ca = &config.multi_cluster_forwarding_ca;
+    let voltron = &config.multi_cluster_forwarding;
     let router: Arc<dyn ClusterRouter> = match VoltronRouter::new(
         local_ports.clone(),
         local,
         &kube_config,
-        config.multi_cluster_forwarding_endpoint.as_str(),
-        ca,
+        voltron,
         factory,
     ) {
         Ok(router) => Arc::new(router),
-        Err(e) if config.multi_cluster_forwarding_ca_set => {
-            return Err(WiringError::Config {
-                variable: crate::config::variable_name("multi_cluster_forwarding_ca"),
-                problem: "Voltron's CA cannot be used".into(),
-                source: Some(Box::new(e)),
-            });
+        Err(e) if voltron.ca.is_some() => {
+            return Err(StartupError::setting(
+                variable("multi_cluster_forwarding_ca"),
+                "Voltron's CA cannot be used",
+            )
+            .because(e));
         }
         Err(e) => {
             let reason = packetcapture_domain::error::chain(&e);
@@ -120,19 +92,16 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Wirin
 
 /// Builds one cluster's ports from its client, per configuration.
 fn ports_factory(config: &Config) -> PortsFactory {
-    let entry = EntryPodConfig {
-        namespace: config.entry_pod.namespace.clone(),
-        selector: config.entry_pod.selector.clone(),
-        container: config.entry_pod.container.clone(),
-    };
-    let backend = config.fetch_backend.clone();
+    let entry = config.entry_pod.clone();
+    let backend = config.fetch_backend;
+    let root = config.local_root.clone().unwrap_or_default();
     Arc::new(move |client: ClusterClient| {
-        let fetcher: Arc<dyn FileFetcher> = match &backend {
+        let fetcher: Arc<dyn FileFetcher> = match backend {
             FetchBackend::Exec => Arc::new(ExecFetcher::new(EntryPods::new(
                 client.clone(),
                 entry.clone(),
             ))),
-            FetchBackend::Local(root) => Arc::new(LocalFetcher::new(root.clone())),
+            FetchBackend::Local => Arc::new(LocalFetcher::new(root.clone())),
         };
         ClusterPorts {
             authorizer: Arc::new(CachedAuthorizer::new(

@@ -3,84 +3,28 @@
 //! Authentication results are kept for a short time, never past the token's own expiry (read
 //! from a JWT's `exp` when the token is one), keyed by a SHA-256 of the token so no token is
 //! held in memory longer than a request. Authorization decisions are kept briefly, allowed
-//! and denied for their own durations. Failures are never cached. Both caches are bounded.
+//! and denied for their own durations, keyed by the whole user (name, uid, groups, extra) and
+//! the whole question. Failures are never cached. Both caches are bounded.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use base64::Engine;
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use crate::error::Result;
+use crate::expiring::ExpiringCache;
 use crate::ports::{Authenticator, Authorizer};
 use crate::types::{BearerToken, ResourceAttributes, User};
 
-/// Most entries a cache holds; past that, expired entries go, then everything.
+/// Most entries a cache holds.
 pub const MAX_ENTRIES: usize = 10_000;
-
-/// A bounded map whose entries expire.
-#[derive(Debug)]
-struct Expiring<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
-}
-
-impl<K: Eq + Hash, V: Clone> Expiring<K, V> {
-    fn new() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<V> {
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries
-            .get(key)
-            .filter(|(until, _)| Instant::now() < *until)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, key: K, value: V, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES {
-            let now = Instant::now();
-            entries.retain(|_, (until, _)| now < *until);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (Instant::now() + ttl, value));
-    }
-}
-
-/// The `exp` of a JWT, read without verifying it: used only to shorten a cache lifetime.
-pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_f64()?;
-    (exp.is_finite() && exp >= 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(exp))
-}
 
 /// Caches an [`Authenticator`]'s successes.
 pub struct CachedAuthenticator {
     inner: Arc<dyn Authenticator>,
     ttl: Duration,
-    cache: Expiring<[u8; 32], User>,
+    cache: ExpiringCache<[u8; 32], User>,
 }
 
 impl CachedAuthenticator {
@@ -89,7 +33,7 @@ impl CachedAuthenticator {
         Self {
             inner,
             ttl,
-            cache: Expiring::new(),
+            cache: ExpiringCache::new(MAX_ENTRIES),
         }
     }
 }
@@ -102,14 +46,14 @@ impl Authenticator for CachedAuthenticator {
             return Ok(user);
         }
         let user = self.inner.authenticate(token).await?;
-        let ttl = match jwt_expiry(token.expose()) {
+        let ttl = match token.unverified_expiry() {
             Some(exp) => exp
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
                 .min(self.ttl),
             None => self.ttl,
         };
-        self.cache.put(key, user.clone(), ttl);
+        self.cache.insert(key, user.clone(), ttl);
         Ok(user)
     }
 }
@@ -119,7 +63,7 @@ pub struct CachedAuthorizer {
     inner: Arc<dyn Authorizer>,
     allowed_ttl: Duration,
     denied_ttl: Duration,
-    cache: Expiring<(User, ResourceAttributes), bool>,
+    cache: ExpiringCache<(User, ResourceAttributes), bool>,
 }
 
 impl CachedAuthorizer {
@@ -129,7 +73,7 @@ impl CachedAuthorizer {
             inner,
             allowed_ttl,
             denied_ttl,
-            cache: Expiring::new(),
+            cache: ExpiringCache::new(MAX_ENTRIES),
         }
     }
 }
@@ -142,23 +86,24 @@ impl Authorizer for CachedAuthorizer {
             return Ok(decision);
         }
         let decision = self.inner.allowed(user, attributes).await?;
-        self.cache.put(
-            key,
-            decision,
-            if decision {
-                self.allowed_ttl
-            } else {
-                self.denied_ttl
-            },
-        );
+        let ttl = if decision {
+            self.allowed_ttl
+        } else {
+            self.denied_ttl
+        };
+        self.cache.insert(key, decision, ttl);
         Ok(decision)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use base64::Engine;
+
     use super::*;
-    use crate::ports::{MockAuthenticator, MockAuthorizer};
+    use crate::ports::MockAuthenticator;
     use crate::types::{CaptureRef, Verb};
 
     fn jwt(exp: u64) -> String {
@@ -210,35 +155,83 @@ mod tests {
         cached.authenticate(&expired).await.unwrap();
     }
 
-    #[test]
-    fn jwt_expiry_reads_exp_and_ignores_other_tokens() {
-        assert_eq!(
-            jwt_expiry(&jwt(2_000_000_000)),
-            Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000))
-        );
-        assert_eq!(jwt_expiry("opaque"), None);
-        assert_eq!(jwt_expiry("a.!!!.c"), None);
+    /// Answers "allowed" for users named jane, counting the questions it is asked.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl Authorizer for Counting {
+        async fn allowed(&self, user: &User, a: &ResourceAttributes) -> Result<bool> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(user.name == "jane"
+                && user.groups.iter().all(|g| g != "banned")
+                && a.namespace == "dev")
+        }
+    }
+
+    fn files() -> ResourceAttributes {
+        ResourceAttributes::capture_files(Verb::Get, &CaptureRef::parse("dev", "c").unwrap())
+    }
+
+    /// Asks `user` every `step` until the inner authorizer is asked again; the time it took.
+    async fn lifetime(cached: &CachedAuthorizer, inner: &Counting, user: &User) -> Duration {
+        let start = tokio::time::Instant::now();
+        cached.allowed(user, &files()).await.unwrap();
+        let asked = inner.0.load(Ordering::SeqCst);
+        while inner.0.load(Ordering::SeqCst) == asked {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            cached.allowed(user, &files()).await.unwrap();
+        }
+        start.elapsed()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn denials_are_kept_shorter_than_permissions() {
-        let mut inner = MockAuthorizer::new();
-        inner
-            .expect_allowed()
-            .times(3)
-            .returning(|u, _| Ok(u.name == "jane"));
+    async fn permissions_live_ten_seconds_and_denials_five() {
+        let inner = Arc::new(Counting::default());
         let cached = CachedAuthorizer::new(
-            Arc::new(inner),
+            inner.clone(),
             Duration::from_secs(10),
             Duration::from_secs(5),
         );
-        let attrs =
-            ResourceAttributes::capture_files(Verb::Get, &CaptureRef::parse("dev", "c").unwrap());
-        let (jane, bob) = (User::named("jane"), User::named("bob"));
-        assert!(cached.allowed(&jane, &attrs).await.unwrap());
-        assert!(!cached.allowed(&bob, &attrs).await.unwrap());
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(cached.allowed(&jane, &attrs).await.unwrap()); // still cached
-        assert!(!cached.allowed(&bob, &attrs).await.unwrap()); // asked again
+        let allowed = lifetime(&cached, &inner, &User::named("jane")).await;
+        let denied = lifetime(&cached, &inner, &User::named("bob")).await;
+        assert_eq!(allowed, Duration::from_secs(10), "allowed");
+        assert_eq!(denied, Duration::from_secs(5), "denied");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_of_the_same_name_with_other_groups_or_extras_is_asked_anew() {
+        let inner = Arc::new(Counting::default());
+        let cached = CachedAuthorizer::new(
+            inner.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        );
+        let jane = User::named("jane");
+        let banned = User {
+            groups: vec!["banned".into()],
+            ..User::named("jane")
+        };
+        let scoped = User {
+            extra: [("scopes".to_owned(), vec!["view".to_owned()])].into(),
+            ..User::named("jane")
+        };
+        assert!(cached.allowed(&jane, &files()).await.unwrap());
+        assert!(
+            !cached.allowed(&banned, &files()).await.unwrap(),
+            "another group set gets its own decision, not jane's cached one"
+        );
+        assert!(cached.allowed(&scoped, &files()).await.unwrap());
+        assert_eq!(
+            inner.0.load(Ordering::SeqCst),
+            3,
+            "three users, three questions"
+        );
+        assert!(cached.allowed(&jane, &files()).await.unwrap());
+        assert_eq!(
+            inner.0.load(Ordering::SeqCst),
+            3,
+            "the same user hits the cache"
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! Messages are written for the API's client (the edge shows them as they are); sources carry
 //! the detail for the log. Only the edge (`app`) maps these to HTTP status codes.
 
+use crate::types::Verb;
+
 /// A boxed error from an adapter, kept as the source so logs show the whole chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -32,7 +34,6 @@ impl std::fmt::Display for Backend {
 
 /// Everything that can go wrong in a use case.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// A name from the request (path segment, header, query) is not valid.
     #[error("invalid {what} \"{value}\": must be {rule}")]
@@ -71,7 +72,7 @@ pub enum Error {
         /// The effective user.
         user: String,
         /// The verb checked.
-        verb: crate::Verb,
+        verb: Verb,
         /// The capture's namespace.
         namespace: String,
     },
@@ -129,25 +130,16 @@ pub enum Error {
         node: String,
     },
 
-    /// A backend was unreachable (connection refused, timeout, 503): worth retrying later.
-    #[error("{backend} unavailable while trying to {action}")]
-    Unavailable {
+    /// A backend failed: unreachable or overloaded (`transient`: connection refused, timeout,
+    /// 503; worth retrying later), or it answered with a failure.
+    #[error("{backend} {} {action}", if *.transient { "unavailable while trying to" } else { "failed to" })]
+    Backend {
         /// Which backend.
         backend: Backend,
         /// What the service was doing, e.g. `get packetcapture dev/cap in cluster east`.
         action: String,
-        /// The adapter's error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// A backend answered, but with a failure.
-    #[error("{backend} failed to {action}")]
-    Backend {
-        /// Which backend.
-        backend: Backend,
-        /// What the service was doing.
-        action: String,
+        /// True when the backend could not be reached or was overloaded.
+        transient: bool,
         /// The adapter's error.
         #[source]
         source: BoxError,
@@ -197,20 +189,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an adapter error as an unavailable backend.
+    /// Wraps an adapter error as an unavailable backend (worth retrying later).
     pub fn unavailable(
         backend: Backend,
         action: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> Self {
-        Self::Unavailable {
-            backend,
-            action: action.into(),
-            source: source.into(),
-        }
+        Self::backend(backend, action, source).transient()
     }
 
-    /// Wraps an adapter error as a failing backend.
+    /// Wraps an adapter error as a backend that answered with a failure.
     pub fn backend(
         backend: Backend,
         action: impl Into<String>,
@@ -219,8 +207,17 @@ impl Error {
         Self::Backend {
             backend,
             action: action.into(),
+            transient: false,
             source: source.into(),
         }
+    }
+
+    /// The same backend failure, marked worth retrying later; other errors unchanged.
+    fn transient(mut self) -> Self {
+        if let Self::Backend { transient, .. } = &mut self {
+            *transient = true;
+        }
+        self
     }
 
     /// The message and every source below it, joined by `: `, for logs.

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod cache;
 pub mod error;
+pub mod expiring;
 pub mod ports;
 pub mod service;
 #[cfg(any(test, feature = "test-util"))]

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::ports::{Authenticator, ClusterPorts, ClusterRouter, StatusUpdate};
 use crate::types::{
     BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget, Compression,
-    FileInfo, Impersonation, ResourceAttributes, User, Verb,
+    EntryPoint, FileInfo, Impersonation, NodeFiles, ResourceAttributes, User, Verb,
+    service_account,
 };
 
 /// How many times a conflicting status update is tried before giving up.
@@ -32,7 +33,7 @@ pub struct Request {
 /// The outcome of a download.
 #[derive(Debug)]
 pub enum Download {
-    /// No file anywhere (HTTP 204).
+    /// No node holds a file of the capture.
     Empty,
     /// The zip, streaming; its first chunk is ready.
     Zip(ZipStream),
@@ -41,12 +42,10 @@ pub enum Download {
 /// What one node holds now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeListing {
-    /// The node.
-    pub node: String,
+    /// The node and the capture's directory on it.
+    pub dir: CaptureDir,
     /// Its capture state, if reported.
     pub state: Option<CaptureState>,
-    /// The capture's directory on the node.
-    pub directory: String,
     /// Its files, by name.
     pub files: Vec<FileInfo>,
 }
@@ -60,6 +59,17 @@ pub struct Listing {
     pub capture: CaptureRef,
     /// Per node, in status order.
     pub nodes: Vec<NodeListing>,
+}
+
+/// The capture, or [`Error::CaptureNotFound`].
+async fn locate(ports: &ClusterPorts, capture: &CaptureRef) -> Result<Capture> {
+    ports
+        .locator
+        .get(capture)
+        .await?
+        .ok_or_else(|| Error::CaptureNotFound {
+            capture: capture.to_string(),
+        })
 }
 
 /// The service's use cases, wired to its ports.
@@ -80,6 +90,15 @@ struct Authorized {
     capture: Capture,
 }
 
+impl Authorized {
+    /// The node's capture directory (validated from the status) and how it is reached.
+    async fn reach(&self, node: &NodeFiles) -> Result<(EntryPoint, CaptureDir)> {
+        let dir = CaptureDir::new(&node.node, &node.directory, &self.capture.reference)?;
+        let entry = self.ports.fetcher.entry_point(dir.node()).await?;
+        Ok((entry, dir))
+    }
+}
+
 impl CaptureService {
     /// Wires the use cases to an authenticator (local cluster) and a router.
     pub fn new(authenticator: Arc<dyn Authenticator>, router: Arc<dyn ClusterRouter>) -> Self {
@@ -91,8 +110,9 @@ impl CaptureService {
 
     /// Downloads every file of the capture as one zip.
     pub async fn download(&self, request: &Request, compression: Compression) -> Result<Download> {
-        let Authorized { ports, capture } = self.authorize(request, Verb::Get).await?;
-        let with_files: Vec<_> = capture
+        let authorized = self.authorize(request, Verb::Get).await?;
+        let with_files: Vec<_> = authorized
+            .capture
             .files
             .iter()
             .filter(|n| !n.file_names.is_empty())
@@ -104,12 +124,12 @@ impl CaptureService {
         // status rather than a cut download.
         let mut sources = Vec::with_capacity(with_files.len());
         for node in &with_files {
-            let dir = CaptureDir::new(&node.node, &node.directory, &capture.reference)?;
-            let entry = ports.fetcher.entry_point(dir.node()).await?;
+            let (entry, dir) = authorized.reach(node).await?;
             sources.push(NodeSource { entry, dir });
         }
-        let namer = EntryNamer::from_status(&capture.files);
-        match archive::stream_zip(ports.fetcher.clone(), sources, namer, compression).await? {
+        let namer = EntryNamer::from_status(&authorized.capture.files);
+        let fetcher = authorized.ports.fetcher.clone();
+        match archive::stream_zip(fetcher, sources, namer, compression).await? {
             Some(zip) => Ok(Download::Zip(zip)),
             None => Ok(Download::Empty),
         }
@@ -117,31 +137,29 @@ impl CaptureService {
 
     /// Lists the files on every node of the capture as they are now.
     pub async fn list(&self, request: &Request) -> Result<Listing> {
-        let Authorized { ports, capture } = self.authorize(request, Verb::Get).await?;
-        let mut nodes = Vec::with_capacity(capture.files.len());
-        for node in &capture.files {
-            let dir = CaptureDir::new(&node.node, &node.directory, &capture.reference)?;
-            let entry = ports.fetcher.entry_point(dir.node()).await?;
-            let mut files = ports.fetcher.list(&entry, &dir).await?;
+        let authorized = self.authorize(request, Verb::Get).await?;
+        let mut nodes = Vec::with_capacity(authorized.capture.files.len());
+        for node in &authorized.capture.files {
+            let (entry, dir) = authorized.reach(node).await?;
+            let mut files = authorized.ports.fetcher.list(&entry, &dir).await?;
             files.sort_by(|a, b| a.name.cmp(&b.name));
             nodes.push(NodeListing {
-                node: node.node.clone(),
+                dir,
                 state: node.state.clone(),
-                directory: dir.path().to_owned(),
                 files,
             });
         }
         Ok(Listing {
             cluster: request.cluster.name().to_owned(),
-            capture: capture.reference,
+            capture: authorized.capture.reference,
             nodes,
         })
     }
 
     /// Removes the capture's files from every node and clears them from its status.
     pub async fn delete(&self, request: &Request) -> Result<()> {
-        let Authorized { ports, mut capture } = self.authorize(request, Verb::Delete).await?;
-        for node in &capture.files {
+        let authorized = self.authorize(request, Verb::Delete).await?;
+        for node in &authorized.capture.files {
             match &node.state {
                 Some(CaptureState::Finished) => {}
                 Some(state) => {
@@ -158,11 +176,17 @@ impl CaptureService {
             }
         }
         let mut targets = Vec::new();
-        for node in capture.files.iter().filter(|n| !n.file_names.is_empty()) {
-            let dir = CaptureDir::new(&node.node, &node.directory, &capture.reference)?;
-            let entry = ports.fetcher.entry_point(dir.node()).await?;
-            targets.push((entry, dir));
+        for node in authorized
+            .capture
+            .files
+            .iter()
+            .filter(|n| !n.file_names.is_empty())
+        {
+            targets.push(authorized.reach(node).await?);
         }
+        let Authorized {
+            ports, mut capture, ..
+        } = authorized;
         for (entry, dir) in &targets {
             ports.fetcher.remove(entry, dir).await?;
             tracing::info!(capture = %capture.reference, node = %dir.node(), "removed capture files");
@@ -180,14 +204,7 @@ impl CaptureService {
                 StatusUpdate::Conflict => {
                     tracing::debug!(capture = %capture.reference, attempt, "status update conflicted");
                     if attempt < STATUS_UPDATE_TRIES {
-                        capture =
-                            ports
-                                .locator
-                                .get(&capture.reference)
-                                .await?
-                                .ok_or_else(|| Error::CaptureNotFound {
-                                    capture: capture.reference.to_string(),
-                                })?;
+                        capture = locate(&ports, &capture.reference).await?;
                     }
                 }
             }
@@ -210,14 +227,7 @@ impl CaptureService {
                 namespace: request.capture.namespace.to_string(),
             });
         }
-        let capture =
-            ports
-                .locator
-                .get(&request.capture)
-                .await?
-                .ok_or_else(|| Error::CaptureNotFound {
-                    capture: request.capture.to_string(),
-                })?;
+        let capture = locate(&ports, &request.capture).await?;
         Ok(Authorized { ports, capture })
     }
 
@@ -258,10 +268,7 @@ impl CaptureService {
         }
         let mut groups = wanted.groups.clone();
         if groups.is_empty()
-            && let Some(ns) = name
-                .strip_prefix("system:serviceaccount:")
-                .and_then(|r| r.split_once(':'))
-                .map(|(ns, _)| ns)
+            && let Some((ns, _)) = service_account(name)
         {
             groups = vec![
                 "system:serviceaccounts".into(),

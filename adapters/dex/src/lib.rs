@@ -7,16 +7,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use packetcapture_domain::{
     Authenticator, Backend, BearerToken, Error as DomainError, Result, User,
 };
+use packetcapture_tls::HttpUrl;
+use serde::Deserialize;
 use serde_json::Value;
+use smart_default::SmartDefault;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -27,18 +30,26 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a JWKS fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Dex settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Dex settings (`PACKETCAPTURE_API_DEX_*`), with SPEC's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
 pub struct DexConfig {
+    /// Verify Dex tokens in the service.
+    pub enabled: bool,
     /// Expected `iss`, exactly.
-    pub issuer: String,
+    #[default(_code = "Issuer(\"https://127.0.0.1:5556/dex\".into())")]
+    pub issuer: Issuer,
     /// Expected in `aud`.
+    #[default("tigera-manager")]
     pub client_id: String,
     /// The JWKS URL.
-    pub jwks_url: String,
-    /// The username claim (`email`).
-    pub username_claim: String,
-    /// The groups claim (`groups`).
+    #[default(_code = "default_jwk_url()")]
+    pub jwk_url: HttpUrl,
+    /// The username claim.
+    #[default("email")]
+    pub user_claim: String,
+    /// The groups claim.
+    #[default("groups")]
     pub groups_claim: String,
     /// `-` for none; empty means `{issuer}#` unless the claim is `email`.
     pub username_prefix: String,
@@ -48,18 +59,38 @@ pub struct DexConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+fn default_jwk_url() -> HttpUrl {
+    HttpUrl::from_str("https://tigera-dex.tigera-dex.svc.cluster.local:5556/dex/keys")
+        .unwrap_or_else(|e| unreachable!("the default JWKS URL is valid: {e}"))
+}
+
+/// The expected issuer: an http(s) URL, kept exactly as configured since `iss` is compared
+/// as a string.
+#[derive(Clone, Debug, PartialEq, Eq, serde_with::DeserializeFromStr)]
+pub struct Issuer(String);
+
+impl Issuer {
+    /// The issuer as configured.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Issuer {
+    type Err = String;
+
+    fn from_str(value: &str) -> std::result::Result<Self, String> {
+        HttpUrl::from_str(value)?;
+        Ok(Self(value.trim().to_owned()))
+    }
+}
+
 /// Setup and fetch failures.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The CA bundle could not be used.
-    #[error("cannot use the CA bundle {path}")]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error("cannot use the CA bundle for the JWKS")]
+    Ca(#[source] packetcapture_tls::Error),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client for the JWKS")]
     Client(#[source] reqwest::Error),
@@ -116,35 +147,17 @@ fn unauthenticated(reason: impl Into<String>) -> DomainError {
     }
 }
 
-/// The `iss` of a JWT, read without verifying it (to choose who verifies it).
-pub fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
-}
-
 impl DexAuthenticator {
     /// Builds the HTTP client (with the CA bundle); fetches nothing yet.
     pub fn new(config: DexConfig) -> std::result::Result<Self, Error> {
         let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
         if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| Error::Ca {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Ca {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            if certs.is_empty() {
-                return Err(Error::Ca {
-                    path: path.clone(),
-                    source: "no PEM certificate in the file".into(),
-                });
-            }
+            let certs = packetcapture_tls::certificates(path)
+                .map_err(Error::Ca)?
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::Client)?;
             builder = builder.tls_certs_only(certs);
         }
         Ok(Self {
@@ -163,11 +176,13 @@ impl DexAuthenticator {
 
     /// True if the token says Dex issued it.
     pub fn issued_here(&self, token: &BearerToken) -> bool {
-        unverified_issuer(token.expose()).is_some_and(|iss| iss == self.config.issuer)
+        token
+            .unverified_issuer()
+            .is_some_and(|iss| iss == self.config.issuer.as_str())
     }
 
     async fn fetch(&self) -> std::result::Result<HashMap<String, DecodingKey>, Error> {
-        let url = &self.config.jwks_url;
+        let url = &self.config.jwk_url.to_string();
         let response = self
             .http
             .get(url)
@@ -248,20 +263,18 @@ impl DexAuthenticator {
     fn user(&self, claims: &Value) -> Result<User> {
         let c = &self.config;
         let name = claims
-            .get(&c.username_claim)
+            .get(&c.user_claim)
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                unauthenticated(format!("the token has no {} claim", c.username_claim))
-            })?;
-        if c.username_claim == "email"
+            .ok_or_else(|| unauthenticated(format!("the token has no {} claim", c.user_claim)))?;
+        if c.user_claim == "email"
             && claims.get("email_verified").and_then(Value::as_bool) == Some(false)
         {
             return Err(unauthenticated("the token's email is not verified"));
         }
         let prefix = match c.username_prefix.as_str() {
             "-" => String::new(),
-            "" if c.username_claim != "email" => format!("{}#", c.issuer),
+            "" if c.user_claim != "email" => format!("{}#", c.issuer.as_str()),
             p => p.to_owned(),
         };
         let groups = match claims.get(&c.groups_claim) {
@@ -331,7 +344,7 @@ impl Authenticator for DexAuthenticator {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY;
         validation.validate_nbf = true;
-        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_issuer(&[self.config.issuer.as_str()]);
         validation.set_audience(&[&self.config.client_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Value>(token.expose(), &key, &validation)

@@ -1,31 +1,24 @@
 //! The fluentd-exec adapter: a capture's node files through exec in the node's entry pod.
 //!
-//! Boundary: the only code that runs commands. Every command is a fixed argument vector (no
-//! shell) whose one variable part is a path validated by the domain ([`CaptureDir`]). An exec
-//! counts as complete only when its status frame says Success; a tar stream whose exec failed
-//! ends with an error read, never with a clean end of file.
+//! Boundary: the only code that runs commands. Every command is a [`Command`]: a fixed argument
+//! vector (no shell) whose one variable part is a path validated by the domain
+//! ([`CaptureDir`]). An exec counts as complete only when its status frame says Success; a tar
+//! stream whose exec failed ends with an error read, never with a clean end of file.
 
-use std::future::Future;
+mod running;
+
 use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Api;
-use kube::api::{AttachParams, AttachedProcess};
 use packetcapture_domain::{
     CaptureDir, EntryPoint, FileFetcher, FileInfo, NodeName, Result, TarStream,
 };
 use packetcapture_kubernetes::EntryPods;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use running::Running;
+use tokio::io::AsyncReadExt;
 
-/// Stdout buffered between the WebSocket and the reader (kube's default is 1 KiB).
-const STDOUT_BUFFER: usize = 256 * 1024;
-/// How much of stderr is kept for messages.
-const STDERR_TAIL: usize = 2048;
 /// The most a listing may print before it is refused.
 const LIST_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -86,30 +79,68 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-/// The exit status as text, from a status frame.
-fn failure_reason(status: Option<&Status>) -> Option<String> {
-    match status {
-        None => Some("the exec ended without a status (connection lost?)".into()),
-        Some(s) if s.status.as_deref() == Some("Success") => None,
-        Some(s) => {
-            let code = s
-                .details
-                .as_ref()
-                .and_then(|d| d.causes.as_ref())
-                .and_then(|causes| {
-                    causes
-                        .iter()
-                        .find(|c| c.reason.as_deref() == Some("ExitCode"))
-                })
-                .and_then(|c| c.message.as_ref())
-                .map(|code| format!("exit code {code}"));
-            let told = s
-                .message
-                .clone()
-                .or_else(|| s.reason.clone())
-                .unwrap_or_else(|| "failure".into());
-            Some(code.unwrap_or(told))
+/// Every command this adapter runs, with its argument vector and what it does for messages.
+#[derive(Clone, Copy, Debug)]
+pub enum Command<'a> {
+    /// The directory's files as a tar stream (`tar`).
+    Archive(&'a CaptureDir),
+    /// The directory's regular files with size and modification time (`find`).
+    List(&'a CaptureDir),
+    /// The directory and everything in it removed (`rm`).
+    Remove(&'a CaptureDir),
+}
+
+impl Command<'_> {
+    /// The program run.
+    pub fn program(&self) -> &'static str {
+        match self {
+            Self::Archive(_) => "tar",
+            Self::List(_) => "find",
+            Self::Remove(_) => "rm",
         }
+    }
+
+    /// What it does, for messages: "{action} on node N failed".
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Archive(_) => "reading files",
+            Self::List(_) => "listing files",
+            Self::Remove(_) => "removing files",
+        }
+    }
+
+    /// The whole argument vector, program first.
+    pub fn argv(&self) -> Vec<String> {
+        let args: Vec<&str> = match self {
+            // --ignore-failed-read: a directory that is gone is an empty archive (exit 0), and
+            // a file still growing is archived up to its size at open.
+            Self::Archive(dir) => vec![
+                "-c",
+                "-f",
+                "-",
+                "--ignore-failed-read",
+                "-C",
+                "/",
+                "--",
+                dir.path().trim_start_matches('/'),
+            ],
+            Self::List(dir) => vec![
+                dir.path(),
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "-type",
+                "f",
+                "-printf",
+                "%f\\0%s\\0%T@\\0",
+            ],
+            Self::Remove(dir) => vec!["-rf", "--", dir.path()],
+        };
+        std::iter::once(self.program())
+            .chain(args)
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -125,205 +156,24 @@ impl ExecFetcher {
         Self { pods }
     }
 
-    async fn start(
-        &self,
-        entry: &EntryPoint,
-        command: &'static str,
-        args: Vec<String>,
-    ) -> Result<Running> {
+    async fn start(&self, entry: &EntryPoint, command: Command<'_>) -> Result<Running> {
         let config = self.pods.config();
-        let cluster = self.pods.cluster();
-        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &config.namespace);
-        let params = AttachParams::default()
-            .container(config.container.clone())
-            .stdin(false)
-            .stdout(true)
-            .stderr(true)
-            .max_stdout_buf_size(STDOUT_BUFFER);
-        let mut argv = vec![command.to_owned()];
-        argv.extend(args);
-        tracing::debug!(node = %entry.node, pod = %entry.handle, ?argv, "exec");
-        let mut process = api
-            .exec(&entry.handle, argv, &params)
+        let api: Api<Pod> = Api::namespaced(
+            self.pods.cluster().client.clone(),
+            config.namespace.as_str(),
+        );
+        Running::start(&api, &entry.handle, config.container.as_str(), &command)
             .await
-            .map_err(|source| {
-                node_error(
-                    &entry.node,
-                    action(command),
-                    Error::Start {
-                        command,
-                        pod: entry.handle.clone(),
-                        source,
-                    },
-                )
-            })?;
-        let stdout = process
-            .stdout()
-            .ok_or_else(|| packetcapture_domain::Error::Internal("exec without stdout".into()))?;
-        let status = process
-            .take_status()
-            .ok_or_else(|| packetcapture_domain::Error::Internal("exec status taken".into()))?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut stderr_task = None;
-        if let Some(mut reader) = process.stderr() {
-            let tail = stderr.clone();
-            stderr_task = Some(tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = reader.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut t = tail
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    if t.len() > STDERR_TAIL {
-                        let cut = t.len() - STDERR_TAIL;
-                        let cut = (cut..t.len())
-                            .find(|i| t.is_char_boundary(*i))
-                            .unwrap_or(t.len());
-                        t.drain(..cut);
-                    }
-                }
-            }));
-        }
-        Ok(Running {
-            command,
-            node: entry.node.clone(),
-            pod: entry.handle.clone(),
-            stdout: Box::pin(stdout),
-            status: Some(Box::pin(status)),
-            stderr,
-            stderr_task,
-            _process: process,
-            final_status: None,
-            done: false,
-        })
+            .map_err(|e| node_error(&entry.node, &command, e))
     }
 }
 
-fn action(command: &str) -> &'static str {
-    match command {
-        "tar" => "reading files",
-        "find" => "listing files",
-        _ => "removing files",
-    }
-}
-
-fn node_error(node: &NodeName, action: &'static str, e: Error) -> packetcapture_domain::Error {
+fn node_error(node: &NodeName, command: &Command<'_>, e: Error) -> packetcapture_domain::Error {
     packetcapture_domain::Error::NodeFiles {
         node: node.to_string(),
-        action,
+        action: command.action(),
         source: Box::new(e),
     }
-}
-
-/// A running exec: stdout as a reader that fails at its end unless the status was Success.
-struct Running {
-    command: &'static str,
-    node: NodeName,
-    pod: String,
-    stdout: Pin<Box<dyn AsyncRead + Send>>,
-    status: Option<Pin<Box<dyn Future<Output = Option<Status>> + Send>>>,
-    stderr: Arc<Mutex<String>>,
-    /// Collects stderr; done once the command's stderr ended.
-    stderr_task: Option<tokio::task::JoinHandle<()>>,
-    /// Kept so the exec lives as long as its reader; dropping it closes the exec.
-    _process: AttachedProcess,
-    /// The status, once it resolved before stdout ended.
-    final_status: Option<Option<Status>>,
-    done: bool,
-}
-
-impl Running {
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// All of stderr, once it ended (or after a second: kube may leave it open on a lost link).
-    async fn whole_stderr(&mut self) -> String {
-        if let Some(task) = self.stderr_task.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
-        }
-        self.stderr()
-    }
-}
-
-impl Running {
-    /// Ends the stream: cleanly if the status said Success, else with an error read.
-    fn finish(&mut self, status: Option<Status>) -> Poll<io::Result<()>> {
-        self.done = true;
-        match failure_reason(status.as_ref()) {
-            None => {
-                let stderr = self.stderr();
-                if !stderr.trim().is_empty() {
-                    tracing::debug!(node = %self.node, pod = %self.pod, command = self.command, stderr = %stderr.trim(), "exec wrote to stderr");
-                }
-                Poll::Ready(Ok(()))
-            }
-            Some(reason) => {
-                let err = Error::Failed {
-                    command: self.command,
-                    pod: self.pod.clone(),
-                    reason,
-                    stderr: self.stderr(),
-                };
-                Poll::Ready(Err(io::Error::other(err)))
-            }
-        }
-    }
-}
-
-impl AsyncRead for Running {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        match self.stdout.as_mut().poll_read(cx, buf) {
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) if buf.filled().len() > before => return Poll::Ready(Ok(())),
-            Poll::Ready(Ok(())) => {
-                // End of stdout: the status decides whether that end is a clean one.
-                let Some(status) = self.status.as_mut() else {
-                    let status = self.final_status.take().flatten();
-                    return self.finish(status);
-                };
-                let status = ready!(status.as_mut().poll(cx));
-                self.status = None;
-                return self.finish(status);
-            }
-            Poll::Pending => {}
-        }
-        // No data now. kube does not close stdout when the connection is lost, only the status
-        // channel: once the status has resolved, everything sent before it is in the pipe, so
-        // an empty pipe then is the end.
-        if let Some(status) = self.status.as_mut() {
-            let status = ready!(status.as_mut().poll(cx));
-            self.status = None;
-            self.final_status = Some(status);
-            let before = buf.filled().len();
-            match self.stdout.as_mut().poll_read(cx, buf) {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) if buf.filled().len() > before => return Poll::Ready(Ok(())),
-                _ => {}
-            }
-        }
-        let status = self.final_status.take().flatten();
-        self.finish(status)
-    }
-}
-
-/// The path without its leading `/`, for `tar -C /`.
-fn relative(dir: &CaptureDir) -> String {
-    dir.path().trim_start_matches('/').to_owned()
 }
 
 /// `find` prints `name\0size\0mtime\0` per file.
@@ -360,33 +210,18 @@ impl FileFetcher for ExecFetcher {
     }
 
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
-        // --ignore-failed-read: a directory that is gone is an empty archive (exit 0), and a
-        // file still growing is archived up to its size at open (no "file changed" exit 1).
-        let args = ["-c", "-f", "-", "--ignore-failed-read", "-C", "/", "--"].map(str::to_owned);
-        let mut argv = args.to_vec();
-        argv.push(relative(dir));
-        Ok(Box::pin(self.start(entry, "tar", argv).await?))
+        Ok(Box::pin(self.start(entry, Command::Archive(dir)).await?))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
-        let argv = vec![
-            dir.path().to_owned(),
-            "-mindepth".into(),
-            "1".into(),
-            "-maxdepth".into(),
-            "1".into(),
-            "-type".into(),
-            "f".into(),
-            "-printf".into(),
-            "%f\\0%s\\0%T@\\0".into(),
-        ];
-        let mut running = self.start(entry, "find", argv).await?;
+        let command = Command::List(dir);
+        let mut running = self.start(entry, command).await?;
         let mut out = Vec::new();
         let read = (&mut running)
             .take(LIST_OUTPUT_LIMIT + 1)
             .read_to_end(&mut out)
             .await;
-        let fail = |e: Error| node_error(&entry.node, "listing files", e);
+        let fail = |e: Error| node_error(&entry.node, &command, e);
         if let Err(e) = read {
             // find says so when the directory does not exist: no files there.
             let stderr = running.whole_stderr().await;
@@ -394,21 +229,21 @@ impl FileFetcher for ExecFetcher {
                 return Ok(Vec::new());
             }
             return Err(fail(Error::Output {
-                command: "find",
+                command: command.program(),
                 pod: entry.handle.clone(),
                 source: e,
             }));
         }
         if out.len() as u64 > LIST_OUTPUT_LIMIT {
             return Err(fail(Error::Parse {
-                command: "find",
+                command: command.program(),
                 pod: entry.handle.clone(),
                 reason: "output too large".into(),
             }));
         }
         parse_listing(&out).map_err(|reason| {
             fail(Error::Parse {
-                command: "find",
+                command: command.program(),
                 pod: entry.handle.clone(),
                 reason,
             })
@@ -416,15 +251,15 @@ impl FileFetcher for ExecFetcher {
     }
 
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()> {
-        let argv = vec!["-rf".into(), "--".into(), dir.path().to_owned()];
-        let mut running = self.start(entry, "rm", argv).await?;
+        let command = Command::Remove(dir);
+        let mut running = self.start(entry, command).await?;
         let mut sink = Vec::new();
         running.read_to_end(&mut sink).await.map_err(|e| {
             node_error(
                 &entry.node,
-                "removing files",
+                &command,
                 Error::Output {
-                    command: "rm",
+                    command: command.program(),
                     pod: entry.handle.clone(),
                     source: e,
                 },
@@ -457,30 +292,20 @@ mod tests {
     }
 
     #[test]
-    fn a_status_without_success_is_a_failure_naming_the_exit_code() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
-        let failed = Status {
-            status: Some("Failure".into()),
-            reason: Some("NonZeroExitCode".into()),
-            details: Some(StatusDetails {
-                causes: Some(vec![StatusCause {
-                    reason: Some("ExitCode".into()),
-                    message: Some("2".into()),
-                    field: None,
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+    fn every_command_is_a_fixed_vector_around_the_validated_path() {
+        let capture = packetcapture_domain::CaptureRef::parse("dev", "cap").unwrap();
+        let dir = CaptureDir::new("node-1", "/var/log/calico/pcap", &capture).unwrap();
+        let archive = Command::Archive(&dir).argv();
+        assert_eq!(archive[0], "tar");
+        assert_eq!(archive.last().unwrap(), "var/log/calico/pcap/dev/cap");
         assert_eq!(
-            failure_reason(Some(&failed)).as_deref(),
-            Some("exit code 2")
+            Command::Remove(&dir).argv(),
+            ["rm", "-rf", "--", "/var/log/calico/pcap/dev/cap"]
         );
-        let ok = Status {
-            status: Some("Success".into()),
-            ..Default::default()
-        };
-        assert_eq!(failure_reason(Some(&ok)), None);
-        assert!(failure_reason(None).is_some());
+        assert_eq!(
+            Command::List(&dir).argv()[1],
+            "/var/log/calico/pcap/dev/cap"
+        );
+        assert_eq!(Command::Remove(&dir).action(), "removing files");
     }
 }

@@ -28,16 +28,6 @@ impl std::fmt::Debug for ClusterClient {
 }
 
 impl ClusterClient {
-    /// The local cluster: `KUBECONFIG` when set, else the in-cluster service account.
-    pub async fn local() -> Result<Self, Error> {
-        let config = kube::Config::infer().await.map_err(|e| Error::Config {
-            cluster: "cluster".into(),
-            reason: "neither KUBECONFIG nor an in-cluster service account could be used".into(),
-            source: Some(Box::new(e)),
-        })?;
-        Self::from_config(config, "cluster", false)
-    }
-
     /// A client from a kube configuration.
     pub fn from_config(
         mut config: kube::Config,

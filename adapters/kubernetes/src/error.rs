@@ -55,17 +55,6 @@ impl Error {
         }
     }
 
-    /// The HTTP status the API server answered with, if it answered with one.
-    pub fn api_code(&self) -> Option<u16> {
-        match self {
-            Self::Request {
-                source: kube::Error::Api(s),
-                ..
-            } => Some(s.code),
-            _ => None,
-        }
-    }
-
     /// Which backend to blame: Voltron for managed clusters reached through it.
     fn backend(&self, via_voltron: bool) -> Backend {
         if via_voltron {

@@ -16,4 +16,4 @@ pub use authz::SubjectAccessReviewAuthorizer;
 pub use captures::PacketCaptureLocator;
 pub use client::ClusterClient;
 pub use error::Error;
-pub use pods::{EntryPodConfig, EntryPods};
+pub use pods::{ContainerName, EntryPodConfig, EntryPods, LabelSelector};

@@ -6,39 +6,62 @@
 //! in the management (local) cluster first: absent is not found, not connected is unavailable;
 //! that answer is cached briefly. Clients are cached, at most [`MAX_CLIENTS`].
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use packetcapture_domain::expiring::ExpiringCache;
 use packetcapture_domain::{
     ClusterId, ClusterPorts, ClusterRouter, ClusterTarget, Error as DomainError, Result,
 };
 use packetcapture_kubernetes::ClusterClient;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use tokio::time::Instant;
+use packetcapture_tls::HttpUrl;
+use serde::Deserialize;
+use smart_default::SmartDefault;
 
 /// Most managed-cluster clients kept.
 pub const MAX_CLIENTS: usize = 64;
+/// How long a managed cluster's client is reused before it is built afresh.
+pub const CLIENT_TTL: Duration = Duration::from_secs(3600);
 /// How long a ManagedCluster check is trusted.
 pub const STATUS_TTL: Duration = Duration::from_secs(5);
+/// Where Voltron's CA is mounted in the manager's pod.
+pub const DEFAULT_CA: &str = "/manager-tls/cert";
+
+/// Voltron settings (`PACKETCAPTURE_API_MULTI_CLUSTER_FORWARDING_*`), with SPEC's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, SmartDefault)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoltronConfig {
+    /// Voltron's CA (PEM). `None`: the file mounted at [`DEFAULT_CA`], whose absence only
+    /// disables managed clusters; a file set explicitly must be usable.
+    pub ca: Option<PathBuf>,
+    /// Voltron's multi-cluster forwarding endpoint.
+    #[default(_code = "default_endpoint()")]
+    pub endpoint: HttpUrl,
+}
+
+fn default_endpoint() -> HttpUrl {
+    HttpUrl::from_str("https://localhost:9443")
+        .unwrap_or_else(|e| unreachable!("the default endpoint is valid: {e}"))
+}
+
+impl VoltronConfig {
+    /// The CA file to read: the one set, or the default mount.
+    pub fn ca_path(&self) -> &Path {
+        self.ca.as_deref().unwrap_or(Path::new(DEFAULT_CA))
+    }
+}
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Voltron's CA could not be read.
-    #[error("cannot read Voltron's CA from {path}")]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The endpoint is not usable as a URL.
+    #[error("cannot use Voltron's CA")]
+    Ca(#[source] packetcapture_tls::Error),
+    /// The endpoint is not usable as a URI.
     #[error("the multi-cluster forwarding endpoint {endpoint} is not a valid URI")]
     Endpoint {
         /// The endpoint.
@@ -70,8 +93,8 @@ pub struct VoltronRouter {
     management: ClusterClient,
     base: kube::Config,
     factory: PortsFactory,
-    clients: Mutex<(HashMap<ClusterId, ClusterPorts>, VecDeque<ClusterId>)>,
-    presence: Mutex<HashMap<ClusterId, (Instant, Presence)>>,
+    clients: ExpiringCache<ClusterId, ClusterPorts>,
+    presence: ExpiringCache<ClusterId, Presence>,
 }
 
 impl VoltronRouter {
@@ -81,27 +104,15 @@ impl VoltronRouter {
         local: ClusterPorts,
         management: ClusterClient,
         credentials: &kube::Config,
-        endpoint: &str,
-        ca_file: &Path,
+        config: &VoltronConfig,
         factory: PortsFactory,
     ) -> std::result::Result<Self, Error> {
-        let ca: Vec<Vec<u8>> = CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| Error::Ca {
-                path: ca_file.into(),
-                source: e.into(),
-            })?
-            .map(|c| c.map(|c| c.to_vec()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Ca {
-                path: ca_file.into(),
-                source: e.into(),
-            })?;
-        if ca.is_empty() {
-            return Err(Error::Ca {
-                path: ca_file.into(),
-                source: "no PEM certificate in the file".into(),
-            });
-        }
+        let ca = packetcapture_tls::certificates(config.ca_path())
+            .map_err(Error::Ca)?
+            .into_iter()
+            .map(|der| der.to_vec())
+            .collect();
+        let endpoint = config.endpoint.as_str();
         let uri: http::Uri = endpoint.parse().map_err(|_| Error::Endpoint {
             endpoint: endpoint.into(),
         })?;
@@ -114,20 +125,14 @@ impl VoltronRouter {
             management,
             base,
             factory,
-            clients: Mutex::new((HashMap::new(), VecDeque::new())),
-            presence: Mutex::new(HashMap::new()),
+            clients: ExpiringCache::new(MAX_CLIENTS),
+            presence: ExpiringCache::new(MAX_CLIENTS * 4),
         })
     }
 
     async fn presence(&self, id: &ClusterId) -> Result<Presence> {
-        if let Some((at, p)) = self
-            .presence
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            && at.elapsed() < STATUS_TTL
-        {
-            return Ok(*p);
+        if let Some(presence) = self.presence.get(id) {
+            return Ok(presence);
         }
         let api: Api<DynamicObject> =
             Api::all_with(self.management.client.clone(), &managed_clusters());
@@ -140,43 +145,23 @@ impl VoltronRouter {
             Some(o) if connected(&o) => Presence::Connected,
             Some(_) => Presence::Disconnected,
         };
-        let mut cache = self
-            .presence
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= MAX_CLIENTS * 4 {
-            cache.clear();
-        }
-        cache.insert(id.clone(), (Instant::now(), presence));
+        self.presence.insert(id.clone(), presence, STATUS_TTL);
         Ok(presence)
     }
 
     fn ports(&self, id: &ClusterId) -> Result<ClusterPorts> {
-        let mut guard = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (clients, order) = &mut *guard;
-        if let Some(ports) = clients.get(id) {
-            return Ok(ports.clone());
-        }
-        let mut config = self.base.clone();
-        let value = http::HeaderValue::from_str(id.as_str())
-            .map_err(|_| DomainError::Internal(format!("cluster id {id} is not a header value")))?;
-        config
-            .headers
-            .push((http::HeaderName::from_static("x-cluster-id"), value));
-        let client = ClusterClient::from_config(config, id.as_str(), true)
-            .map_err(|e| e.into_domain(true))?;
-        let ports = (self.factory)(client);
-        if clients.len() >= MAX_CLIENTS
-            && let Some(oldest) = order.pop_front()
-        {
-            clients.remove(&oldest);
-        }
-        clients.insert(id.clone(), ports.clone());
-        order.push_back(id.clone());
-        Ok(ports)
+        self.clients.get_or_insert_with(id, CLIENT_TTL, || {
+            let mut config = self.base.clone();
+            let value = http::HeaderValue::from_str(id.as_str()).map_err(|_| {
+                DomainError::Internal(format!("cluster id {id} is not a header value"))
+            })?;
+            config
+                .headers
+                .push((http::HeaderName::from_static("x-cluster-id"), value));
+            let client = ClusterClient::from_config(config, id.as_str(), true)
+                .map_err(|e| e.into_domain(true))?;
+            Ok((self.factory)(client))
+        })
     }
 }
 

@@ -112,12 +112,12 @@ async fn a_missing_capture_is_not_found_after_authorization() {
 async fn a_disconnected_managed_cluster_is_refused() {
     let local = cluster(CaptureState::Finished);
     let mut req = request("jane-token");
-    req.cluster = ClusterTarget::from_header(Some("far")).unwrap();
+    req.cluster = ClusterTarget::Managed("far".parse().unwrap());
     assert!(matches!(
         service(&local).list(&req).await,
         Err(Error::ClusterNotConnected { .. })
     ));
-    req.cluster = ClusterTarget::from_header(Some("nowhere")).unwrap();
+    req.cluster = ClusterTarget::Managed("nowhere".parse().unwrap());
     let err = service(&local).list(&req).await.unwrap_err();
     assert_eq!(err.to_string(), "managed cluster nowhere not found");
 }
@@ -302,7 +302,7 @@ async fn listing_shows_files_per_node_with_sizes_and_states() {
     let local = cluster(CaptureState::Finished);
     let listing = service(&local).list(&request("jane-token")).await.unwrap();
     assert_eq!(listing.cluster, "cluster");
-    assert_eq!(listing.nodes[0].directory, DIR);
+    assert_eq!(listing.nodes[0].dir.path(), DIR);
     assert_eq!(listing.nodes[0].files[0].name, "a.pcap");
     assert_eq!(listing.nodes[0].files[0].size, 4);
     assert_eq!(listing.nodes[1].state, Some(CaptureState::Finished));

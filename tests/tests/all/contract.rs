@@ -351,14 +351,7 @@ async fn fetcher_contract_holds_for_the_fake_exec_and_local_files() {
     }
     fetcher_contract(&fake, &expected).await;
 
-    let pods = EntryPods::new(
-        cluster_client(&sim, 0).await,
-        EntryPodConfig {
-            namespace: "tigera-fluentd".into(),
-            selector: "k8s-app=fluentd-node".into(),
-            container: "fluentd".into(),
-        },
-    );
+    let pods = EntryPods::new(cluster_client(&sim, 0).await, EntryPodConfig::default());
     fetcher_contract(&ExecFetcher::new(pods), &expected).await;
 
     let sim = start_default().await;
@@ -379,7 +372,7 @@ async fn router_contract(r: &dyn ClusterRouter) {
         "node-1"
     );
     let east = r
-        .route(&ClusterTarget::from_header(Some("east")).unwrap())
+        .route(&ClusterTarget::Managed("east".parse().unwrap()))
         .await
         .unwrap();
     assert_eq!(
@@ -388,12 +381,12 @@ async fn router_contract(r: &dyn ClusterRouter) {
         "the managed cluster's own capture"
     );
     let err = r
-        .route(&ClusterTarget::from_header(Some("west")).unwrap())
+        .route(&ClusterTarget::Managed("west".parse().unwrap()))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::ClusterNotConnected { .. }), "{err:?}");
     let err = r
-        .route(&ClusterTarget::from_header(Some("north")).unwrap())
+        .route(&ClusterTarget::Managed("north".parse().unwrap()))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::ClusterNotFound { .. }), "{err:?}");
@@ -445,8 +438,12 @@ async fn router_contract_holds_for_the_fake_and_voltron() {
         ports(local.clone()),
         local,
         &credentials,
-        &format!("https://127.0.0.1:{}", sim.voltron_addr.port()),
-        &sim.out.join("voltron-ca.crt"),
+        &packetcapture_voltron::VoltronConfig {
+            ca: Some(sim.out.join("voltron-ca.crt")),
+            endpoint: format!("https://127.0.0.1:{}", sim.voltron_addr.port())
+                .parse()
+                .unwrap(),
+        },
         Arc::new(ports),
     )
     .unwrap();

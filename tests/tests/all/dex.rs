@@ -13,14 +13,12 @@ use crate::support::*;
 
 fn config(sim: &TestSim) -> DexConfig {
     DexConfig {
-        issuer: sim.dex.issuer().to_owned(),
+        enabled: true,
+        issuer: sim.dex.issuer().parse().unwrap(),
         client_id: CLIENT_ID.into(),
-        jwks_url: format!("{}/keys", sim.dex.issuer()),
-        username_claim: "email".into(),
-        groups_claim: "groups".into(),
-        username_prefix: String::new(),
-        groups_prefix: String::new(),
+        jwk_url: format!("{}/keys", sim.dex.issuer()).parse().unwrap(),
         ca_file: Some(sim.out.join("dex-ca.crt")),
+        ..DexConfig::default()
     }
 }
 
@@ -227,7 +225,11 @@ async fn dex_down_is_503_without_cached_keys_and_harmless_with_them() {
     sim.local().set_faults(|f| f.dex_down = true);
     let dex = DexAuthenticator::new(config(&sim)).unwrap();
     match check(&dex, &sim.dex.sign(&claims(&sim))).await {
-        Err(Error::Unavailable { backend, .. }) => {
+        Err(Error::Backend {
+            backend,
+            transient: true,
+            ..
+        }) => {
             assert_eq!(backend, packetcapture_domain::Backend::IdentityProvider)
         }
         other => panic!("expected the identity provider to be unavailable, got {other:?}"),
@@ -245,7 +247,7 @@ async fn dex_down_is_503_without_cached_keys_and_harmless_with_them() {
 async fn prefixes_follow_the_kubernetes_rules_and_other_issuers_go_to_the_review() {
     let sim = start_default().await;
     let mut c = config(&sim);
-    c.username_claim = "sub".into();
+    c.user_claim = "sub".into();
     c.groups_prefix = "oidc:".into();
     let dex = DexAuthenticator::new(c.clone()).unwrap();
     let user = check(&dex, &sim.dex.sign(&claims(&sim))).await.unwrap();
