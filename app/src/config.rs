@@ -10,6 +10,7 @@
 //! this binary does not know, stops it naming the variable.
 
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -74,6 +75,59 @@ pub struct Config {
     pub fetch_backend: FetchBackend,
     /// The root of node files for the `local` backend: `{root}/{node}/{directory}/...`.
     pub local_root: Option<PathBuf>,
+    /// Nodes a download reads at once.
+    #[default(_code = "NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN)")]
+    pub fetch_concurrency: NonZeroUsize,
+    /// Where downloads spool what waits its turn (unlinked files); the system temp dir when
+    /// unset.
+    pub spool_dir: Option<PathBuf>,
+    /// What one download may spool, in memory and files together.
+    #[default(Size(bytesize::ByteSize::gib(2)))]
+    pub spool_limit: Size,
+    /// A node that sends nothing this long fails its download.
+    #[default(Duration(std::time::Duration::from_secs(60)))]
+    pub node_idle_timeout: Duration,
+}
+
+/// A duration: `30s`, `2m`, `1h 30m`, or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde_with::DeserializeFromStr)]
+pub struct Duration(pub std::time::Duration);
+
+impl FromStr for Duration {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Ok(Self(std::time::Duration::from_secs(seconds)));
+        }
+        humantime::parse_duration(value)
+            .map(Self)
+            .map_err(|e| format!("\"{value}\" is not a duration such as 30s or 2m: {e}"))
+    }
+}
+
+/// A size in bytes: `512MiB`, `2GiB`, `100MB`, or a number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde_with::DeserializeFromStr)]
+pub struct Size(pub bytesize::ByteSize);
+
+impl Size {
+    /// In bytes.
+    pub fn bytes(self) -> u64 {
+        self.0.as_u64()
+    }
+}
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        value
+            .parse::<bytesize::ByteSize>()
+            .map(Self)
+            .map_err(|e| format!("\"{value}\" is not a size such as 512MiB or 2GiB: {e}"))
+    }
 }
 
 /// A listen address: an IP, or `localhost` for 127.0.0.1.
@@ -494,6 +548,40 @@ mod tests {
                 (c.fetch_backend, c.local_root),
                 (FetchBackend::Local, Some("/srv/nodes".into()))
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn durations_and_sizes_read_as_people_write_them() {
+        Jail::expect_with(|jail| {
+            let c = load(
+                jail,
+                &[
+                    ("NODE_IDLE_TIMEOUT", "2m"),
+                    ("SPOOL_LIMIT", "512MiB"),
+                    ("FETCH_CONCURRENCY", "4"),
+                ],
+            )
+            .unwrap();
+            assert_eq!(c.node_idle_timeout.0, std::time::Duration::from_secs(120));
+            assert_eq!(c.spool_limit.bytes(), 512 << 20);
+            assert_eq!(c.fetch_concurrency.get(), 4);
+            let c = load(
+                jail,
+                &[("NODE_IDLE_TIMEOUT", "45"), ("SPOOL_LIMIT", "1000")],
+            )
+            .unwrap();
+            assert_eq!(c.node_idle_timeout.0, std::time::Duration::from_secs(45));
+            assert_eq!(c.spool_limit.bytes(), 1000);
+            for (var, value) in [
+                ("NODE_IDLE_TIMEOUT", "soon"),
+                ("SPOOL_LIMIT", "lots"),
+                ("FETCH_CONCURRENCY", "0"),
+            ] {
+                let e = load(jail, &[(var, value)]).unwrap_err();
+                assert_eq!(variable_of(e), format!("{PREFIX}{var}"), "{var}={value}");
+            }
             Ok(())
         });
     }

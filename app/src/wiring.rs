@@ -7,15 +7,15 @@ use async_trait::async_trait;
 use packetcapture_dex::{DexAuthenticator, IssuerRouted};
 use packetcapture_domain::cache::{CachedAuthenticator, CachedAuthorizer};
 use packetcapture_domain::{
-    Authenticator, Backend, CaptureService, ClusterPorts, ClusterRouter, ClusterTarget, Error,
-    FileFetcher, Result,
+    Authenticator, Backend, CaptureService, ClusterPorts, ClusterRouter, ClusterTarget, Engine,
+    Error, FetchOptions, FileFetcher, Result, SpoolLimits,
 };
 use packetcapture_fluentd_exec::ExecFetcher;
 use packetcapture_kubernetes::{
     AuthenticationReviewAuthenticator, ClusterClient, EntryPods, PacketCaptureLocator,
     SubjectAccessReviewAuthorizer, TokenReviewAuthenticator,
 };
-use packetcapture_local_fs::LocalFetcher;
+use packetcapture_local_fs::{LocalFetcher, TempSpool};
 use packetcapture_voltron::{PortsFactory, VoltronRouter};
 
 use crate::config::{AuthnReview, Config, FetchBackend, variable};
@@ -87,7 +87,31 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Start
             })
         }
     };
-    Ok(CaptureService::new(authenticator, router))
+    Ok(CaptureService::new(authenticator, router).with_engine(engine(config)?))
+}
+
+/// How downloads read nodes and spool, from the settings; the spool directory is checked now.
+fn engine(config: &Config) -> std::result::Result<Engine, StartupError> {
+    let spool = TempSpool::new(config.spool_dir.clone());
+    spool.check().map_err(|e| {
+        StartupError::setting(
+            variable("spool_dir"),
+            format!("cannot create spool files in {}", spool.dir().display()),
+        )
+        .because(e)
+    })?;
+    Ok(Engine {
+        fetch: FetchOptions {
+            concurrency: config.fetch_concurrency.get(),
+            idle_timeout: config.node_idle_timeout.0,
+        },
+        spool: SpoolLimits {
+            total: config.spool_limit.bytes(),
+            ..SpoolLimits::default()
+        },
+        storage: Arc::new(spool),
+        stats: Arc::default(),
+    })
 }
 
 /// Builds one cluster's ports from its client, per configuration.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use packetcapture_domain::archive::{EntryNamer, NodeSource, stream_zip};
+use packetcapture_domain::archive::{Engine, EntryNamer, NodeSource, stream_zip};
 use packetcapture_domain::{
     CaptureDir, CaptureRef, Compression, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
     TarStream,
@@ -132,6 +132,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         vec![source],
         EntryNamer::default(),
         Compression::Stored,
+        &Engine::default(),
     )
     .await?
     .ok_or("no file")?;

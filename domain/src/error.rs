@@ -166,6 +166,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// A node sent nothing for longer than the idle timeout.
+    #[error("node {node} sent nothing for {seconds} s; its read was abandoned")]
+    NodeStalled {
+        /// The node.
+        node: String,
+        /// The idle timeout, in seconds.
+        seconds: u64,
+    },
+
+    /// The spool (the service's scratch files) failed.
+    #[error("the download's spool failed to {action}")]
+    Spool {
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Writing the zip failed (the client went away, or the zip writer failed).
     #[error("writing the zip archive failed")]
     ZipWrite {

@@ -15,11 +15,11 @@ pub mod service;
 pub mod testing;
 pub mod types;
 
-pub use archive::{ZipStream, ZipSummary};
+pub use archive::{Engine, FetchOptions, SpoolLimits, SpoolStats, ZipStream, ZipSummary};
 pub use error::{Backend, BoxError, Error, Result};
 pub use ports::{
-    Authenticator, Authorizer, CaptureLocator, ClusterPorts, ClusterRouter, FileFetcher,
-    StatusUpdate, TarStream,
+    Authenticator, Authorizer, CaptureLocator, ClusterPorts, ClusterRouter, FileFetcher, SpoolFile,
+    SpoolStorage, StatusUpdate, TarStream,
 };
 pub use service::{CaptureService, Download, Listing, NodeListing, Request};
 pub use types::*;

@@ -71,6 +71,24 @@ pub trait FileFetcher: Send + Sync {
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()>;
 }
 
+/// Scratch space for the spool of a download: files nobody else can see, gone when dropped.
+///
+/// Calls block (file IO); the engine makes them from blocking threads.
+pub trait SpoolStorage: Send + Sync {
+    /// A new, empty file that has no name (unlinked at once), so nothing of it remains after
+    /// the download, a crash included.
+    fn create(&self) -> std::io::Result<Box<dyn SpoolFile>>;
+}
+
+/// One spool file: written and read at offsets, by one writer and one reader at a time.
+pub trait SpoolFile: Send + Sync {
+    /// Writes all of `data` at `offset`.
+    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()>;
+
+    /// Reads up to `buf.len()` bytes at `offset`; how many were read.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
 /// The ports that act inside one cluster.
 #[derive(Clone)]
 pub struct ClusterPorts {

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::archive::{self, EntryNamer, NodeSource, ZipStream};
+use futures_util::future::try_join_all;
+
+use crate::archive::{self, Engine, EntryNamer, NodeSource, ZipStream};
 use crate::error::{Error, Result};
 use crate::ports::{Authenticator, ClusterPorts, ClusterRouter, StatusUpdate};
 use crate::types::{
@@ -77,6 +79,7 @@ async fn locate(ports: &ClusterPorts, capture: &CaptureRef) -> Result<Capture> {
 pub struct CaptureService {
     authenticator: Arc<dyn Authenticator>,
     router: Arc<dyn ClusterRouter>,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for CaptureService {
@@ -105,7 +108,19 @@ impl CaptureService {
         Self {
             authenticator,
             router,
+            engine: Engine::default(),
         }
+    }
+
+    /// Downloads read nodes and spool as `engine` says.
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// How downloads read nodes and spool.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Downloads every file of the capture as one zip.
@@ -120,16 +135,20 @@ impl CaptureService {
         if with_files.is_empty() {
             return Ok(Download::Empty);
         }
-        // Every entry point is resolved before anything is sent, so a missing one is an error
-        // status rather than a cut download.
+        // Every entry point is resolved (concurrently, kept in status order) before anything
+        // is sent, so a missing one is an error status rather than a cut download.
         let mut sources = Vec::with_capacity(with_files.len());
-        for node in &with_files {
-            let (entry, dir) = authorized.reach(node).await?;
-            sources.push(NodeSource { entry, dir });
+        for batch in with_files.chunks(self.engine.fetch.concurrency.max(1)) {
+            let reached = try_join_all(batch.iter().map(|node| authorized.reach(node))).await?;
+            sources.extend(
+                reached
+                    .into_iter()
+                    .map(|(entry, dir)| NodeSource { entry, dir }),
+            );
         }
         let namer = EntryNamer::from_status(&authorized.capture.files);
         let fetcher = authorized.ports.fetcher.clone();
-        match archive::stream_zip(fetcher, sources, namer, compression).await? {
+        match archive::stream_zip(fetcher, sources, namer, compression, &self.engine).await? {
             Some(zip) => Ok(Download::Zip(zip)),
             None => Ok(Download::Empty),
         }

@@ -4,6 +4,7 @@
 //! tests that trust them trust something checked.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -285,6 +286,154 @@ impl FileFetcher for NodeFileTable {
         if let Some(dirs) = lock(&self.files).get_mut(entry.node.as_str()) {
             dirs.remove(dir.path());
         }
+        Ok(())
+    }
+}
+
+/// What a [`ScriptedFetcher`] node's stream does once its data is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScriptEnd {
+    /// Ends cleanly.
+    Clean,
+    /// Fails with this message (as an exec whose status says failure).
+    Fail(String),
+    /// Sends nothing more and never ends (a stalled node).
+    Hang,
+}
+
+/// How a [`ScriptedFetcher`] node's stream behaves.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// The bytes it sends (usually a tar stream).
+    pub data: Vec<u8>,
+    /// Bytes per read.
+    pub chunk: usize,
+    /// Pause before each read.
+    pub pause: std::time::Duration,
+    /// What happens after the data.
+    pub end: ScriptEnd,
+}
+
+impl Script {
+    /// Sends `data` in 64 KiB reads at once, then ends cleanly.
+    pub fn clean(data: Vec<u8>) -> Self {
+        Self {
+            data,
+            chunk: 64 * 1024,
+            pause: std::time::Duration::ZERO,
+            end: ScriptEnd::Clean,
+        }
+    }
+}
+
+/// Counters of a [`ScriptedFetcher`].
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Streams open now.
+    pub open: AtomicUsize,
+    /// The most streams open at once.
+    pub max_open: AtomicUsize,
+    /// Streams opened in all.
+    pub opened: AtomicUsize,
+}
+
+/// A fetcher whose nodes stream scripted bytes, counting open streams and bytes sent per
+/// node: for the engine's tests of concurrency, failures, stalls and backpressure.
+#[derive(Debug, Default)]
+pub struct ScriptedFetcher {
+    scripts: Mutex<HashMap<String, Arc<Script>>>,
+    /// Open-stream counters.
+    pub counters: Arc<StreamCounters>,
+    sent: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl ScriptedFetcher {
+    /// Scripts `node`'s stream.
+    pub fn with(self, node: &str, script: Script) -> Self {
+        lock(&self.scripts).insert(node.into(), Arc::new(script));
+        self
+    }
+
+    /// Bytes `node`'s streams sent so far.
+    pub fn sent(&self, node: &str) -> u64 {
+        lock(&self.sent).get(node).copied().unwrap_or(0)
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// The most streams open at once.
+    pub fn max_open(&self) -> usize {
+        self.counters.max_open.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a stream open while it lives.
+struct OpenGuard(Arc<StreamCounters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl FileFetcher for ScriptedFetcher {
+    async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint> {
+        Ok(EntryPoint {
+            node: node.clone(),
+            handle: format!("scripted-{node}"),
+        })
+    }
+
+    async fn archive(&self, entry: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+        let script = lock(&self.scripts)
+            .get(entry.node.as_str())
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Script::clean(Vec::new())));
+        let counters = self.counters.clone();
+        let now = counters.open.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.max_open.fetch_max(now, Ordering::SeqCst);
+        counters.opened.fetch_add(1, Ordering::SeqCst);
+        let guard = Arc::new(OpenGuard(counters));
+        let node = entry.node.to_string();
+        let sent = self.sent.clone();
+        let chunks = futures_util::stream::unfold(0usize, move |at| {
+            let (script, guard, node, sent) =
+                (script.clone(), guard.clone(), node.clone(), sent.clone());
+            async move {
+                let _alive = guard;
+                if !script.pause.is_zero() {
+                    tokio::time::sleep(script.pause).await;
+                }
+                if at < script.data.len() {
+                    let end = (at + script.chunk.max(1)).min(script.data.len());
+                    *lock(&sent).entry(node).or_default() += (end - at) as u64;
+                    let chunk = bytes::Bytes::copy_from_slice(&script.data[at..end]);
+                    return Some((Ok(chunk), end));
+                }
+                match &script.end {
+                    ScriptEnd::Clean => None,
+                    ScriptEnd::Fail(_) if at == usize::MAX => None,
+                    ScriptEnd::Fail(message) => {
+                        Some((Err(std::io::Error::other(message.clone())), usize::MAX))
+                    }
+                    ScriptEnd::Hang => std::future::pending().await,
+                }
+            }
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(Box::pin(
+            chunks,
+        ))))
+    }
+
+    async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
+        Ok(Vec::new())
+    }
+
+    async fn remove(&self, _: &EntryPoint, _: &CaptureDir) -> Result<()> {
         Ok(())
     }
 }

@@ -1,41 +1,108 @@
-//! The archive engine: naming, completeness, abort-before-central-directory, streaming.
+//! The archive engine: naming, completeness, abort-before-central-directory, streaming,
+//! concurrency, spooling.
 
-use std::io::{self, Cursor, Read};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use packetcapture_domain::archive::{EntryNamer, NodeSource, stream_zip, write_zip};
-use packetcapture_domain::testing::NodeFileTable;
-use packetcapture_domain::{
-    CaptureDir, CaptureRef, CaptureState, Compression, Error, FileFetcher, NodeName,
+use packetcapture_domain::archive::{
+    Engine, EntryNamer, FetchOptions, MemorySpool, NodeSource, SpoolLimits, stream_zip,
 };
-use tokio::io::{AsyncRead, ReadBuf};
+use packetcapture_domain::testing::{NodeFileTable, Script, ScriptEnd, ScriptedFetcher};
+use packetcapture_domain::{
+    CaptureDir, CaptureRef, Compression, EntryPoint, Error, FileFetcher, NodeName,
+};
 
 use crate::support::{capture, tar_of, unzip};
 
-fn node(n: &str) -> NodeName {
-    NodeName::new(n).unwrap()
+fn source(n: &str) -> NodeSource {
+    let reference = CaptureRef::parse("dev", "cap").unwrap();
+    NodeSource {
+        entry: EntryPoint {
+            node: NodeName::new(n).unwrap(),
+            handle: format!("mem-{n}"),
+        },
+        dir: CaptureDir::new(n, "/pcap", &reference).unwrap(),
+    }
 }
 
-fn run(
-    nodes: Vec<(&str, Vec<u8>)>,
+/// What a download gave: the bytes received, and how it ended (`Ok(None)` when there was no
+/// file, so no byte at all).
+struct Outcome {
+    bytes: Vec<u8>,
+    result: Result<Option<()>, Error>,
+}
+
+async fn download(
+    fetcher: Arc<dyn FileFetcher>,
+    nodes: &[&str],
     namer: EntryNamer,
     compression: Compression,
-) -> (Result<u64, Error>, Vec<u8>) {
-    let mut out = Vec::new();
-    let inputs = nodes
-        .into_iter()
-        .map(|(n, bytes)| Ok((node(n), Cursor::new(bytes))));
-    let result = write_zip(inputs, namer, compression, &mut out).map(|s| s.files);
-    (result, out)
+    engine: &Engine,
+) -> Outcome {
+    let sources = nodes.iter().map(|n| source(n)).collect();
+    let mut bytes = Vec::new();
+    let stream = match stream_zip(fetcher, sources, namer, compression, engine).await {
+        Ok(Some(stream)) => stream,
+        Ok(None) => {
+            return Outcome {
+                bytes,
+                result: Ok(None),
+            };
+        }
+        Err(e) => {
+            return Outcome {
+                bytes,
+                result: Err(e),
+            };
+        }
+    };
+    tokio::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(e) => {
+                return Outcome {
+                    bytes,
+                    result: Err(e),
+                };
+            }
+        }
+    }
+    Outcome {
+        bytes,
+        result: Ok(Some(())),
+    }
 }
 
-#[test]
-fn files_of_several_nodes_become_flat_entries_with_their_bytes_and_times() {
-    let (result, zip) = run(
+/// Downloads raw tar streams, one per node, with default options.
+async fn run(nodes: Vec<(&str, Vec<u8>)>, namer: EntryNamer, compression: Compression) -> Outcome {
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
+    let mut fetcher = ScriptedFetcher::default();
+    for (n, data) in nodes {
+        fetcher = fetcher.with(n, Script::clean(data));
+    }
+    download(
+        Arc::new(fetcher),
+        &names,
+        namer,
+        compression,
+        &Engine::default(),
+    )
+    .await
+}
+
+fn names_and_data(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    unzip(bytes)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.0, e.1))
+        .collect()
+}
+
+#[tokio::test]
+async fn files_of_several_nodes_become_flat_entries_with_their_bytes_and_times() {
+    let out = run(
         vec![
             (
                 "node-a",
@@ -51,9 +118,10 @@ fn files_of_several_nodes_become_flat_entries_with_their_bytes_and_times() {
         ],
         EntryNamer::default(),
         Compression::Stored,
-    );
-    assert_eq!(result.unwrap(), 3);
-    let entries = unzip(&zip).unwrap();
+    )
+    .await;
+    out.result.unwrap().unwrap();
+    let entries = unzip(&out.bytes).unwrap();
     let names: Vec<_> = entries
         .iter()
         .map(|e| (e.0.as_str(), e.1.as_slice()))
@@ -70,13 +138,13 @@ fn files_of_several_nodes_become_flat_entries_with_their_bytes_and_times() {
     assert_eq!(entries[1].2, Some(1_700_000_100));
 }
 
-#[test]
-fn a_name_on_two_nodes_gets_the_node_in_front_on_both() {
+#[tokio::test]
+async fn a_name_on_two_nodes_gets_the_node_in_front_on_both() {
     let status = capture(&[
         ("node-a", &["x.pcap", "a.pcap"], None),
         ("node-b", &["x.pcap"], None),
     ]);
-    let (result, zip) = run(
+    let out = run(
         vec![
             (
                 "node-a",
@@ -86,15 +154,11 @@ fn a_name_on_two_nodes_gets_the_node_in_front_on_both() {
         ],
         EntryNamer::from_status(&status.files),
         Compression::Stored,
-    );
-    assert_eq!(result.unwrap(), 3);
-    let names: Vec<_> = unzip(&zip)
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.0, e.1))
-        .collect();
+    )
+    .await;
+    out.result.unwrap().unwrap();
     assert_eq!(
-        names,
+        names_and_data(&out.bytes),
         [
             ("node-a/x.pcap".to_owned(), b"from a".to_vec()),
             ("a.pcap".to_owned(), b"only a".to_vec()),
@@ -103,9 +167,9 @@ fn a_name_on_two_nodes_gets_the_node_in_front_on_both() {
     );
 }
 
-#[test]
-fn a_collision_the_status_did_not_predict_still_gives_unique_names() {
-    let (result, zip) = run(
+#[tokio::test]
+async fn a_collision_the_status_did_not_predict_still_gives_unique_names() {
+    let out = run(
         vec![
             ("node-a", tar_of(&[("y.pcap", b"1", 1)])),
             (
@@ -115,157 +179,153 @@ fn a_collision_the_status_did_not_predict_still_gives_unique_names() {
         ],
         EntryNamer::default(),
         Compression::Stored,
-    );
-    assert_eq!(result.unwrap(), 3);
-    let names: Vec<_> = unzip(&zip).unwrap().into_iter().map(|e| e.0).collect();
+    )
+    .await;
+    out.result.unwrap().unwrap();
+    let names: Vec<_> = unzip(&out.bytes)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(names, ["y.pcap", "node-b/y.pcap", "node-b/y.pcap~2"]);
 }
 
-#[test]
-fn nodes_without_files_write_nothing_at_all() {
-    let (result, zip) = run(
+#[tokio::test]
+async fn nodes_without_files_send_nothing_at_all() {
+    let out = run(
         vec![("node-a", tar_of(&[])), ("node-b", tar_of(&[]))],
         EntryNamer::default(),
         Compression::Stored,
-    );
-    assert_eq!(result.unwrap(), 0);
-    assert!(
-        zip.is_empty(),
-        "no byte may be written when there is no file"
-    );
+    )
+    .await;
+    assert!(matches!(out.result, Ok(None)), "no file: no stream");
+    assert!(out.bytes.is_empty());
 }
 
-#[test]
-fn a_zero_byte_file_is_an_entry() {
-    let (result, zip) = run(
+#[tokio::test]
+async fn a_zero_byte_file_is_an_entry() {
+    let out = run(
         vec![("node-a", tar_of(&[("empty.pcap", b"", 9)]))],
         EntryNamer::default(),
         Compression::Stored,
-    );
-    assert_eq!(result.unwrap(), 1);
-    let entries = unzip(&zip).unwrap();
+    )
+    .await;
+    out.result.unwrap().unwrap();
+    let entries = unzip(&out.bytes).unwrap();
     assert_eq!(
         (entries[0].0.as_str(), entries[0].1.len()),
         ("empty.pcap", 0)
     );
 }
 
-#[test]
-fn deflate_round_trips_and_is_smaller_on_repetitive_data() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deflate_round_trips_and_is_smaller_on_repetitive_data() {
     let data = b"0123456789".repeat(10_000);
-    let (stored_r, stored) = run(
+    let stored = run(
         vec![("n", tar_of(&[("f.pcap", &data, 1)]))],
         EntryNamer::default(),
         Compression::Stored,
-    );
-    let (deflate_r, deflated) = run(
+    )
+    .await;
+    let deflated = run(
         vec![("n", tar_of(&[("f.pcap", &data, 1)]))],
         EntryNamer::default(),
         Compression::Deflate,
-    );
-    stored_r.unwrap();
-    deflate_r.unwrap();
-    assert!(deflated.len() * 10 < stored.len());
-    assert_eq!(unzip(&deflated).unwrap()[0].1, data);
+    )
+    .await;
+    stored.result.unwrap().unwrap();
+    deflated.result.unwrap().unwrap();
+    assert!(deflated.bytes.len() * 10 < stored.bytes.len());
+    assert_eq!(unzip(&deflated.bytes).unwrap()[0].1, data);
 }
 
-#[test]
-fn a_tar_cut_inside_a_file_is_truncated_and_leaves_no_readable_zip() {
+#[tokio::test]
+async fn a_tar_cut_inside_a_file_is_truncated_and_leaves_no_readable_zip() {
     let full = tar_of(&[("a.pcap", &[7u8; 4096], 1), ("b.pcap", &[8u8; 4096], 1)]);
     let cut = full[..512 * 2 + 4096 + 512 + 1000].to_vec(); // inside b.pcap's data
-    let (result, zip) = run(
+    let out = run(
         vec![("node-a", cut)],
         EntryNamer::default(),
         Compression::Stored,
-    );
-    match result {
-        Err(Error::TruncatedArchive { node, .. }) | Err(Error::NodeFiles { node, .. }) => {
-            assert_eq!(node, "node-a")
+    )
+    .await;
+    match out.result {
+        Err(Error::TruncatedArchive { node, reason }) => {
+            assert_eq!(node, "node-a");
+            assert!(reason.contains("b.pcap"), "{reason}");
         }
         other => panic!("expected a truncation error, got {other:?}"),
     }
-    assert!(!zip.is_empty(), "the first file was already streamed");
+    assert!(!out.bytes.is_empty(), "the first file was already streamed");
     assert!(
-        unzip(&zip).is_err(),
+        unzip(&out.bytes).is_err(),
         "a failed archive must never open as a whole zip"
     );
 }
 
-#[test]
-fn a_tar_without_its_end_block_is_truncated() {
+#[tokio::test]
+async fn a_tar_without_its_end_block_is_truncated() {
     let full = tar_of(&[("a.pcap", &[7u8; 512], 1)]);
     let cut = full[..512 * 3].to_vec(); // dir header, file header, data: then nothing
-    let (result, zip) = run(
+    let out = run(
         vec![("node-a", cut)],
         EntryNamer::default(),
         Compression::Stored,
-    );
+    )
+    .await;
     assert!(
-        matches!(result, Err(Error::TruncatedArchive { .. })),
-        "{result:?}"
+        matches!(out.result, Err(Error::TruncatedArchive { .. })),
+        "{:?}",
+        out.result
     );
-    assert!(unzip(&zip).is_err());
+    assert!(unzip(&out.bytes).is_err());
 }
 
-#[test]
-fn an_empty_stream_is_not_an_empty_archive() {
-    let (result, _) = run(
+#[tokio::test]
+async fn an_empty_stream_is_not_an_empty_archive() {
+    let out = run(
         vec![("node-a", Vec::new())],
         EntryNamer::default(),
         Compression::Stored,
-    );
+    )
+    .await;
     assert!(
-        matches!(result, Err(Error::TruncatedArchive { .. })),
-        "{result:?}"
+        matches!(out.result, Err(Error::TruncatedArchive { .. })),
+        "{:?}",
+        out.result
     );
 }
 
-/// A reader that gives `data`, then fails, as an exec whose status says failure.
-struct FailingAtEnd(Cursor<Vec<u8>>);
-
-impl Read for FailingAtEnd {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.read(buf)? {
-            0 => Err(io::Error::other("command terminated with exit code 2")),
-            n => Ok(n),
-        }
-    }
-}
-
-#[test]
-fn a_producer_failing_after_the_first_bytes_fails_the_archive() {
-    let mut out = Vec::new();
-    let inputs = vec![
-        Ok((
-            node("node-a"),
-            Box::new(Cursor::new(tar_of(&[("a.pcap", b"fine", 1)]))) as Box<dyn Read>,
-        )),
-        Ok((
-            node("node-b"),
-            Box::new(FailingAtEnd(Cursor::new(tar_of(&[("b.pcap", b"cut", 1)])))),
-        )),
-    ];
-    let result = write_zip(inputs, EntryNamer::default(), Compression::Stored, &mut out);
-    match result {
+#[tokio::test]
+async fn a_producer_failing_after_the_first_bytes_fails_the_archive() {
+    let fetcher = ScriptedFetcher::default()
+        .with("node-a", Script::clean(tar_of(&[("a.pcap", b"fine", 1)])))
+        .with(
+            "node-b",
+            Script {
+                end: ScriptEnd::Fail("command terminated with exit code 2".into()),
+                ..Script::clean(tar_of(&[("b.pcap", b"cut", 1)]))
+            },
+        );
+    let out = download(
+        Arc::new(fetcher),
+        &["node-a", "node-b"],
+        EntryNamer::default(),
+        Compression::Stored,
+        &Engine::default(),
+    )
+    .await;
+    match out.result {
         Err(Error::NodeFiles { node, source, .. }) => {
             assert_eq!(node, "node-b");
             assert!(source.to_string().contains("exit code 2"));
         }
         other => panic!("expected a node failure, got {other:?}"),
     }
-    assert!(unzip(&out).is_err(), "no central directory after a failure");
-}
-
-fn source(files: &NodeFileTable, n: &str) -> NodeSource {
-    let _ = files;
-    let reference = CaptureRef::parse("dev", "cap").unwrap();
-    NodeSource {
-        entry: packetcapture_domain::EntryPoint {
-            node: node(n),
-            handle: format!("mem-{n}"),
-        },
-        dir: CaptureDir::new(n, "/pcap", &reference).unwrap(),
-    }
+    assert!(
+        unzip(&out.bytes).is_err(),
+        "no central directory after a failure"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,12 +335,13 @@ async fn stream_zip_yields_the_whole_archive_or_none_for_no_file() {
             .with_file("n1", "/pcap/dev/cap", "a.pcap", &[1; 200_000], 10)
             .with_file("n2", "/pcap/dev/cap", "b.pcap", &[2; 10], 20),
     );
-    let sources = vec![source(&files, "n1"), source(&files, "n2")];
+    let engine = Engine::default();
     let stream = stream_zip(
         files.clone(),
-        sources,
+        vec![source("n1"), source("n2")],
         EntryNamer::default(),
         Compression::Stored,
+        &engine,
     )
     .await
     .unwrap()
@@ -293,115 +354,333 @@ async fn stream_zip_yields_the_whole_archive_or_none_for_no_file() {
         entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
         ["a.pcap", "b.pcap"]
     );
-
     let empty = stream_zip(
-        files.clone(),
-        vec![source(&files, "n3")],
+        files,
+        vec![source("n3")],
         EntryNamer::default(),
         Compression::Stored,
+        &engine,
     )
     .await
     .unwrap();
     assert!(empty.is_none());
-    let _ = CaptureState::Finished;
 }
 
-/// A tar stream that never ends, and says when it was dropped.
-struct Endless {
-    header_sent: bool,
-    dropped: Arc<AtomicBool>,
+/// `n` nodes, each with one file of `size` bytes named after the node, sent in `chunk`-byte
+/// reads with `pause` before each.
+fn nodes(n: usize, size: usize, chunk: usize, pause: Duration) -> (ScriptedFetcher, Vec<String>) {
+    let mut fetcher = ScriptedFetcher::default();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = format!("node-{i}");
+        let data = vec![i as u8; size];
+        let script = Script {
+            chunk,
+            pause,
+            ..Script::clean(tar_of(&[(&format!("{name}.pcap"), &data, 1)]))
+        };
+        fetcher = fetcher.with(&name, script);
+        names.push(name);
+    }
+    (fetcher, names)
 }
 
-impl AsyncRead for Endless {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.header_sent {
-            self.header_sent = true;
-            let mut h = tar::Header::new_gnu();
-            h.set_size(1 << 40);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_path("huge.pcap").unwrap();
-            h.set_cksum();
-            buf.put_slice(h.as_bytes());
-        } else {
-            let n = buf.remaining().min(8192);
-            buf.put_slice(&vec![0xab; n]);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for Endless {
-    fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
-    }
-}
-
-struct EndlessFetcher(Arc<AtomicBool>);
-
-#[async_trait::async_trait]
-impl FileFetcher for EndlessFetcher {
-    async fn entry_point(
-        &self,
-        node: &NodeName,
-    ) -> packetcapture_domain::Result<packetcapture_domain::EntryPoint> {
-        Ok(packetcapture_domain::EntryPoint {
-            node: node.clone(),
-            handle: String::new(),
-        })
-    }
-    async fn archive(
-        &self,
-        _: &packetcapture_domain::EntryPoint,
-        _: &CaptureDir,
-    ) -> packetcapture_domain::Result<packetcapture_domain::TarStream> {
-        Ok(Box::pin(Endless {
-            header_sent: false,
-            dropped: self.0.clone(),
-        }))
-    }
-    async fn list(
-        &self,
-        _: &packetcapture_domain::EntryPoint,
-        _: &CaptureDir,
-    ) -> packetcapture_domain::Result<Vec<packetcapture_domain::FileInfo>> {
-        Ok(vec![])
-    }
-    async fn remove(
-        &self,
-        _: &packetcapture_domain::EntryPoint,
-        _: &CaptureDir,
-    ) -> packetcapture_domain::Result<()> {
-        Ok(())
+fn engine(concurrency: usize) -> Engine {
+    Engine {
+        fetch: FetchOptions {
+            concurrency,
+            ..FetchOptions::default()
+        },
+        ..Engine::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_that_goes_away_ends_the_node_stream() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let fetcher = Arc::new(EndlessFetcher(dropped.clone()));
-    let files = NodeFileTable::default();
-    let mut stream = stream_zip(
-        fetcher,
-        vec![source(&files, "n1")],
+async fn nodes_are_read_at_once_up_to_the_concurrency_and_the_zip_keeps_status_order() {
+    for (concurrency, expected_max) in [(16, 8), (3, 3), (1, 1)] {
+        let (fetcher, names) = nodes(8, 40_000, 4096, Duration::from_millis(2));
+        let fetcher = Arc::new(fetcher);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let out = download(
+            fetcher.clone(),
+            &names,
+            EntryNamer::default(),
+            Compression::Stored,
+            &engine(concurrency),
+        )
+        .await;
+        out.result.unwrap().unwrap();
+        assert_eq!(
+            fetcher.max_open(),
+            expected_max,
+            "concurrency {concurrency}"
+        );
+        let entries = names_and_data(&out.bytes);
+        let order: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        let expected: Vec<String> = names.iter().map(|n| format!("{n}.pcap")).collect();
+        assert_eq!(
+            order, expected,
+            "status order, whatever order nodes finish in"
+        );
+        for (i, (_, data)) in entries.iter().enumerate() {
+            assert_eq!(data, &vec![i as u8; 40_000], "entry {i} whole");
+        }
+        assert_eq!(fetcher.open(), 0, "every stream closed at the end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_read_at_once_take_the_longest_node_s_time_not_the_sum() {
+    // Eight nodes of 20 reads 10 ms apart: about 200 ms each, 1.6 s one after another.
+    let (fetcher, names) = nodes(8, 20 * 1024, 1024, Duration::from_millis(10));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = download(
+        Arc::new(fetcher),
+        &names,
         EntryNamer::default(),
         Compression::Stored,
+        &engine(16),
+    )
+    .await;
+    out.result.unwrap().unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1_200),
+        "eight nodes in parallel took {elapsed:?}, close to one after another (1.6 s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_failing_while_others_stream_aborts_the_download_and_closes_every_stream() {
+    // node-0 streams slowly and is written first; node-3 fails while it does.
+    let (fetcher, names) = nodes(6, 2_000_000, 8192, Duration::from_millis(5));
+    let failing = Script {
+        end: ScriptEnd::Fail("command terminated with exit code 2".into()),
+        ..Script::clean(tar_of(&[("bad.pcap", &[9u8; 1000], 1)])[..1000].to_vec())
+    };
+    let fetcher = Arc::new(fetcher.with("node-3", failing));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = download(
+        fetcher.clone(),
+        &names,
+        EntryNamer::default(),
+        Compression::Stored,
+        &engine(16),
+    )
+    .await;
+    match &out.result {
+        Err(Error::NodeFiles { node, .. }) => assert_eq!(node, "node-3"),
+        other => panic!("expected node-3's failure, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the failure ends the download at once, not when node-3's turn comes"
+    );
+    assert!(unzip(&out.bytes).is_err());
+    for _ in 0..100 {
+        if fetcher.open() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{} streams still open a second after the failure",
+        fetcher.open()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_closes_every_node_stream() {
+    let (fetcher, names) = nodes(5, 5_000_000, 8192, Duration::from_millis(2));
+    let fetcher = Arc::new(fetcher);
+    let sources = names.iter().map(|n| source(n)).collect();
+    let mut stream = stream_zip(
+        fetcher.clone(),
+        sources,
+        EntryNamer::default(),
+        Compression::Stored,
+        &engine(16),
     )
     .await
     .unwrap()
     .unwrap();
-    for _ in 0..10 {
-        stream.next().await.unwrap().unwrap();
-    }
+    stream.next().await.unwrap().unwrap();
+    assert_eq!(fetcher.open(), 5, "all nodes are being read");
     drop(stream);
     for _ in 0..100 {
-        if dropped.load(Ordering::SeqCst) {
+        if fetcher.open() == 0 {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the node's stream was still open a second after the reader left");
+    panic!(
+        "{} streams still open a second after the client left",
+        fetcher.open()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_much_faster_than_the_writer_is_held_by_the_spool_limit() {
+    // node-0 is written first and trickles; node-1 could send 32 MiB at once.
+    let slow = Script {
+        chunk: 4096,
+        pause: Duration::from_millis(5),
+        ..Script::clean(tar_of(&[("slow.pcap", &[1u8; 400_000], 1)]))
+    };
+    let big = vec![2u8; 32 << 20];
+    let fast = Script::clean(tar_of(&[("fast.pcap", &big, 1)]));
+    let fetcher = Arc::new(
+        ScriptedFetcher::default()
+            .with("node-0", slow)
+            .with("node-1", fast),
+    );
+    let storage = Arc::new(MemorySpool::default());
+    let limits = SpoolLimits {
+        memory: 1 << 20,
+        total: 4 << 20,
+        file: 1 << 20,
+    };
+    let engine = Engine {
+        spool: limits,
+        storage: storage.clone(),
+        ..engine(16)
+    };
+    let sources = vec![source("node-0"), source("node-1")];
+    let mut stream = stream_zip(
+        fetcher.clone(),
+        sources,
+        EntryNamer::default(),
+        Compression::Stored,
+        &engine,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut peak_files = 0;
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+        peak_files = peak_files.max(storage.files());
+        if bytes.len() < 200_000 {
+            // While node-0 is written, node-1 may only have sent what fits in the spool.
+            let held = fetcher.sent("node-1");
+            assert!(
+                held <= limits.total + 512 * 1024,
+                "node-1 sent {held} bytes while the spool holds at most {}",
+                limits.total
+            );
+        }
+    }
+    let stats = &engine.stats;
+    assert!(
+        stats.peak_memory() <= limits.memory,
+        "memory {}",
+        stats.peak_memory()
+    );
+    assert!(
+        stats.peak_memory() + stats.peak_disk() <= limits.total + 256 * 1024,
+        "memory {} + files {} over the limit {}",
+        stats.peak_memory(),
+        stats.peak_disk(),
+        limits.total
+    );
+    assert!(
+        stats.peak_disk() > 0,
+        "past the memory budget, node-1 spooled to files"
+    );
+    assert!(peak_files >= 1);
+    assert_eq!(
+        (storage.files(), storage.bytes()),
+        (0, 0),
+        "no spool file left"
+    );
+    assert_eq!((stats.memory(), stats.disk()), (0, 0));
+    let entries = names_and_data(&bytes);
+    assert_eq!(entries[1].1, big, "the spooled node arrives whole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_files_are_gone_after_an_abort() {
+    let storage = Arc::new(MemorySpool::default());
+    let engine = Engine {
+        spool: SpoolLimits {
+            memory: 64 * 1024,
+            ..SpoolLimits::default()
+        },
+        storage: storage.clone(),
+        ..engine(16)
+    };
+    let (fetcher, names) = nodes(4, 3_000_000, 65536, Duration::from_millis(1));
+    let slow_first = Script {
+        chunk: 1024,
+        pause: Duration::from_millis(20),
+        ..Script::clean(tar_of(&[("first.pcap", &[0u8; 100_000], 1)]))
+    };
+    let fetcher = Arc::new(fetcher.with("node-0", slow_first));
+    let sources = names.iter().map(|n| source(n)).collect();
+    let mut stream = stream_zip(
+        fetcher.clone(),
+        sources,
+        EntryNamer::default(),
+        Compression::Stored,
+        &engine,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    stream.next().await.unwrap().unwrap();
+    for _ in 0..200 {
+        if storage.files() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(storage.files() > 0, "the other nodes spooled to files");
+    drop(stream);
+    for _ in 0..100 {
+        if storage.files() == 0 && fetcher.open() == 0 {
+            assert_eq!(engine.stats.disk(), 0);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{} spool files left after the client went away",
+        storage.files()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_sends_nothing_past_the_idle_timeout_fails_the_download() {
+    let stalled = Script {
+        end: ScriptEnd::Hang,
+        ..Script::clean(tar_of(&[("a.pcap", &[1u8; 5000], 1)])[..3000].to_vec())
+    };
+    let fetcher = Arc::new(ScriptedFetcher::default().with("node-a", stalled));
+    let engine = Engine {
+        fetch: FetchOptions {
+            idle_timeout: Duration::from_secs(60),
+            ..FetchOptions::default()
+        },
+        ..Engine::default()
+    };
+    let out = download(
+        fetcher.clone(),
+        &["node-a"],
+        EntryNamer::default(),
+        Compression::Stored,
+        &engine,
+    )
+    .await;
+    match out.result {
+        Err(Error::NodeStalled { node, seconds }) => {
+            assert_eq!((node.as_str(), seconds), ("node-a", 60))
+        }
+        other => panic!("expected a stall, got {other:?}"),
+    }
+    assert!(unzip(&out.bytes).is_err());
+    tokio::task::yield_now().await;
+    assert_eq!(fetcher.open(), 0, "the stalled stream is closed");
 }

@@ -2,10 +2,19 @@
 //! as ZIP64 and reads back whole with a zip reader (which checks the CRC); a small file after
 //! it starts past 4 GiB, so its offset needs ZIP64 too.
 
-use std::io::{self, BufWriter, Read, Seek};
+use std::io::{self, Read, Seek, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use packetcapture_domain::archive::{EntryNamer, write_zip};
-use packetcapture_domain::{Compression, NodeName};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use packetcapture_domain::archive::{Engine, EntryNamer, NodeSource, stream_zip};
+use packetcapture_domain::{
+    CaptureDir, CaptureRef, Compression, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
+    TarStream,
+};
+use tokio::io::{AsyncRead, ReadBuf};
 
 const SIZE: u64 = (1 << 32) + 123_457; // just past 4 GiB, and not a multiple of 512
 
@@ -13,6 +22,8 @@ const SIZE: u64 = (1 << 32) + 123_457; // just past 4 GiB, and not a multiple of
 struct GeneratedTar {
     pos: u64,
     header: [u8; 512],
+    /// A second, small file and the end-of-archive blocks, after the big file.
+    tail: Vec<u8>,
 }
 
 impl GeneratedTar {
@@ -24,60 +35,116 @@ impl GeneratedTar {
         h.set_entry_type(tar::EntryType::Regular);
         h.set_path("big.pcap").unwrap();
         h.set_cksum();
+        let mut tail = crate::support::tar_of(&[("after.pcap", b"after", 7)]);
+        tail.drain(..512); // the directory entry tar_of puts first
         Self {
             pos: 0,
             header: *h.as_bytes(),
+            tail,
         }
     }
 
-    /// Header, data and padding; the end-of-archive blocks come from the stream chained after.
+    /// Header, data and padding of the big file; `tail` follows.
     fn total() -> u64 {
         512 + SIZE.div_ceil(512) * 512
     }
 }
 
+/// The pattern, many times over, for copying.
+static CYCLE: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| (0..251 * 4096u64).map(pattern).collect());
+
 fn pattern(offset: u64) -> u8 {
     (offset % 251) as u8
 }
 
-impl Read for GeneratedTar {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let remaining = Self::total() - self.pos;
-        let n = (buf.len() as u64).min(remaining) as usize;
-        for (i, b) in buf[..n].iter_mut().enumerate() {
+impl AsyncRead for GeneratedTar {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let remaining = Self::total() + self.tail.len() as u64 - self.pos;
+        let n = (buf.remaining() as u64).min(remaining).min(1 << 20) as usize;
+        let out = buf.initialize_unfilled_to(n);
+        let mut i = 0;
+        while i < n {
             let p = self.pos + i as u64;
-            *b = if p < 512 {
-                self.header[p as usize]
+            let run = if p < 512 {
+                out[i] = self.header[p as usize];
+                1
             } else if p - 512 < SIZE {
-                pattern(p - 512)
+                // The pattern repeats every 251 bytes: copy whole runs of it.
+                let start = ((p - 512) % 251) as usize;
+                let run = (n - i)
+                    .min((SIZE - (p - 512)) as usize)
+                    .min(CYCLE.len() - start);
+                out[i..i + run].copy_from_slice(&CYCLE[start..start + run]);
+                run
+            } else if p < Self::total() {
+                out[i] = 0;
+                1
             } else {
-                0
+                out[i] = self.tail[(p - Self::total()) as usize];
+                1
             };
+            i += run;
         }
+        buf.advance(n);
         self.pos += n as u64;
-        Ok(n)
+        Poll::Ready(Ok(()))
     }
 }
 
-#[test]
-fn a_file_over_4_gib_is_written_as_zip64_and_reads_back_whole() {
+struct Generating;
+
+#[async_trait]
+impl FileFetcher for Generating {
+    async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint> {
+        Ok(EntryPoint {
+            node: node.clone(),
+            handle: String::new(),
+        })
+    }
+    async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+        Ok(Box::pin(GeneratedTar::new()))
+    }
+    async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
+        Ok(Vec::new())
+    }
+    async fn remove(&self, _: &EntryPoint, _: &CaptureDir) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_4_gib_is_written_as_zip64_and_reads_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.zip");
-    let file = std::fs::File::create(&path).unwrap();
-    let node = NodeName::new("node-a").unwrap();
-    let summary = write_zip(
-        [Ok((
-            node,
-            io::BufReader::with_capacity(1 << 20, GeneratedTar::new()).chain(io::Cursor::new(
-                crate::support::tar_of(&[("after.pcap", b"after", 7)]),
-            )),
-        ))],
+    let mut file = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+    let reference = CaptureRef::parse("dev", "big").unwrap();
+    let source = NodeSource {
+        entry: EntryPoint {
+            node: NodeName::new("node-a").unwrap(),
+            handle: String::new(),
+        },
+        dir: CaptureDir::new("node-a", "/pcap", &reference).unwrap(),
+    };
+    let mut stream = stream_zip(
+        Arc::new(Generating),
+        vec![source],
         EntryNamer::default(),
         Compression::Stored,
-        BufWriter::with_capacity(1 << 20, file),
+        &Engine::default(),
     )
+    .await
+    .unwrap()
     .unwrap();
-    assert_eq!((summary.files, summary.bytes), (2, SIZE + 5));
+    while let Some(chunk) = stream.next().await {
+        file.write_all(&chunk.unwrap()).unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
 
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
     assert_eq!(zip.len(), 2);
@@ -110,4 +177,24 @@ fn a_file_over_4_gib_is_written_as_zip64_and_reads_back_whole() {
     drop(after);
     let mut file = zip.into_inner();
     assert!(file.stream_position().unwrap() > SIZE);
+
+    // A reader that is not the crate that wrote it: Python's zipfile checks every CRC and
+    // the ZIP64 records.
+    let check = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nbad = z.testzip()\nassert bad is None, bad\nprint(' '.join(f'{i.filename}:{i.file_size}' for i in z.infolist()))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 is on this machine (.ci/run installs it)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        format!("big.pcap:{SIZE} after.pcap:5")
+    );
 }

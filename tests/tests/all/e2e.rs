@@ -365,7 +365,8 @@ async fn download_until_failure(api: &ApiProcess, sim: &TestSim) -> (Vec<u8>, bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_cut_mid_stream_fails_the_transfer_and_leaves_no_whole_zip() {
     let sim = start_default().await;
-    let api = start_api(&sim, &[]).await;
+    // One node at a time: node-1's first file is sent before its exec is cut.
+    let api = start_api(&sim, &[("PACKETCAPTURE_API_FETCH_CONCURRENCY", "1")]).await;
     sim.local().set_faults(|f| f.exec_cut_after = Some(250_000));
     let (received, failed) = download_until_failure(&api, &sim).await;
     assert!(failed, "the client must see a failed transfer");
@@ -383,7 +384,7 @@ async fn an_exec_cut_mid_stream_fails_the_transfer_and_leaves_no_whole_zip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_that_fails_at_the_end_fails_the_transfer() {
     let sim = start_default().await;
-    let api = start_api(&sim, &[]).await;
+    let api = start_api(&sim, &[("PACKETCAPTURE_API_FETCH_CONCURRENCY", "1")]).await;
     sim.local().set_faults(|f| f.exec_exit_status = Some(2));
     let (received, failed) = download_until_failure(&api, &sim).await;
     assert!(failed);

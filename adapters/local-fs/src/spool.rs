@@ -1,0 +1,85 @@
+//! The spool's scratch files: unlinked temporary files in a directory (an `emptyDir` in the
+//! Deployment), so nothing of a download's spool survives it, a crash included.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use packetcapture_domain::{SpoolFile, SpoolStorage};
+
+/// Spool files in `dir`, each without a name from the moment it exists.
+#[derive(Debug, Clone)]
+pub struct TempSpool {
+    dir: PathBuf,
+}
+
+impl TempSpool {
+    /// Spools into `dir` (the system's temporary directory when `None`).
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir: dir.unwrap_or_else(std::env::temp_dir),
+        }
+    }
+
+    /// Checks a spool file can be made there (at start-up, so a bad directory stops the
+    /// binary rather than the first download).
+    pub fn check(&self) -> std::io::Result<()> {
+        self.create().map(drop)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl SpoolStorage for TempSpool {
+    fn create(&self) -> std::io::Result<Box<dyn SpoolFile>> {
+        // O_TMPFILE where the file system has it (the file never has a name), else created
+        // and unlinked at once.
+        let file = tempfile::tempfile_in(&self.dir)?;
+        Ok(Box::new(Scratch(file)))
+    }
+}
+
+struct Scratch(File);
+
+impl SpoolFile for Scratch {
+    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::read_at(&self.0, buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn spool_files_round_trip_and_leave_no_name_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = TempSpool::new(Some(dir.path().to_owned()));
+        spool.check().unwrap();
+        let file = spool.create().unwrap();
+        file.write_at(b"hello world", 0).unwrap();
+        file.write_at(b"!", 11).unwrap();
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 6).unwrap();
+        assert_eq!(&buf[..n], b"world!");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a spool file has no name in the directory"
+        );
+        assert!(
+            TempSpool::new(Some("/nonexistent/spool".into()))
+                .check()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Reading the sources of a download concurrently: at most `concurrency` open at once, opened
+//! in order, each pumped into its [`Pipe`]. The first failure (or a stall longer than the idle
+//! timeout) is kept and announced at once, so the writer stops while the other reads are cut.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::spool::Pipe;
+use crate::error::{Error, Result};
+use crate::ports::{FileFetcher, TarStream};
+use crate::types::{CaptureDir, EntryPoint};
+
+/// How much is asked of a source at once.
+const READ_SIZE: usize = 256 * 1024;
+
+/// How a download reads its nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Nodes read at once (at least 1).
+    pub concurrency: usize,
+    /// A node that sends nothing for this long fails the download.
+    pub idle_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One node to put in the archive: how it is reached and which directory.
+#[derive(Clone, Debug)]
+pub struct NodeSource {
+    /// Entry point resolved before anything was sent.
+    pub entry: EntryPoint,
+    /// The capture's directory on that node.
+    pub dir: CaptureDir,
+}
+
+/// The first failure of a download; announcing it stops everything.
+#[derive(Debug, Default)]
+pub(crate) struct Failure {
+    token: CancellationToken,
+    error: Mutex<Option<Error>>,
+}
+
+impl Failure {
+    /// Keeps `error` unless one came first, and announces the failure.
+    pub(crate) fn fail(&self, error: Error) {
+        let mut slot = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        drop(slot);
+        self.token.cancel();
+    }
+
+    /// Resolves once a failure was announced.
+    pub(crate) async fn announced(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The failure's error (once).
+    pub(crate) fn take(&self) -> Error {
+        self.error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| Error::Internal("a download failed without an error".into()))
+    }
+}
+
+/// Reads every source into its pipe, `options.concurrency` at a time, in order. Runs until
+/// all are read, or is dropped (which drops every open stream, closing its exec).
+pub(crate) async fn run(
+    fetcher: Arc<dyn FileFetcher>,
+    sources: Vec<(NodeSource, Arc<Pipe>)>,
+    options: FetchOptions,
+    failure: Arc<Failure>,
+) {
+    let mut waiting = sources.into_iter();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < options.concurrency.max(1) {
+            let Some((source, pipe)) = waiting.next() else {
+                break;
+            };
+            running.push(pump(
+                fetcher.clone(),
+                source,
+                pipe,
+                options,
+                failure.clone(),
+            ));
+        }
+        if running.next().await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Reads one source into its pipe, to its end.
+async fn pump(
+    fetcher: Arc<dyn FileFetcher>,
+    source: NodeSource,
+    pipe: Arc<Pipe>,
+    options: FetchOptions,
+    failure: Arc<Failure>,
+) {
+    let result = async {
+        let stream = fetcher.archive(&source.entry, &source.dir).await?;
+        copy(stream, &pipe, &source, options.idle_timeout).await
+    }
+    .await;
+    match result {
+        Ok(()) => pipe.finish(Ok(())),
+        Err(e) => {
+            failure.fail(e);
+            pipe.finish(Err(()));
+        }
+    }
+}
+
+async fn copy(
+    mut stream: TarStream,
+    pipe: &Pipe,
+    source: &NodeSource,
+    idle: Duration,
+) -> Result<()> {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.capacity() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        let read = tokio::time::timeout(idle, stream.read_buf(&mut buf))
+            .await
+            .map_err(|_| Error::NodeStalled {
+                node: source.dir.node().to_string(),
+                seconds: idle.as_secs(),
+            })?;
+        match read {
+            Ok(0) => return Ok(()),
+            Ok(_) => pipe.push(buf.split().freeze()).await?,
+            Err(e) => return Err(read_error(source, e)),
+        }
+    }
+}
+
+/// A read error as the domain error it carries (an adapter may put one there, e.g. naming
+/// the file that could not be read), or as a failure to read the node's files.
+pub(crate) fn read_error(source: &NodeSource, e: std::io::Error) -> Error {
+    e.downcast::<Error>().unwrap_or_else(|e| Error::NodeFiles {
+        node: source.dir.node().to_string(),
+        action: "reading files",
+        source: e.into(),
+    })
+}

@@ -1,0 +1,243 @@
+//! The archive engine: every node's tar stream in, one zip stream out, produced while it is
+//! read.
+//!
+//! Nodes are read concurrently ([`fetch`]: up to `concurrency` at once, in status order), each
+//! into a pipe of the download's [`spool`]; the writer ([`zip`]) takes the nodes in status
+//! order, one at a time, parsing their tar streams ([`tar`]) into whole, uninterleaved zip
+//! entries, so the same capture gives the same zip. The node being written passes through
+//! directly; the others spool (memory, then files) up to a per-download limit, past which
+//! their reads pause. Invariants:
+//! - nothing is sent before the first regular file is found, so "no file" is told apart (the
+//!   caller answers 204) before any byte exists;
+//! - a node's tar stream counts only if it ends with an end-of-archive block and every entry's
+//!   data is whole, and its read ends cleanly (an exec's success);
+//! - the first failure of any node, or the client leaving, stops the download at once: every
+//!   read is dropped (closing its exec) and the zip's central directory is never sent, so a
+//!   partial download can never open as a whole archive.
+
+mod fetch;
+mod spool;
+mod tar;
+mod zip;
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+pub use self::fetch::{FetchOptions, NodeSource};
+pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
+pub use self::tar::{TarError, TarEvent, TarParser};
+use crate::error::{Error, Result};
+use crate::ports::{FileFetcher, SpoolStorage};
+use crate::types::{Compression, NodeFiles, NodeName};
+
+/// Size of the chunks handed to the HTTP body.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+/// Chunks that may wait in the channel: with [`CHUNK_SIZE`], the bound on buffered output.
+pub const CHANNEL_CHUNKS: usize = 8;
+
+/// How downloads read nodes and where they spool.
+#[derive(Clone)]
+pub struct Engine {
+    /// Concurrency and idle timeout.
+    pub fetch: FetchOptions,
+    /// What one download may hold.
+    pub spool: SpoolLimits,
+    /// Where spooled bytes go past the memory budget.
+    pub storage: Arc<dyn SpoolStorage>,
+    /// Spool usage across downloads.
+    pub stats: Arc<SpoolStats>,
+}
+
+impl Default for Engine {
+    /// Default options, spooling to memory only ([`MemorySpool`]): for tests and tools; the
+    /// service gives a file-backed storage.
+    fn default() -> Self {
+        Self {
+            fetch: FetchOptions::default(),
+            spool: SpoolLimits::default(),
+            storage: Arc::new(MemorySpool::default()),
+            stats: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("fetch", &self.fetch)
+            .field("spool", &self.spool)
+            .finish()
+    }
+}
+
+/// Decides each zip entry's name: the file's base name, or `{node}/{name}` when the name
+/// occurs on more than one node.
+#[derive(Debug, Default)]
+pub struct EntryNamer {
+    colliding: HashSet<String>,
+    used: HashSet<String>,
+}
+
+impl EntryNamer {
+    /// Names reported by more than one node (from the capture's status) get the node prefix
+    /// on every node; a collision the status did not predict prefixes the later file.
+    pub fn from_status(files: &[NodeFiles]) -> Self {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut colliding = HashSet::new();
+        for node in files {
+            let unique: HashSet<&str> = node.file_names.iter().map(String::as_str).collect();
+            for name in unique {
+                if !seen.insert(name) {
+                    colliding.insert(name.to_owned());
+                }
+            }
+        }
+        Self {
+            colliding,
+            used: HashSet::new(),
+        }
+    }
+
+    /// The entry name for `base` from `node`; never returns a name twice.
+    pub fn name(&mut self, node: &NodeName, base: &str) -> String {
+        let mut name = if self.colliding.contains(base) || self.used.contains(base) {
+            format!("{node}/{base}")
+        } else {
+            base.to_owned()
+        };
+        let stem = name.clone();
+        let mut n = 1;
+        while self.used.contains(&name) {
+            n += 1;
+            name = format!("{stem}~{n}");
+        }
+        self.used.insert(name.clone());
+        name
+    }
+}
+
+/// What an archive held, for logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZipSummary {
+    /// Files written.
+    pub files: u64,
+    /// Bytes of file data written (before compression).
+    pub bytes: u64,
+}
+
+/// What the engine hands the body.
+enum Msg {
+    Data(Bytes),
+    Done(ZipSummary),
+    Failed(Error),
+}
+
+/// Starts a download of `nodes`' files. Resolves once the first file is found
+/// (`Some(stream)`), or once every node was read and none held a file (`None`), or on an error
+/// before the first byte. After that, errors arrive as an `Err` item of the stream.
+pub async fn stream_zip(
+    fetcher: Arc<dyn FileFetcher>,
+    nodes: Vec<NodeSource>,
+    namer: EntryNamer,
+    compression: Compression,
+    engine: &Engine,
+) -> Result<Option<ZipStream>> {
+    let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
+    let with_pipes: Vec<_> = nodes
+        .into_iter()
+        .map(|node| (node, spool::Pipe::new(spool.clone())))
+        .collect();
+    let failure = Arc::new(fetch::Failure::default());
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let options = engine.fetch;
+    let task = tokio::spawn(async move {
+        let mut reads = JoinSet::new();
+        reads.spawn(fetch::run(
+            fetcher,
+            with_pipes.clone(),
+            options,
+            failure.clone(),
+        ));
+        let result = zip::assemble(with_pipes, namer, compression, &failure, &tx).await;
+        // Whatever is still being read is no longer wanted: dropping it closes its exec.
+        drop(reads);
+        let msg = match result {
+            Ok(summary) => Msg::Done(summary),
+            Err(e) => Msg::Failed(e),
+        };
+        // The receiver may be gone (client left); nothing more to tell then.
+        let _ = tx.send(msg).await;
+    });
+    match rx.recv().await {
+        Some(Msg::Data(first)) => Ok(Some(ZipStream {
+            first: Some(first),
+            rx,
+            done: false,
+        })),
+        Some(Msg::Done(_)) => Ok(None),
+        Some(Msg::Failed(e)) => Err(e),
+        None => Err(match task.await {
+            Err(e) if e.is_panic() => Error::Internal("the archive engine panicked".into()),
+            _ => Error::Internal("the archive engine stopped without a result".into()),
+        }),
+    }
+}
+
+/// The zip as a stream of chunks. Ends with `Ok` only after the central directory was sent;
+/// any failure, including the engine vanishing, is an `Err` item.
+pub struct ZipStream {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<Msg>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ZipStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZipStream")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Stream for ZipStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Msg::Data(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(Msg::Done(summary))) => {
+                tracing::debug!(
+                    files = summary.files,
+                    bytes = summary.bytes,
+                    "zip archive complete"
+                );
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Msg::Failed(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(Error::Internal(
+                    "the archive engine stopped mid-stream".into(),
+                ))))
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The zip side of the engine: tar events of each node, in order, become zip entries written
+//! into an in-memory sink that is handed out in chunks. Stored entries are written on the
+//! async side (CRC and a copy); Deflate runs on a blocking thread, one chunk at a time.
+//!
+//! Invariants: nothing is handed out before the first regular file's header; after a failure
+//! nothing more is handed out, so the central directory that dropping a `ZipWriter` writes
+//! never reaches the client.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use zip::write::{FullFileOptions, StreamWriter, ZipWriter};
+
+use super::fetch::{Failure, NodeSource};
+use super::spool::Pipe;
+use super::tar::{TarError, TarEvent, TarParser};
+use super::{CHUNK_SIZE, EntryNamer, Msg, ZipSummary};
+use crate::error::{Error, Result};
+use crate::types::{Compression, NodeName};
+
+/// The zip writer's output, drained by the engine.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<BytesMut>>);
+
+impl Sink {
+    fn lock(&self) -> MutexGuard<'_, BytesMut> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn take(&self) -> Bytes {
+        self.lock().split().freeze()
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.lock().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+type Writer = ZipWriter<StreamWriter<Sink>>;
+
+/// The zip being written.
+struct Assembly {
+    writer: Option<Writer>,
+    sink: Sink,
+    compression: Compression,
+    started: bool,
+    summary: ZipSummary,
+}
+
+impl Assembly {
+    fn new(compression: Compression) -> Self {
+        let sink = Sink::default();
+        Self {
+            writer: Some(ZipWriter::new_stream(sink.clone())),
+            sink,
+            compression,
+            started: false,
+            summary: ZipSummary::default(),
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut Writer> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("the zip writer is gone".into()))
+    }
+
+    fn start_file(&mut self, name: &str, size: u64, mtime: u64) -> Result<()> {
+        let options = entry_options(self.compression, size, mtime);
+        self.writer()?.start_file(name, options).map_err(zip_err)?;
+        self.started = true;
+        Ok(())
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.summary.bytes += data.len() as u64;
+        match self.compression {
+            Compression::Stored => self
+                .writer()?
+                .write_all(&data)
+                .map_err(|source| Error::ZipWrite { source }),
+            Compression::Deflate => {
+                let mut writer = self
+                    .writer
+                    .take()
+                    .ok_or_else(|| Error::Internal("the zip writer is gone".into()))?;
+                let (writer, written) = tokio::task::spawn_blocking(move || {
+                    let written = writer.write_all(&data);
+                    (writer, written)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("the deflate thread failed: {e}")))?;
+                self.writer = Some(writer);
+                written.map_err(|source| Error::ZipWrite { source })
+            }
+        }
+    }
+
+    /// Output ready to hand out: all of it once the first file started (`eager`), else
+    /// whole chunks.
+    fn ready(&self, eager: bool) -> Option<Bytes> {
+        let len = self.sink.len();
+        (self.started && len > 0 && (eager || len >= CHUNK_SIZE)).then(|| self.sink.take())
+    }
+
+    /// Writes the central directory; the last of the output.
+    fn finish(mut self) -> Result<Bytes> {
+        if let Some(writer) = self.writer.take()
+            && self.started
+        {
+            writer.finish().map_err(zip_err)?;
+        }
+        Ok(self.sink.take())
+    }
+}
+
+/// Writes every node's files into the zip, node after node in order, handing out chunks on
+/// `tx`. Ends at the first failure (a node's, announced on `failure`; or the client leaving).
+pub(crate) async fn assemble(
+    nodes: Vec<(NodeSource, Arc<Pipe>)>,
+    mut namer: EntryNamer,
+    compression: Compression,
+    failure: &Failure,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<ZipSummary> {
+    let mut zip = Assembly::new(compression);
+    for (source, pipe) in nodes {
+        pipe.make_direct();
+        let node = source.dir.node();
+        let mut tar = TarParser::new();
+        let mut skipping = false;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = failure.announced() => return Err(failure.take()),
+                () = tx.closed() => return Err(client_gone()),
+                next = pipe.next() => next,
+            };
+            let mut chunk = match next {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(())) => return Err(failure.take()),
+                None => break,
+            };
+            while let Some(event) = tar.next(&mut chunk).map_err(|e| tar_error(node, e))? {
+                let first = !zip.started;
+                match event {
+                    TarEvent::File { path, size, mtime } => match base_name(&path) {
+                        Some(base) => {
+                            let name = namer.name(node, base);
+                            zip.start_file(&name, size, mtime)?;
+                            skipping = false;
+                        }
+                        None => {
+                            tracing::warn!(node = %node, path = %String::from_utf8_lossy(&path), "skipping a file whose name is not UTF-8");
+                            skipping = true;
+                        }
+                    },
+                    TarEvent::Data(data) if !skipping => zip.write(data).await?,
+                    TarEvent::FileEnd if !skipping => zip.summary.files += 1,
+                    TarEvent::Data(_) | TarEvent::FileEnd | TarEvent::End => {}
+                }
+                if let Some(out) = zip.ready(first) {
+                    send(tx, Msg::Data(out)).await?;
+                }
+            }
+        }
+        tar.finish().map_err(|e| tar_error(node, e))?;
+    }
+    let summary = zip.summary;
+    let started = zip.started;
+    let rest = zip.finish()?;
+    if started && !rest.is_empty() {
+        send(tx, Msg::Data(rest)).await?;
+    }
+    Ok(summary)
+}
+
+fn base_name(path: &[u8]) -> Option<&str> {
+    let name = path.rsplit(|b| *b == b'/').find(|part| !part.is_empty())?;
+    std::str::from_utf8(name).ok()
+}
+
+async fn send(tx: &mpsc::Sender<Msg>, msg: Msg) -> Result<()> {
+    tx.send(msg).await.map_err(|_| client_gone())
+}
+
+fn client_gone() -> Error {
+    Error::ZipWrite {
+        source: io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"),
+    }
+}
+
+fn tar_error(node: &NodeName, e: TarError) -> Error {
+    Error::TruncatedArchive {
+        node: node.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn zip_err(e: zip::result::ZipError) -> Error {
+    match e {
+        zip::result::ZipError::Io(source) => Error::ZipWrite { source },
+        other => Error::ZipWrite {
+            source: io::Error::other(other),
+        },
+    }
+}
+
+fn entry_options(
+    compression: Compression,
+    size: u64,
+    mtime: u64,
+) -> FullFileOptions<'static, 'static> {
+    let method = match compression {
+        Compression::Stored => zip::CompressionMethod::Stored,
+        Compression::Deflate => zip::CompressionMethod::Deflated,
+    };
+    let mut options = FullFileOptions::default()
+        .compression_method(method)
+        .large_file(size >= u64::from(u32::MAX))
+        .unix_permissions(0o644);
+    if let Some(dos) = dos_time(mtime) {
+        options = options.last_modified_time(dos);
+    }
+    if let Ok(secs) = u32::try_from(mtime) {
+        // The Unix timestamp too, exact and free of time zones, for unzip and friends.
+        match options
+            .clone()
+            .with_extended_timestamp(Some(secs), None, None)
+        {
+            Ok(with_ts) => options = with_ts,
+            Err(e) => tracing::debug!(error = %e, "extended timestamp not added"),
+        }
+    }
+    options
+}
+
+fn dos_time(mtime: u64) -> Option<zip::DateTime> {
+    let ts = jiff::Timestamp::from_second(i64::try_from(mtime).ok()?).ok()?;
+    let civil = ts.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    zip::DateTime::try_from(civil).ok()
+}
