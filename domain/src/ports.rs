@@ -60,6 +60,16 @@ pub trait FileFetcher: Send + Sync {
     /// How `node` is reached; [`crate::Error::NoEntryPod`] if it cannot be.
     async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint>;
 
+    /// How each of `nodes` is reached, in order; the first node that cannot be is the error.
+    /// Adapters that can answer for many nodes at once (one pod list) override this.
+    async fn entry_points(&self, nodes: &[NodeName]) -> Result<Vec<EntryPoint>> {
+        let mut entries = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            entries.push(self.entry_point(node).await?);
+        }
+        Ok(entries)
+    }
+
     /// The directory's regular files as a tar stream. A directory that does not exist is a
     /// complete tar stream with no file.
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream>;
@@ -71,22 +81,25 @@ pub trait FileFetcher: Send + Sync {
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()>;
 }
 
-/// Scratch space for the spool of a download: files nobody else can see, gone when dropped.
+/// Scratch space for the spool of a download: a file nobody else can see, gone when dropped.
 ///
 /// Calls block (file IO); the engine makes them from blocking threads.
 pub trait SpoolStorage: Send + Sync {
     /// A new, empty file that has no name (unlinked at once), so nothing of it remains after
-    /// the download, a crash included.
+    /// the download, a crash included. One per download that spools past its memory budget.
     fn create(&self) -> std::io::Result<Box<dyn SpoolFile>>;
 }
 
-/// One spool file: written and read at offsets, by one writer and one reader at a time.
+/// One spool file, shared by a download's nodes: each writes and reads its own ranges.
 pub trait SpoolFile: Send + Sync {
     /// Writes all of `data` at `offset`.
     fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()>;
 
     /// Reads up to `buf.len()` bytes at `offset`; how many were read.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+
+    /// Gives back the space of a range that was read and is not needed any more.
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()>;
 }
 
 /// The ports that act inside one cluster.

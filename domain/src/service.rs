@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::archive::{self, Engine, EntryNamer, NodeSource, ZipStream};
 use crate::error::{Error, Result};
 use crate::ports::{Authenticator, ClusterPorts, ClusterRouter, StatusUpdate};
 use crate::types::{
     BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget, Compression,
-    EntryPoint, FileInfo, Impersonation, NodeFiles, ResourceAttributes, User, Verb,
+    EntryPoint, FileInfo, Impersonation, NodeFiles, NodeName, ResourceAttributes, User, Verb,
     service_account,
 };
 
@@ -94,11 +94,15 @@ struct Authorized {
 }
 
 impl Authorized {
-    /// The node's capture directory (validated from the status) and how it is reached.
-    async fn reach(&self, node: &NodeFiles) -> Result<(EntryPoint, CaptureDir)> {
-        let dir = CaptureDir::new(&node.node, &node.directory, &self.capture.reference)?;
-        let entry = self.ports.fetcher.entry_point(dir.node()).await?;
-        Ok((entry, dir))
+    /// Each node's capture directory (validated from the status) and how it is reached.
+    async fn reach_all(&self, nodes: &[&NodeFiles]) -> Result<Vec<(EntryPoint, CaptureDir)>> {
+        let dirs = nodes
+            .iter()
+            .map(|node| CaptureDir::new(&node.node, &node.directory, &self.capture.reference))
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<NodeName> = dirs.iter().map(|d| d.node().clone()).collect();
+        let entries = self.ports.fetcher.entry_points(&names).await?;
+        Ok(entries.into_iter().zip(dirs).collect())
     }
 }
 
@@ -135,17 +139,14 @@ impl CaptureService {
         if with_files.is_empty() {
             return Ok(Download::Empty);
         }
-        // Every entry point is resolved (concurrently, kept in status order) before anything
-        // is sent, so a missing one is an error status rather than a cut download.
-        let mut sources = Vec::with_capacity(with_files.len());
-        for batch in with_files.chunks(self.engine.fetch.concurrency.max(1)) {
-            let reached = try_join_all(batch.iter().map(|node| authorized.reach(node))).await?;
-            sources.extend(
-                reached
-                    .into_iter()
-                    .map(|(entry, dir)| NodeSource { entry, dir }),
-            );
-        }
+        // Every entry point is resolved (in one go) before anything is sent, so a missing one
+        // is an error status rather than a cut download.
+        let sources = authorized
+            .reach_all(&with_files)
+            .await?
+            .into_iter()
+            .map(|(entry, dir)| NodeSource { entry, dir })
+            .collect();
         let namer = EntryNamer::from_status(&authorized.capture.files);
         let fetcher = authorized.ports.fetcher.clone();
         match archive::stream_zip(fetcher, sources, namer, compression, &self.engine).await? {
@@ -157,17 +158,23 @@ impl CaptureService {
     /// Lists the files on every node of the capture as they are now.
     pub async fn list(&self, request: &Request) -> Result<Listing> {
         let authorized = self.authorize(request, Verb::Get).await?;
-        let mut nodes = Vec::with_capacity(authorized.capture.files.len());
-        for node in &authorized.capture.files {
-            let (entry, dir) = authorized.reach(node).await?;
-            let mut files = authorized.ports.fetcher.list(&entry, &dir).await?;
-            files.sort_by(|a, b| a.name.cmp(&b.name));
-            nodes.push(NodeListing {
-                dir,
-                state: node.state.clone(),
-                files,
+        let all: Vec<&NodeFiles> = authorized.capture.files.iter().collect();
+        let reached = authorized.reach_all(&all).await?;
+        // Listed concurrently (as many at once as a download reads), kept in status order.
+        let mut listings = Vec::with_capacity(reached.len());
+        for ((entry, dir), node) in reached.into_iter().zip(&authorized.capture.files) {
+            let fetcher = authorized.ports.fetcher.clone();
+            let state = node.state.clone();
+            listings.push(async move {
+                let mut files = fetcher.list(&entry, &dir).await?;
+                files.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok::<_, Error>(NodeListing { dir, state, files })
             });
         }
+        let nodes = futures_util::stream::iter(listings)
+            .buffered(self.engine.fetch.concurrency.max(1))
+            .try_collect()
+            .await?;
         Ok(Listing {
             cluster: request.cluster.name().to_owned(),
             capture: authorized.capture.reference,
@@ -194,15 +201,13 @@ impl CaptureService {
                 }
             }
         }
-        let mut targets = Vec::new();
-        for node in authorized
+        let with_files: Vec<&NodeFiles> = authorized
             .capture
             .files
             .iter()
             .filter(|n| !n.file_names.is_empty())
-        {
-            targets.push(authorized.reach(node).await?);
-        }
+            .collect();
+        let targets = authorized.reach_all(&with_files).await?;
         let Authorized {
             ports, mut capture, ..
         } = authorized;

@@ -209,6 +209,10 @@ impl FileFetcher for ExecFetcher {
         self.pods.find(node).await
     }
 
+    async fn entry_points(&self, nodes: &[NodeName]) -> Result<Vec<EntryPoint>> {
+        self.pods.find_all(nodes).await
+    }
+
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
         Ok(Box::pin(self.start(entry, Command::Archive(dir)).await?))
     }

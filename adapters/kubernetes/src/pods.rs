@@ -1,5 +1,6 @@
 //! Entry pods: the pod on each node through which its capture files are reached.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -135,45 +136,72 @@ impl EntryPods {
 
     /// A running entry pod on `node` that has the container; of several, the first by name.
     pub async fn find(&self, node: &NodeName) -> Result<EntryPoint> {
+        let mut found = self.find_all(std::slice::from_ref(node)).await?;
+        found
+            .pop()
+            .ok_or_else(|| Error::Internal("an entry point lookup returned nothing".into()))
+    }
+
+    /// The entry pod of each of `nodes`, in order, from one list of the entry pods; the first
+    /// node without one is [`Error::NoEntryPod`].
+    pub async fn find_all(&self, nodes: &[NodeName]) -> Result<Vec<EntryPoint>> {
         let api: Api<Pod> =
             Api::namespaced(self.cluster.client.clone(), self.config.namespace.as_str());
+        // One node: ask the API server for that node's pods only; several: all entry pods.
+        let fields = match nodes {
+            [node] => format!("spec.nodeName={node},status.phase=Running"),
+            _ => "status.phase=Running".to_owned(),
+        };
         let params = ListParams::default()
-            .labels(&self.config.selector.0)
-            .fields(&format!("spec.nodeName={node},status.phase=Running"));
+            .labels(self.config.selector.as_str())
+            .fields(&fields);
         let pods = api.list(&params).await.map_err(|e| {
+            let scope = match nodes {
+                [node] => format!(" on node {node}"),
+                _ => String::new(),
+            };
             self.cluster.err(
                 format!(
-                    "list pods {} in namespace {} on node {node}",
+                    "list pods {} in namespace {}{scope}",
                     self.config.selector, self.config.namespace
                 ),
                 e,
             )
         })?;
-        let mut names: Vec<String> = pods
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter(|p| {
-                p.spec.as_ref().is_some_and(|s| {
-                    s.containers
-                        .iter()
-                        .any(|c| c.name == self.config.container.0)
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for pod in pods.items {
+            let spec = pod.spec.as_ref();
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            let has_container = spec.is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.name == self.config.container.as_str())
+            });
+            if let (true, true, None, Some(node), Some(name)) = (
+                running,
+                has_container,
+                pod.metadata.deletion_timestamp.as_ref(),
+                spec.and_then(|s| s.node_name.clone()),
+                pod.metadata.name,
+            ) {
+                by_node.entry(node).or_default().push(name);
+            }
+        }
+        nodes
+            .iter()
+            .map(|node| {
+                let pod = by_node
+                    .get(node.as_str())
+                    .and_then(|names| names.iter().min())
+                    .ok_or_else(|| Error::NoEntryPod {
+                        node: node.to_string(),
+                    })?;
+                Ok(EntryPoint {
+                    node: node.clone(),
+                    handle: pod.clone(),
                 })
             })
-            .filter_map(|p| p.metadata.name)
-            .collect();
-        names.sort();
-        match names.into_iter().next() {
-            Some(pod) => Ok(EntryPoint {
-                node: node.clone(),
-                handle: pod,
-            }),
-            None => Err(Error::NoEntryPod {
-                node: node.to_string(),
-            }),
-        }
+            .collect()
     }
 }
 

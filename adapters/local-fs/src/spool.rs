@@ -1,5 +1,6 @@
-//! The spool's scratch files: unlinked temporary files in a directory (an `emptyDir` in the
-//! Deployment), so nothing of a download's spool survives it, a crash included.
+//! The spool's scratch files: one unlinked temporary file per download in a directory (an
+//! `emptyDir` in the Deployment), so nothing of a download's spool survives it, a crash
+//! included; ranges read back are punched out, so the file holds only what still waits.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -52,6 +53,19 @@ impl SpoolFile for Scratch {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         FileExt::read_at(&self.0, buf, offset)
     }
+
+    /// Punches a hole: the range's blocks go back to the file system at once (where it can;
+    /// elsewhere they go when the download ends and the file is closed).
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        use rustix::fs::FallocateFlags;
+        rustix::fs::fallocate(
+            &self.0,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .map_err(std::io::Error::from)
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +85,13 @@ mod tests {
         let mut buf = [0u8; 32];
         let n = file.read_at(&mut buf, 6).unwrap();
         assert_eq!(&buf[..n], b"world!");
+        file.discard(0, 6).unwrap();
+        let n = file.read_at(&mut buf, 0).unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"\0\0\0\0\0\0world!",
+            "a discarded range reads as a hole"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,

@@ -1,38 +1,35 @@
 //! The spool: one pipe per source (a node's tar stream), holding what was read but not yet
-//! written out, in memory up to a small budget and then in [`SpoolStorage`] files, all under
-//! one per-download byte limit.
+//! written out, in memory up to a small budget and then in the download's one
+//! [`SpoolStorage`] file, all under one per-download byte limit.
 //!
 //! A pipe the writer is reading now is *direct*: once its backlog is drained, new chunks pass
 //! through a small window and are not counted against the limit (the writer's pace holds the
 //! reader back). Every other pipe spools; when the limit is reached its producer waits, which
 //! pauses the read of its node (backpressure through the exec stream) and grows nothing.
-//! Spool files are unlinked at creation and dropped as soon as they are read, so nothing
-//! outlives the download.
+//! Each spooled chunk is a range of the file, given back (its space freed) as soon as it is
+//! read; the file is unlinked at creation, so nothing outlives the download. Descriptors:
+//! one file per download, whatever the number of nodes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 
 use crate::error::{Error, Result};
 use crate::ports::{SpoolFile, SpoolStorage};
 
 /// Bytes a direct pipe may hold ahead of its reader.
 const DIRECT_WINDOW: u64 = 1024 * 1024;
-/// The most read back from a spool file at once.
-const READ_BACK: usize = 256 * 1024;
 
 /// How much a download may hold, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpoolLimits {
-    /// Bytes held in memory, per download, before spooling to files.
+    /// Bytes held in memory, per download, before spooling to the file.
     pub memory: u64,
-    /// Bytes held in memory and files together, per download.
+    /// Bytes held in memory and in the file together, per download.
     pub total: u64,
-    /// Size of one spool file; a file is dropped once it was read whole.
-    pub file: u64,
 }
 
 impl Default for SpoolLimits {
@@ -40,7 +37,6 @@ impl Default for SpoolLimits {
         Self {
             memory: 4 * 1024 * 1024,
             total: 2 * 1024 * 1024 * 1024,
-            file: 64 * 1024 * 1024,
         }
     }
 }
@@ -77,7 +73,7 @@ impl SpoolStats {
         self.peak_disk.load(Ordering::SeqCst)
     }
 
-    /// Spool files open now.
+    /// Spool files open now (one per download that spooled past its memory budget).
     pub fn files(&self) -> u64 {
         self.files.load(Ordering::SeqCst)
     }
@@ -109,6 +105,18 @@ struct Held {
     memory: u64,
 }
 
+/// The download's spool file, counted open while it lives.
+struct OpenFile {
+    file: Box<dyn SpoolFile>,
+    stats: Arc<SpoolStats>,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        self.stats.files.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One download's spool: its limits, its storage, what it holds.
 pub(crate) struct Spool {
     storage: Arc<dyn SpoolStorage>,
@@ -116,6 +124,10 @@ pub(crate) struct Spool {
     held: Mutex<Held>,
     /// Signalled when bytes are released.
     freed: Notify,
+    /// Created at the first chunk that does not fit in memory.
+    file: OnceCell<Arc<OpenFile>>,
+    /// Where the next chunk written to the file goes.
+    end: AtomicU64,
     stats: Arc<SpoolStats>,
 }
 
@@ -130,6 +142,8 @@ impl Spool {
             limits,
             held: Mutex::new(Held::default()),
             freed: Notify::new(),
+            file: OnceCell::new(),
+            end: AtomicU64::new(0),
             stats,
         })
     }
@@ -160,31 +174,39 @@ impl Spool {
         self.stats.sub(!memory, n);
         self.freed.notify_waiters();
     }
+
+    async fn file(&self) -> Result<Arc<OpenFile>> {
+        self.file
+            .get_or_try_init(|| async {
+                let storage = self.storage.clone();
+                let file = blocking(move || storage.create())
+                    .await
+                    .map_err(|e| spool_error("create the spool file", e))?;
+                self.stats.files.fetch_add(1, Ordering::SeqCst);
+                Ok(Arc::new(OpenFile {
+                    file,
+                    stats: self.stats.clone(),
+                }))
+            })
+            .await
+            .cloned()
+    }
 }
 
-/// A run of spooled bytes.
-enum Segment {
-    /// Chunks in memory.
-    Memory(VecDeque<Bytes>),
-    /// A spool file: bytes `read..written` are waiting; `sealed` once nothing more is added.
-    Disk {
-        file: Arc<dyn SpoolFile>,
-        written: u64,
-        read: u64,
-        sealed: bool,
-    },
+/// A spooled chunk: in memory, or a range of the spool file.
+enum Item {
+    Memory(Bytes),
+    Disk { offset: u64, len: u64 },
 }
 
 #[derive(Default)]
 struct PipeState {
     /// What was spooled, oldest first.
-    segments: VecDeque<Segment>,
-    /// Direct chunks, after the segments.
+    spooled: VecDeque<Item>,
+    /// Direct chunks, after the spooled ones.
     direct: VecDeque<Bytes>,
     direct_bytes: u64,
     is_direct: bool,
-    /// The producer is writing to the last (disk) segment: the reader must not drop it.
-    writing: bool,
     /// `Some` once the producer is done: `Ok` at a clean end, `Err` after a failure (whose
     /// error the download's failure holds).
     end: Option<std::result::Result<(), ()>>,
@@ -203,7 +225,7 @@ pub(crate) struct Pipe {
 /// What the reader does next, decided under the lock and done outside it.
 enum Step {
     Chunk(Bytes),
-    ReadDisk(Arc<dyn SpoolFile>, u64, usize),
+    ReadDisk { offset: u64, len: u64 },
     End(std::result::Result<(), ()>),
     Wait,
 }
@@ -240,7 +262,7 @@ impl Pipe {
                 let mut state = lock(&self.state);
                 if state.is_direct {
                     // The reader is here: wait for it to drain the backlog, then use the window.
-                    if state.segments.is_empty() && state.direct_bytes < DIRECT_WINDOW {
+                    if state.spooled.is_empty() && state.direct_bytes < DIRECT_WINDOW {
                         state.direct_bytes += n;
                         state.direct.push_back(chunk);
                         drop(state);
@@ -252,8 +274,14 @@ impl Pipe {
                     self.spool.reserve(n)
                 }
             };
-            if let Some(memory) = reserved {
-                return self.spool_chunk(chunk, memory).await;
+            match reserved {
+                Some(true) => {
+                    self.spool.stats.add(false, n);
+                    self.append(Item::Memory(chunk));
+                    return Ok(());
+                }
+                Some(false) => return self.spool_to_file(chunk).await,
+                None => {}
             }
             tokio::select! {
                 _ = writable => {}
@@ -262,90 +290,27 @@ impl Pipe {
         }
     }
 
-    /// Appends a chunk whose bytes were reserved to the spool: to memory, or to a file.
-    async fn spool_chunk(&self, chunk: Bytes, memory: bool) -> Result<()> {
+    /// Writes a chunk whose bytes were reserved to the spool file, then makes it readable.
+    async fn spool_to_file(&self, chunk: Bytes) -> Result<()> {
         let n = chunk.len() as u64;
-        if memory {
-            self.spool.stats.add(false, n);
-            let mut state = lock(&self.state);
-            match state.segments.back_mut() {
-                Some(Segment::Memory(chunks)) => chunks.push_back(chunk),
-                _ => {
-                    seal(&mut state.segments);
-                    state
-                        .segments
-                        .push_back(Segment::Memory(VecDeque::from([chunk])));
-                }
-            }
-            drop(state);
-            self.readable.notify_one();
-            return Ok(());
-        }
-        let limit = self.spool.limits.file;
-        let tail = {
-            let mut state = lock(&self.state);
-            state.writing = true;
-            match state.segments.back() {
-                Some(Segment::Disk {
-                    file,
-                    written,
-                    sealed: false,
-                    ..
-                }) if *written + n <= limit.max(n) => Some((file.clone(), *written)),
-                _ => None,
-            }
-        };
-        let written = self.write_to_disk(chunk, tail).await;
-        lock(&self.state).writing = false;
-        self.readable.notify_one();
-        written
+        let file = self.spool.file().await?;
+        let offset = self.spool.end.fetch_add(n, Ordering::SeqCst);
+        blocking(move || file.file.write_at(&chunk, offset))
+            .await
+            .map_err(|e| spool_error("write to the spool file", e))?;
+        self.spool.stats.add(true, n);
+        self.append(Item::Disk { offset, len: n });
+        Ok(())
     }
 
-    /// Writes a reserved chunk to the tail file (or a new one) and makes it readable.
-    async fn write_to_disk(
-        &self,
-        chunk: Bytes,
-        tail: Option<(Arc<dyn SpoolFile>, u64)>,
-    ) -> Result<()> {
-        let n = chunk.len() as u64;
-        let (file, offset, new) = match tail {
-            Some((file, offset)) => (file, offset, false),
-            None => {
-                let storage = self.spool.storage.clone();
-                let file: Arc<dyn SpoolFile> = blocking(move || storage.create())
-                    .await
-                    .map_err(|e| spool_error("create a spool file", e))?
-                    .into();
-                (file, 0, true)
-            }
-        };
-        let writer = file.clone();
-        blocking(move || writer.write_at(&chunk, offset))
-            .await
-            .map_err(|e| spool_error("write to a spool file", e))?;
-        self.spool.stats.add(true, n);
-        let mut state = lock(&self.state);
-        if new {
-            seal(&mut state.segments);
-            self.spool.stats.files.fetch_add(1, Ordering::SeqCst);
-            state.segments.push_back(Segment::Disk {
-                file,
-                written: n,
-                read: 0,
-                sealed: false,
-            });
-        } else if let Some(Segment::Disk { written, .. }) = state.segments.back_mut() {
-            *written += n;
-        }
-        Ok(())
+    fn append(&self, item: Item) {
+        lock(&self.state).spooled.push_back(item);
+        self.readable.notify_one();
     }
 
     /// The producer is done: cleanly (`Ok`) or after a failure.
     pub(crate) fn finish(&self, end: std::result::Result<(), ()>) {
-        let mut state = lock(&self.state);
-        seal(&mut state.segments);
-        state.end = Some(end);
-        drop(state);
+        lock(&self.state).end = Some(end);
         self.readable.notify_one();
     }
 
@@ -355,91 +320,84 @@ impl Pipe {
             let readable = self.readable.notified();
             tokio::pin!(readable);
             readable.as_mut().enable();
-            let step = self.step();
-            match step {
+            match self.step() {
                 Step::Chunk(chunk) => return Some(Ok(chunk)),
                 Step::End(Ok(())) => return None,
                 Step::End(Err(())) => return Some(Err(())),
-                Step::ReadDisk(file, offset, len) => {
-                    let read = blocking(move || {
-                        let mut buf = BytesMut::zeroed(len);
-                        let n = file.read_at(&mut buf, offset)?;
-                        buf.truncate(n);
-                        Ok(buf.freeze())
-                    })
-                    .await;
-                    let Ok(data) = read else {
-                        return Some(Err(()));
-                    };
-                    if data.is_empty() {
-                        return Some(Err(()));
-                    }
-                    let mut state = lock(&self.state);
-                    if let Some(Segment::Disk { read, .. }) = state.segments.front_mut() {
-                        *read += data.len() as u64;
-                    }
-                    return Some(Ok(data));
-                }
+                Step::ReadDisk { offset, len } => return Some(self.read_back(offset, len).await),
                 Step::Wait => readable.await,
             }
         }
     }
 
+    /// Reads a spooled range back, gives its space back, and drops it from the pipe.
+    async fn read_back(&self, offset: u64, len: u64) -> std::result::Result<Bytes, ()> {
+        let Some(file) = self.spool.file.get().cloned() else {
+            return Err(());
+        };
+        let reader = file.clone();
+        let data = blocking(move || {
+            let file = reader;
+            let size = usize::try_from(len).map_err(std::io::Error::other)?;
+            let mut buf = BytesMut::zeroed(size);
+            let mut at = 0;
+            while at < size {
+                match file.file.read_at(&mut buf[at..], offset + at as u64)? {
+                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    n => at += n,
+                }
+            }
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "reading the spool file failed"))?;
+        // Only now, with the bytes in hand, is the range dropped and its space given back: a
+        // read abandoned half-way leaves the range to be read again.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.file.discard(offset, len) {
+                tracing::debug!(error = %e, "the spool file cannot give space back early");
+            }
+        });
+        let mut state = lock(&self.state);
+        state.spooled.pop_front();
+        let drained = state.spooled.is_empty();
+        drop(state);
+        self.spool.release(false, len);
+        if drained {
+            self.writable.notify_one();
+        }
+        Ok(data)
+    }
+
     fn step(&self) -> Step {
         let mut state = lock(&self.state);
-        loop {
-            match state.segments.front_mut() {
-                Some(Segment::Memory(chunks)) => {
-                    let chunk = chunks.pop_front();
-                    if chunks.is_empty() {
-                        state.segments.pop_front();
-                        if state.segments.is_empty() {
-                            self.writable.notify_one();
-                        }
-                    }
-                    if let Some(chunk) = chunk {
-                        drop(state);
-                        self.spool.release(true, chunk.len() as u64);
-                        return Step::Chunk(chunk);
-                    }
+        match state.spooled.front() {
+            Some(Item::Disk { offset, len }) => Step::ReadDisk {
+                offset: *offset,
+                len: *len,
+            },
+            Some(Item::Memory(_)) => {
+                let Some(Item::Memory(chunk)) = state.spooled.pop_front() else {
+                    return Step::Wait;
+                };
+                let drained = state.spooled.is_empty();
+                drop(state);
+                self.spool.release(true, chunk.len() as u64);
+                if drained {
+                    self.writable.notify_one();
                 }
-                Some(Segment::Disk {
-                    file,
-                    written,
-                    read,
-                    sealed,
-                }) => {
-                    if *read < *written {
-                        let len = usize::try_from(*written - *read)
-                            .unwrap_or(usize::MAX)
-                            .min(READ_BACK);
-                        return Step::ReadDisk(file.clone(), *read, len);
-                    }
-                    let (bytes, sealed) = (*written, *sealed);
-                    // An unsealed file read to its end is done with when its producer waits
-                    // for the backlog to drain (direct, not writing).
-                    let done_with = state.segments.len() == 1 && state.is_direct && !state.writing;
-                    if !(sealed || done_with) {
-                        return Step::Wait;
-                    }
-                    state.segments.pop_front();
-                    self.spool.stats.files.fetch_sub(1, Ordering::SeqCst);
-                    self.spool.release(false, bytes);
-                    if state.segments.is_empty() {
-                        self.writable.notify_one();
-                    }
+                Step::Chunk(chunk)
+            }
+            None => {
+                if let Some(chunk) = state.direct.pop_front() {
+                    state.direct_bytes -= chunk.len() as u64;
+                    drop(state);
+                    self.writable.notify_one();
+                    return Step::Chunk(chunk);
                 }
-                None => {
-                    if let Some(chunk) = state.direct.pop_front() {
-                        state.direct_bytes -= chunk.len() as u64;
-                        drop(state);
-                        self.writable.notify_one();
-                        return Step::Chunk(chunk);
-                    }
-                    return match state.end {
-                        Some(end) => Step::End(end),
-                        None => Step::Wait,
-                    };
+                match state.end {
+                    Some(end) => Step::End(end),
+                    None => Step::Wait,
                 }
             }
         }
@@ -449,25 +407,12 @@ impl Pipe {
 impl Drop for Pipe {
     fn drop(&mut self) {
         let state = lock(&self.state);
-        for segment in &state.segments {
-            match segment {
-                Segment::Memory(chunks) => {
-                    let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-                    self.spool.stats.sub(false, n);
-                }
-                Segment::Disk { written, .. } => {
-                    self.spool.stats.sub(true, *written);
-                    self.spool.stats.files.fetch_sub(1, Ordering::SeqCst);
-                }
+        for item in &state.spooled {
+            match item {
+                Item::Memory(chunk) => self.spool.stats.sub(false, chunk.len() as u64),
+                Item::Disk { len, .. } => self.spool.stats.sub(true, *len),
             }
         }
-    }
-}
-
-/// Marks the last segment complete: nothing more is appended to it.
-fn seal(segments: &mut VecDeque<Segment>) {
-    if let Some(Segment::Disk { sealed, .. }) = segments.back_mut() {
-        *sealed = true;
     }
 }
 
@@ -485,7 +430,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Spool "files" in memory: the default storage of tools and tests (the service spools to
-/// unlinked files on disk). Counts the files alive and the bytes they hold.
+/// an unlinked file on disk). Counts the files alive and the bytes they hold.
 #[derive(Debug, Default)]
 pub struct MemorySpool {
     usage: Arc<MemoryUsage>,
@@ -504,7 +449,7 @@ impl MemorySpool {
         self.usage.files.load(Ordering::SeqCst)
     }
 
-    /// Bytes held by the files alive now.
+    /// Bytes held by the files alive now (written and not discarded).
     pub fn bytes(&self) -> u64 {
         self.usage.bytes.load(Ordering::SeqCst)
     }
@@ -514,46 +459,53 @@ impl SpoolStorage for MemorySpool {
     fn create(&self) -> std::io::Result<Box<dyn SpoolFile>> {
         self.usage.files.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(MemoryFile {
-            data: Mutex::new(Vec::new()),
+            ranges: Mutex::new(std::collections::BTreeMap::new()),
             usage: self.usage.clone(),
         }))
     }
 }
 
+/// Written ranges by offset (the engine writes and discards whole ranges).
 struct MemoryFile {
-    data: Mutex<Vec<u8>>,
+    ranges: Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
     usage: Arc<MemoryUsage>,
 }
 
 impl SpoolFile for MemoryFile {
     fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
-        let mut file = lock(&self.data);
-        let offset = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let end = offset + data.len();
-        if file.len() < end {
-            self.usage
-                .bytes
-                .fetch_add((end - file.len()) as u64, Ordering::SeqCst);
-            file.resize(end, 0);
-        }
-        file[offset..end].copy_from_slice(data);
+        self.usage
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::SeqCst);
+        lock(&self.ranges).insert(offset, data.to_vec());
         Ok(())
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        let file = lock(&self.data);
-        let offset = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let available = file.get(offset..).unwrap_or_default();
+        let ranges = lock(&self.ranges);
+        let Some((start, data)) = ranges.range(..=offset).next_back() else {
+            return Ok(0);
+        };
+        let from = usize::try_from(offset - start).map_err(std::io::Error::other)?;
+        let available = data.get(from..).unwrap_or_default();
         let n = available.len().min(buf.len());
         buf[..n].copy_from_slice(&available[..n]);
         Ok(n)
+    }
+
+    fn discard(&self, offset: u64, _len: u64) -> std::io::Result<()> {
+        if let Some(data) = lock(&self.ranges).remove(&offset) {
+            self.usage
+                .bytes
+                .fetch_sub(data.len() as u64, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
 impl Drop for MemoryFile {
     fn drop(&mut self) {
-        let len = lock(&self.data).len() as u64;
-        self.usage.bytes.fetch_sub(len, Ordering::SeqCst);
+        let held: u64 = lock(&self.ranges).values().map(|d| d.len() as u64).sum();
+        self.usage.bytes.fetch_sub(held, Ordering::SeqCst);
         self.usage.files.fetch_sub(1, Ordering::SeqCst);
     }
 }

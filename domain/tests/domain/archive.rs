@@ -540,7 +540,6 @@ async fn a_node_much_faster_than_the_writer_is_held_by_the_spool_limit() {
     let limits = SpoolLimits {
         memory: 1 << 20,
         total: 4 << 20,
-        file: 1 << 20,
     };
     let engine = Engine {
         spool: limits,

@@ -283,6 +283,26 @@ async fn fetcher_contract(f: &dyn FileFetcher, expected: &[(String, Vec<u8>)]) {
         matches!(&err, Error::NoEntryPod { node } if node == "node-9"),
         "{err:?}"
     );
+    let names = |ns: &[&str]| {
+        ns.iter()
+            .map(|n| NodeName::new(n).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let both = f.entry_points(&names(&["node-2", "node-1"])).await.unwrap();
+    assert_eq!(
+        both.iter().map(|e| e.node.as_str()).collect::<Vec<_>>(),
+        ["node-2", "node-1"],
+        "in the order asked"
+    );
+    assert_eq!(both[1], entry);
+    let err = f
+        .entry_points(&names(&["node-1", "node-9"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NoEntryPod { node } if node == "node-9"),
+        "{err:?}"
+    );
 
     let web = dir("node-1", "web-traffic");
     assert_eq!(tar_files(f, &entry, &web).await, expected);

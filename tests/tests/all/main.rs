@@ -4,6 +4,7 @@
 mod contract;
 mod dex;
 mod e2e;
+mod engine;
 mod managed;
 mod simulation;
 mod support;
