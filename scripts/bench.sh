@@ -9,13 +9,19 @@ OUT="${CARGO_TARGET_DIR:-target}/bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 say() { printf '\n== %s\n' "$*" >&2; }
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT/sim-fast/nodes" "$OUT/sim-slow/nodes" "$OUT/cp"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"/sim-*/nodes "$OUT/cp"; }
 trap cleanup EXIT
 
 say "Building release binaries"
 cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bins >&2
 
 MiB=1048576
+RBAC='    rbac:
+      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
+nodes_yaml() { # count size files
+  for i in $(seq 1 "$1"); do echo "          - {node: n$i, state: Finished, files: $3, size: $2}"; done
+}
+node_list() { seq -s, -f 'n%g' 1 "$1"; }
 cat >"$OUT/fast.yaml" <<YAML
 users: [{name: bench, token: bench-token}]
 clusters:
@@ -25,36 +31,53 @@ clusters:
       - {namespace: bench, name: one-gib, nodes: [{node: node-1, state: Finished, files: 4, size: $((256 * MiB))}]}
       - {namespace: bench, name: four-gib, nodes: [{node: node-2, state: Finished, files: 16, size: $((256 * MiB))}]}
       - {namespace: bench, name: small, nodes: [{node: node-3, state: Finished, files: 2, size: 100000}]}
-    rbac:
-      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}
+$RBAC
 YAML
-cat >"$OUT/slow.yaml" <<YAML
+# Capped exec streams (16 MB/s each): one node, and eight nodes of the same size.
+cat >"$OUT/capped.yaml" <<YAML
 users: [{name: bench, token: bench-token}]
 clusters:
   - name: cluster
-    nodes: [n1, n2, n3, n4, n5, n6, n7, n8]
+    nodes: [$(node_list 8)]
     captures:
+      - namespace: bench
+        name: one-node
+        nodes:
+$(nodes_yaml 1 $((24 * 1000 * 1000)) 1)
       - namespace: bench
         name: eight-nodes
         nodes:
-$(for i in 1 2 3 4 5 6 7 8; do echo "          - {node: n$i, state: Finished, files: 1, size: $((64 * MiB))}"; done)
-    rbac:
-      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}
-    faults: {execBandwidth: $((50 * 1000 * 1000))}
+$(nodes_yaml 8 $((24 * 1000 * 1000)) 1)
+$RBAC
+    faults: {execBandwidth: $((16 * 1000 * 1000))}
+YAML
+cat >"$OUT/wide.yaml" <<YAML
+users: [{name: bench, token: bench-token}]
+clusters:
+  - name: cluster
+    nodes: [$(node_list 64)]
+    captures:
+      - namespace: bench
+        name: sixty-four
+        nodes:
+$(nodes_yaml 64 $((4 * MiB)) 2)
+$RBAC
 YAML
 
 start_sim() { # name scenario
   "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 1 600); do [ -f "$OUT/$1/ready" ] && return 0; sleep 0.2; done
+  for _ in $(seq 1 900); do [ -f "$OUT/$1/ready" ] && return 0; sleep 0.2; done
   cat "$OUT/$1.log"; echo "simulation $1 did not start" >&2; exit 1
 }
 API_PID=""
-start_api() { # sim port
-  ( source "$OUT/$1/env"; export PACKETCAPTURE_API_PORT="$2" PACKETCAPTURE_API_LOG_LEVEL=Warn; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
+PORT=18601
+start_api() { # sim [VAR=value...]
+  local sim=$1; shift
+  ( source "$OUT/$sim/env"; export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_LOG_LEVEL=Warn "$@"; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
   API_PID=$!
   PIDS+=("$API_PID")
-  for _ in $(seq 1 100); do curl -sf --cacert "$OUT/$1/ca.crt" "https://localhost:$2/health" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  for _ in $(seq 1 100); do curl -sf --cacert "$OUT/$sim/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "the API did not start" >&2; exit 1
 }
 stop_api() { kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; }
@@ -62,20 +85,23 @@ peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$API_PID/status";
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / s / 1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+TOKEN=bench-token
+fetch() { # sim path: prints "seconds bytes"
+  curl -sS --fail --cacert "$OUT/$1/ca.crt" -H "Authorization: Bearer $TOKEN" -o /dev/null \
+    -w '%{time_total} %{size_download}\n' "https://localhost:$PORT$2"
+}
 
-say "Generating the captures (1 GiB, 4 GiB, 8 x 64 MiB)"
+say "Generating the captures (1 GiB, 4 GiB, 8 x 24 MB capped, 64 x 8 MiB)"
 start_sim sim-fast "$OUT/fast.yaml"
-start_sim sim-slow "$OUT/slow.yaml"
-PORT=18601
+start_sim sim-capped "$OUT/capped.yaml"
+start_sim sim-wide "$OUT/wide.yaml"
 KC=(kubectl --kubeconfig "$OUT/sim-fast/kubeconfig" --cache-dir "$OUT/kube-cache" -n tigera-fluentd)
 pod_on() { "${KC[@]}" get pods -o jsonpath="{.items[?(@.spec.nodeName==\"$1\")].metadata.name}"; }
-TOKEN=bench-token
-CURL=(curl -sS --fail --cacert "$OUT/sim-fast/ca.crt" -H "Authorization: Bearer $TOKEN")
 BYTES_1G=$(du -sb "$OUT/sim-fast/nodes/cluster/node-1/var/log/calico/pcap/bench/one-gib" | cut -f1)
 
-say "1. Throughput, one node, 1 GiB"
-start_api sim-fast $PORT
-read -r api_s api_bytes < <("${CURL[@]}" -o /dev/null -w '%{time_total} %{size_download}\n' "https://localhost:$PORT/download/bench/one-gib/files.zip")
+say "1. One node, 1 GiB: the API, kubectl exec tar, kubectl cp"
+start_api sim-fast
+read -r api_s api_bytes < <(fetch sim-fast /download/bench/one-gib/files.zip)
 rss_1g=$(peak_rss_mib)
 # A CPU profile of the same download (a separate run: the profiler slows what it watches).
 command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } >/dev/null 2>&1 || true
@@ -83,10 +109,10 @@ if command -v perf >/dev/null; then
   perf record -F 499 -g -p "$API_PID" -o "$OUT/perf.data" >/dev/null 2>&1 &
   PERF_PID=$!
   sleep 0.5
-  "${CURL[@]}" -o /dev/null "https://localhost:$PORT/download/bench/one-gib/files.zip"
+  fetch sim-fast /download/bench/one-gib/files.zip >/dev/null
   kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
   perf report -i "$OUT/perf.data" --stdio --no-children --sort symbol 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | sed -E 's/ +/ /g; s/\[\.\] //; s/( -)+ *$//' | head -10 >"$OUT/profile.txt" || true
+    | grep -E '^ +[0-9.]+%' | sed -E 's/ +/ /g; s/\[\.\] //; s/\[k\] //; s/( -)+ *$//' | head -12 >"$OUT/profile.txt" || true
 fi
 stop_api
 POD1=$(pod_on node-1)
@@ -97,32 +123,36 @@ cp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 cp_bytes=$(du -sb "$OUT/cp" | cut -f1); rm -rf "$OUT/cp"
 
 say "2. Memory, 4 GiB"
-start_api sim-fast $PORT
-read -r api4_s api4_bytes < <("${CURL[@]}" -o /dev/null -w '%{time_total} %{size_download}\n' "https://localhost:$PORT/download/bench/four-gib/files.zip")
+start_api sim-fast
+read -r api4_s api4_bytes < <(fetch sim-fast /download/bench/four-gib/files.zip)
 rss_4g=$(peak_rss_mib)
 
-say "4. Latency, small capture, warm caches"
+say "5. Latency, small capture, warm caches"
 LOAD=("$R/packetcapture-load" --url "https://localhost:$PORT/download/bench/small/files.zip" --token "$TOKEN" --cacert "$OUT/sim-fast/ca.crt")
 "${LOAD[@]}" --concurrency 1 --requests 200 >"$OUT/latency-1.txt"
 "${LOAD[@]}" --concurrency 32 --requests 1000 >"$OUT/latency-32.txt"
 val() { grep "^$2=" "$1" | cut -d= -f2; }
 
-say "5. Compression, 1 GiB"
-read -r st_s st_bytes < <("${CURL[@]}" -o /dev/null -w '%{time_total} %{size_download}\n' "https://localhost:$PORT/download/bench/one-gib/files.zip?compression=stored")
-read -r df_s df_bytes < <("${CURL[@]}" -o /dev/null -w '%{time_total} %{size_download}\n' "https://localhost:$PORT/download/bench/one-gib/files.zip?compression=deflate")
+say "6. Compression, 1 GiB"
+read -r st_s st_bytes < <(fetch sim-fast "/download/bench/one-gib/files.zip?compression=stored")
+read -r df_s df_bytes < <(fetch sim-fast "/download/bench/one-gib/files.zip?compression=deflate")
 stop_api
 
-say "3. Many nodes: 8 x 64 MiB, each exec stream capped at 50 MB/s"
-start_api sim-slow $PORT
-read -r eight_s eight_bytes < <(curl -sS --fail --cacert "$OUT/sim-slow/ca.crt" -H "Authorization: Bearer $TOKEN" -o /dev/null -w '%{time_total} %{size_download}\n' "https://localhost:$PORT/download/bench/eight-nodes/files.zip")
+say "3. Capped exec streams (16 MB/s): 1 node vs 8 nodes of 24 MB, then one node at a time"
+start_api sim-capped
+read -r one_s _ < <(fetch sim-capped /download/bench/one-node/files.zip)
+read -r eight_s _ < <(fetch sim-capped /download/bench/eight-nodes/files.zip)
+rss_8=$(peak_rss_mib)
 stop_api
-KS=(kubectl --kubeconfig "$OUT/sim-slow/kubeconfig" --cache-dir "$OUT/kube-cache-slow" -n tigera-fluentd)
-sum_s=0
-for n in n1 n2 n3 n4 n5 n6 n7 n8; do
-  pod=$("${KS[@]}" get pods -o jsonpath="{.items[?(@.spec.nodeName==\"$n\")].metadata.name}")
-  t0=$(now); "${KS[@]}" exec "$pod" -- tar cf - -C /var/log/calico/pcap/bench eight-nodes >/dev/null; t1=$(now)
-  sum_s=$(awk -v s="$sum_s" -v a="$t0" -v b="$t1" 'BEGIN {print s + b - a}')
-done
+start_api sim-capped PACKETCAPTURE_API_FETCH_CONCURRENCY=1
+read -r serial_s _ < <(fetch sim-capped /download/bench/eight-nodes/files.zip)
+stop_api
+
+say "4. 64 nodes x 2 x 4 MiB"
+start_api sim-wide
+read -r wide_s wide_bytes < <(fetch sim-wide /download/bench/sixty-four/files.zip)
+rss_64=$(peak_rss_mib)
+stop_api
 
 {
   echo "# make bench, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, loopback TLS, simulated cluster"
@@ -131,18 +161,19 @@ done
   echo "| --- | --- | --- | --- | --- |"
   echo "| 1 | 1 GiB, one node: API download (curl, HTTPS, zip) | $(mbps "$api_bytes" "$api_s") MB/s ($api_s s) | kubectl exec tar: $(mbps "$BYTES_1G" "$exec_s") MB/s ($exec_s s) | $(ratio "$exec_s" "$api_s")x |"
   echo "| 1 | | | kubectl cp: $(mbps "$cp_bytes" "$cp_s") MB/s ($cp_s s) | $(ratio "$cp_s" "$api_s")x |"
-  echo "| 2 | API peak RSS, 1 GiB download | $rss_1g MiB | | |"
-  echo "| 2 | API peak RSS, 4 GiB download ($(mbps "$api4_bytes" "$api4_s") MB/s) | $rss_4g MiB | 1 GiB: $rss_1g MiB | $(ratio "$rss_4g" "$rss_1g")x |"
-  echo "| 3 | 8 nodes x 64 MiB, exec capped 50 MB/s: API | $eight_s s | sum of per-node kubectl exec tar: $sum_s s | $(ratio "$sum_s" "$eight_s")x |"
-  echo "| 4 | small capture, 1 client: TTFB p50 / p99 | $(val "$OUT/latency-1.txt" ttfb_p50_ms) / $(val "$OUT/latency-1.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-1.txt" total_p50_ms) / $(val "$OUT/latency-1.txt" total_p99_ms) ms | |"
-  echo "| 4 | small capture, 32 clients: TTFB p50 / p99 | $(val "$OUT/latency-32.txt" ttfb_p50_ms) / $(val "$OUT/latency-32.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-32.txt" total_p50_ms) / $(val "$OUT/latency-32.txt" total_p99_ms) ms | $(val "$OUT/latency-32.txt" rps) req/s |"
-  echo "| 5 | 1 GiB Stored | $(mbps "$st_bytes" "$st_s") MB/s, $st_bytes bytes | | |"
-  echo "| 5 | 1 GiB Deflate | $(mbps "$st_bytes" "$df_s") MB/s of input, $df_bytes bytes | Stored | size $(ratio "$df_bytes" "$st_bytes")x, time $(ratio "$df_s" "$st_s")x |"
+  echo "| 2 | API peak RSS: 1 GiB / 4 GiB ($(mbps "$api4_bytes" "$api4_s") MB/s) / 8 capped nodes / 64 nodes | $rss_1g / $rss_4g / $rss_8 / $rss_64 MiB | target <= 32 MiB each | 4 GiB / 1 GiB: $(ratio "$rss_4g" "$rss_1g")x |"
+  echo "| 3 | 8 nodes x 24 MB, each exec capped at 16 MB/s: API | $eight_s s | 1 such node: $one_s s | $(ratio "$eight_s" "$one_s")x (target <= 1.25x) |"
+  echo "| 3 | | | same, FETCH_CONCURRENCY=1 (one node at a time): $serial_s s | $(ratio "$serial_s" "$eight_s")x faster |"
+  echo "| 4 | 64 nodes x 2 files x 4 MiB | $wide_s s, $(mbps "$wide_bytes" "$wide_s") MB/s | | |"
+  echo "| 5 | small capture, 1 client: TTFB p50 / p99 | $(val "$OUT/latency-1.txt" ttfb_p50_ms) / $(val "$OUT/latency-1.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-1.txt" total_p50_ms) / $(val "$OUT/latency-1.txt" total_p99_ms) ms | |"
+  echo "| 5 | small capture, 32 clients: TTFB p50 / p99 | $(val "$OUT/latency-32.txt" ttfb_p50_ms) / $(val "$OUT/latency-32.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-32.txt" total_p50_ms) / $(val "$OUT/latency-32.txt" total_p99_ms) ms | $(val "$OUT/latency-32.txt" rps) req/s (TTFB p99 target <= 50 ms) |"
+  echo "| 6 | 1 GiB Stored | $(mbps "$st_bytes" "$st_s") MB/s, $st_bytes bytes | | |"
+  echo "| 6 | 1 GiB Deflate | $(mbps "$st_bytes" "$df_s") MB/s of input, $df_bytes bytes | Stored | size $(ratio "$df_bytes" "$st_bytes")x, time $(ratio "$df_s" "$st_s")x |"
   if [ -s "$OUT/profile.txt" ]; then
-    echo "| P | CPU profile of case 1 (perf, self time) | $(head -3 "$OUT/profile.txt" | sed 's/^ //' | paste -sd ';' | sed 's/;/; /g') | full list: profile.txt | |"
+    echo "| P | CPU profile of case 1 (perf, self time) | $(head -4 "$OUT/profile.txt" | sed 's/^ //' | paste -sd ';' | sed 's/;/; /g') | full list: profile.txt | |"
   fi
   echo
-  echo "Ratios: baseline time / API time (above 1: the API is faster); RSS 4 GiB / 1 GiB (1: flat)."
+  echo "Ratios: baseline time / API time (above 1: the API is faster), except case 3 (8 nodes / 1 node: 1 is perfect overlap)."
   echo "The simulated pcaps repeat payload bytes, so Deflate compresses them far better than real traffic."
 } | tee "$OUT/results.md"
 echo >&2; echo "Written to $OUT/results.md" >&2

@@ -331,6 +331,7 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         | Error::NodeFiles { .. }
         | Error::TruncatedArchive { .. }
         | Error::NodeStalled { .. }
+        | Error::FileUnreadable { .. }
         | Error::StatusConflict { .. } => StatusCode::BAD_GATEWAY,
         Error::Spool { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::ZipWrite { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,6 +6,11 @@ use packetcapture_api::config::Config;
 use packetcapture_api::startup::StartupError;
 use packetcapture_api::version::VersionInfo;
 
+/// jemalloc rather than the system allocator: the engine frees and allocates buffers of a few
+/// hundred KiB at the rate data flows, which glibc serves with mmap/munmap and page faults.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {

@@ -98,7 +98,10 @@ impl FileFetcher for GeneratingFetcher {
         })
     }
     async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
-        Ok(Box::pin(Generated::new(self.files)))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            Generated::new(self.files),
+            256 * 1024,
+        )))
     }
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
         Ok(Vec::new())

@@ -166,6 +166,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file could not be read whole (it shrank while read, or could not be opened): the
+    /// download fails rather than carry a padded or missing file.
+    #[error("file {file} on node {node} could not be read whole: {reason}")]
+    FileUnreadable {
+        /// The node.
+        node: String,
+        /// The file's name.
+        file: String,
+        /// What the node reported.
+        reason: String,
+    },
+
     /// A node sent nothing for longer than the idle timeout.
     #[error("node {node} sent nothing for {seconds} s; its read was abandoned")]
     NodeStalled {

@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::io::AsyncRead;
+use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::error::Result;
 use crate::types::{
@@ -12,9 +13,10 @@ use crate::types::{
     ResourceAttributes, User,
 };
 
-/// A node's files as a tar stream. It must end with an `Err` read if the producer failed
-/// (for exec: a non-success status), so a reader can never take a cut stream for a whole one.
-pub type TarStream = Pin<Box<dyn AsyncRead + Send>>;
+/// A node's files as a tar stream, in chunks. It must end with an `Err` item if the producer
+/// failed (for exec: a non-success status), so a reader can never take a cut stream for a
+/// whole one; a clean end is the end of the stream.
+pub type TarStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// Turns a bearer token into a user.
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]

@@ -267,7 +267,9 @@ impl FileFetcher for NodeFileTable {
         let bytes = builder
             .into_inner()
             .map_err(|e| Error::Internal(format!("building a tar in memory: {e}")))?;
-        Ok(Box::pin(std::io::Cursor::new(bytes)))
+        Ok(Box::pin(futures_util::stream::iter([Ok(
+            bytes::Bytes::from(bytes),
+        )])))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
@@ -424,9 +426,7 @@ impl FileFetcher for ScriptedFetcher {
                 }
             }
         });
-        Ok(Box::pin(tokio_util::io::StreamReader::new(Box::pin(
-            chunks,
-        ))))
+        Ok(Box::pin(chunks))
     }
 
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {

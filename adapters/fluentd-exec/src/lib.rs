@@ -10,17 +10,14 @@ mod running;
 use std::io;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use packetcapture_domain::{
     CaptureDir, EntryPoint, FileFetcher, FileInfo, NodeName, Result, TarStream,
 };
 use packetcapture_kubernetes::EntryPods;
-use running::Running;
-use tokio::io::AsyncReadExt;
+use running::Exec;
 
 /// The most a listing may print before it is refused.
-const LIST_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
+const LIST_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
 
 /// What went wrong with an exec.
 #[derive(Debug, thiserror::Error)]
@@ -156,15 +153,17 @@ impl ExecFetcher {
         Self { pods }
     }
 
-    async fn start(&self, entry: &EntryPoint, command: Command<'_>) -> Result<Running> {
+    async fn start(&self, entry: &EntryPoint, command: Command<'_>) -> Result<Exec> {
         let config = self.pods.config();
-        let api: Api<Pod> = Api::namespaced(
-            self.pods.cluster().client.clone(),
+        Exec::start(
+            &self.pods.cluster().client,
             config.namespace.as_str(),
-        );
-        Running::start(&api, &entry.handle, config.container.as_str(), &command)
-            .await
-            .map_err(|e| node_error(&entry.node, &command, e))
+            &entry.handle,
+            config.container.as_str(),
+            &command,
+        )
+        .await
+        .map_err(|e| node_error(&entry.node, &command, e))
     }
 }
 
@@ -174,6 +173,20 @@ fn node_error(node: &NodeName, command: &Command<'_>, e: Error) -> packetcapture
         action: command.action(),
         source: Box::new(e),
     }
+}
+
+/// A failed read of an exec's output: the exec's own error when it is one.
+fn read_failure(
+    node: &NodeName,
+    command: &Command<'_>,
+    e: io::Error,
+) -> packetcapture_domain::Error {
+    let source = e.downcast::<Error>().unwrap_or_else(|e| Error::Output {
+        command: command.program(),
+        pod: String::new(),
+        source: e,
+    });
+    node_error(node, command, source)
 }
 
 /// `find` prints `name\0size\0mtime\0` per file.
@@ -214,37 +227,28 @@ impl FileFetcher for ExecFetcher {
     }
 
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
-        Ok(Box::pin(self.start(entry, Command::Archive(dir)).await?))
+        Ok(Box::pin(
+            self.start(entry, Command::Archive(dir))
+                .await?
+                .into_stream(),
+        ))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
         let command = Command::List(dir);
-        let mut running = self.start(entry, command).await?;
-        let mut out = Vec::new();
-        let read = (&mut running)
-            .take(LIST_OUTPUT_LIMIT + 1)
-            .read_to_end(&mut out)
-            .await;
+        let mut exec = self.start(entry, command).await?;
         let fail = |e: Error| node_error(&entry.node, &command, e);
-        if let Err(e) = read {
+        let out = match exec.output(LIST_OUTPUT_LIMIT).await {
+            Ok(out) => out,
             // find says so when the directory does not exist: no files there.
-            let stderr = running.whole_stderr().await;
-            if stderr.contains("No such file or directory") && stderr.contains(dir.path()) {
+            Err(_)
+                if exec.stderr().contains("No such file or directory")
+                    && exec.stderr().contains(dir.path()) =>
+            {
                 return Ok(Vec::new());
             }
-            return Err(fail(Error::Output {
-                command: command.program(),
-                pod: entry.handle.clone(),
-                source: e,
-            }));
-        }
-        if out.len() as u64 > LIST_OUTPUT_LIMIT {
-            return Err(fail(Error::Parse {
-                command: command.program(),
-                pod: entry.handle.clone(),
-                reason: "output too large".into(),
-            }));
-        }
+            Err(e) => return Err(read_failure(&entry.node, &command, e)),
+        };
         parse_listing(&out).map_err(|reason| {
             fail(Error::Parse {
                 command: command.program(),
@@ -256,19 +260,10 @@ impl FileFetcher for ExecFetcher {
 
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()> {
         let command = Command::Remove(dir);
-        let mut running = self.start(entry, command).await?;
-        let mut sink = Vec::new();
-        running.read_to_end(&mut sink).await.map_err(|e| {
-            node_error(
-                &entry.node,
-                &command,
-                Error::Output {
-                    command: command.program(),
-                    pod: entry.handle.clone(),
-                    source: e,
-                },
-            )
-        })?;
+        let mut exec = self.start(entry, command).await?;
+        exec.output(LIST_OUTPUT_LIMIT)
+            .await
+            .map_err(|e| read_failure(&entry.node, &command, e))?;
         Ok(())
     }
 }

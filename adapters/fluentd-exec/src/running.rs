@@ -1,24 +1,27 @@
-//! One running exec: its stdout as a reader that fails at its end unless the exec's status
-//! frame said Success, and the tail of its stderr for messages.
+//! One exec, read straight off its WebSocket: stdout frames become chunks without a copy,
+//! stderr is kept (its tail) for messages, and the status frame decides how the stream ends:
+//! cleanly after a Success, with an error item after anything else, a lost connection
+//! included.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::Api;
-use kube::api::{AttachParams, AttachedProcess};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use kube::api::AttachParams;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::{Command, Error};
 
-/// Stdout buffered between the WebSocket and the reader (kube's default is 1 KiB).
-const STDOUT_BUFFER: usize = 256 * 1024;
 /// How much of stderr is kept for messages.
 const STDERR_TAIL: usize = 2048;
+/// Exec channels.
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const STATUS: u8 = 3;
+
+type Socket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// The exit status as text, from a status frame; `None` for Success.
 pub(crate) fn failure_reason(status: Option<&Status>) -> Option<String> {
@@ -47,123 +50,106 @@ pub(crate) fn failure_reason(status: Option<&Status>) -> Option<String> {
     }
 }
 
-/// A running exec: stdout as a reader that fails at its end unless the status was Success.
-pub(crate) struct Running {
+/// A running exec.
+pub(crate) struct Exec {
     program: &'static str,
     pod: String,
-    stdout: Pin<Box<dyn AsyncRead + Send>>,
-    status: Option<Pin<Box<dyn Future<Output = Option<Status>> + Send>>>,
-    stderr: Arc<Mutex<String>>,
-    /// Collects stderr; done once the command's stderr ended.
-    stderr_task: Option<tokio::task::JoinHandle<()>>,
-    /// Kept so the exec lives as long as its reader; dropping it closes the exec.
-    _process: AttachedProcess,
-    /// The status, once it resolved before stdout ended.
-    final_status: Option<Option<Status>>,
+    socket: Socket,
+    stderr: String,
     done: bool,
 }
 
-impl Running {
-    /// Starts `command` in `container` of `pod`.
+impl Exec {
+    /// Starts `command` in `container` of `pod` in `namespace`.
     pub(crate) async fn start(
-        api: &Api<Pod>,
+        client: &kube::Client,
+        namespace: &str,
         pod: &str,
         container: &str,
         command: &Command<'_>,
     ) -> Result<Self, Error> {
+        let program = command.program();
         let params = AttachParams::default()
             .container(container)
             .stdin(false)
             .stdout(true)
-            .stderr(true)
-            .max_stdout_buf_size(STDOUT_BUFFER);
+            .stderr(true);
         let argv = command.argv();
-        let program = command.program();
         tracing::debug!(pod, ?argv, "exec");
-        let mut process = api
-            .exec(pod, argv, &params)
-            .await
-            .map_err(|source| Error::Start {
-                command: program,
-                pod: pod.to_owned(),
-                source,
-            })?;
-        let missing = |what: &str| Error::Failed {
+        let start = |source| Error::Start {
             command: program,
             pod: pod.to_owned(),
-            reason: format!("the exec has no {what}"),
-            stderr: String::new(),
+            source,
         };
-        let stdout = process.stdout().ok_or_else(|| missing("stdout"))?;
-        let status = process.take_status().ok_or_else(|| missing("status"))?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_task = process.stderr().map(|reader| {
-            let tail = stderr.clone();
-            tokio::spawn(keep_tail(reader, tail))
-        });
-        Ok(Running {
+        let pods = <Pod as kube::Resource>::url_path(&(), Some(namespace));
+        let request = kube::core::Request::new(pods)
+            .exec(pod, argv, &params)
+            .map_err(|e| start(kube::Error::BuildRequest(e)))?;
+        let socket = client.connect(request).await.map_err(start)?.into_stream();
+        Ok(Self {
             program,
             pod: pod.to_owned(),
-            stdout: Box::pin(stdout),
-            status: Some(Box::pin(status)),
-            stderr,
-            stderr_task,
-            _process: process,
-            final_status: None,
+            socket,
+            stderr: String::new(),
             done: false,
         })
     }
 
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// All of stderr, once it ended (or after a second: kube may leave it open on a lost link).
-    pub(crate) async fn whole_stderr(&mut self) -> String {
-        if let Some(task) = self.stderr_task.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+    /// The next stdout chunk; `None` after a Success status, an error after anything else.
+    async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        if self.done {
+            return None;
         }
-        self.stderr()
-    }
-
-    /// Ends the stream: cleanly if the status said Success, else with an error read.
-    fn finish(&mut self, status: Option<Status>) -> Poll<io::Result<()>> {
-        self.done = true;
-        match failure_reason(status.as_ref()) {
-            None => {
-                let stderr = self.stderr();
-                if !stderr.trim().is_empty() {
-                    tracing::debug!(pod = %self.pod, command = self.program, stderr = %stderr.trim(), "exec wrote to stderr");
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Binary(frame))) if frame.len() > 1 => match frame[0] {
+                    STDOUT => return Some(Ok(frame.slice(1..))),
+                    STDERR => self.keep_stderr(&frame[1..]),
+                    STATUS => {
+                        self.done = true;
+                        let status = serde_json::from_slice::<Status>(&frame[1..]).ok();
+                        return self.end(status.as_ref());
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None => {
+                    self.done = true;
+                    return self.end(None);
                 }
-                Poll::Ready(Ok(()))
-            }
-            Some(reason) => {
-                let err = Error::Failed {
-                    command: self.program,
-                    pod: self.pod.clone(),
-                    reason,
-                    stderr: self.stderr(),
-                };
-                Poll::Ready(Err(io::Error::other(err)))
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(io::Error::other(Error::Output {
+                        command: self.program,
+                        pod: self.pod.clone(),
+                        source: io::Error::other(e),
+                    })));
+                }
             }
         }
     }
-}
 
-/// Keeps the last [`STDERR_TAIL`] bytes of a command's stderr.
-async fn keep_tail(mut reader: impl AsyncRead + Unpin, tail: Arc<Mutex<String>>) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = reader.read(&mut buf).await {
-        if n == 0 {
-            break;
+    /// How the stream ends, given the status (`None`: there was none).
+    fn end(&self, status: Option<&Status>) -> Option<io::Result<Bytes>> {
+        match failure_reason(status) {
+            None => {
+                if !self.stderr.trim().is_empty() {
+                    tracing::debug!(pod = %self.pod, command = self.program, stderr = %self.stderr.trim(), "exec wrote to stderr");
+                }
+                None
+            }
+            Some(reason) => Some(Err(io::Error::other(Error::Failed {
+                command: self.program,
+                pod: self.pod.clone(),
+                reason,
+                stderr: self.stderr.clone(),
+            }))),
         }
-        let mut t = tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        t.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+
+    fn keep_stderr(&mut self, data: &[u8]) {
+        let t = &mut self.stderr;
+        t.push_str(&String::from_utf8_lossy(data));
         if t.len() > STDERR_TAIL {
             let cut = t.len() - STDERR_TAIL;
             let cut = (cut..t.len())
@@ -172,49 +158,34 @@ async fn keep_tail(mut reader: impl AsyncRead + Unpin, tail: Arc<Mutex<String>>)
             t.drain(..cut);
         }
     }
-}
 
-impl AsyncRead for Running {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        match self.stdout.as_mut().poll_read(cx, buf) {
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) if buf.filled().len() > before => return Poll::Ready(Ok(())),
-            Poll::Ready(Ok(())) => {
-                // End of stdout: the status decides whether that end is a clean one.
-                let Some(status) = self.status.as_mut() else {
-                    let status = self.final_status.take().flatten();
-                    return self.finish(status);
-                };
-                let status = ready!(status.as_mut().poll(cx));
-                self.status = None;
-                return self.finish(status);
-            }
-            Poll::Pending => {}
-        }
-        // No data now. kube does not close stdout when the connection is lost, only the status
-        // channel: once the status has resolved, everything sent before it is in the pipe, so
-        // an empty pipe then is the end.
-        if let Some(status) = self.status.as_mut() {
-            let status = ready!(status.as_mut().poll(cx));
-            self.status = None;
-            self.final_status = Some(status);
-            let before = buf.filled().len();
-            match self.stdout.as_mut().poll_read(cx, buf) {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) if buf.filled().len() > before => return Poll::Ready(Ok(())),
-                _ => {}
+    /// What the command wrote to stderr (its tail).
+    pub(crate) fn stderr(&self) -> &str {
+        &self.stderr
+    }
+
+    /// Stdout as a stream of chunks (the exec closes when it is dropped).
+    pub(crate) fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send {
+        futures_util::stream::unfold(self, |mut exec| async move {
+            let chunk = exec.next_chunk().await?;
+            Some((chunk, exec))
+        })
+    }
+
+    /// All of stdout, up to `limit` bytes (more is an error); the exec must succeed.
+    pub(crate) async fn output(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk().await {
+            out.extend_from_slice(&chunk?);
+            if out.len() > limit {
+                return Err(io::Error::other(Error::Parse {
+                    command: self.program,
+                    pod: self.pod.clone(),
+                    reason: format!("more than {limit} bytes of output"),
+                }));
             }
         }
-        let status = self.final_status.take().flatten();
-        self.finish(status)
+        Ok(out)
     }
 }
 

@@ -7,16 +7,21 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use packetcapture_domain::{
     CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo, NodeName, Result,
     TarStream,
 };
-use tokio_util::io::SyncIoBridge;
+use tokio::sync::mpsc;
 
-/// Pipe size between the tar writer thread and its reader.
-const PIPE: usize = 256 * 1024;
+/// Size of the chunks handed to the reader.
+const CHUNK: usize = 256 * 1024;
+/// Chunks that may wait for the reader.
+const CHUNKS: usize = 4;
 
 /// What went wrong with local files.
 #[derive(Debug, thiserror::Error)]
@@ -105,29 +110,132 @@ fn mtime(meta: &fs::Metadata) -> i64 {
     meta.mtime()
 }
 
-fn write_tar(dir: &Path, out: impl io::Write) -> Result<(), Error> {
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Io {
-            action: "archiving",
-            path,
-            source,
+/// Chunks of the tar stream, handed to the reader; refuses every byte once `failed` is set,
+/// so the end-of-archive block that dropping a `tar::Builder` writes never leaves.
+struct ChunkSink {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+    failed: Arc<AtomicBool>,
+}
+
+impl ChunkSink {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+    }
+}
+
+impl io::Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the archive failed"));
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// A file read to exactly the size its tar header announces: ending early (the file shrank
+/// while it was read) is an error, never zeros.
+struct Exact {
+    file: io::Take<fs::File>,
+    size: u64,
+    read: u64,
+}
+
+impl io::Read for Exact {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        if n == 0 && !buf.is_empty() && self.read < self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                Shrank {
+                    read: self.read,
+                    size: self.size,
+                },
+            ));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("it shrank while it was read: {read} of {size} bytes")]
+struct Shrank {
+    read: u64,
+    size: u64,
+}
+
+/// Writes the tar stream of `dir`'s regular files; any file that cannot be read whole fails
+/// it, naming the file.
+fn write_tar(node: &NodeName, dir: &Path, out: &mut ChunkSink) -> Result<(), DomainError> {
+    let failed = out.failed.clone();
+    let unreadable = |name: &str, reason: String| {
+        failed.store(true, Ordering::SeqCst);
+        DomainError::FileUnreadable {
+            node: node.to_string(),
+            file: name.to_owned(),
+            reason,
         }
     };
+    let listing = regular_files(dir).map_err(|e| node_err(node, "reading files", e))?;
     let mut builder = tar::Builder::new(out);
-    for (name, meta) in regular_files(dir)? {
+    for (name, _) in listing {
         let path = dir.join(&name);
-        let file = fs::File::open(&path).map_err(io_err(&path))?;
+        // The size and time of the file opened, whatever happened to the name since the
+        // listing; a file still growing is archived up to its size at open.
+        let file = fs::File::open(&path).map_err(|e| unreadable(&name, e.to_string()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| unreadable(&name, e.to_string()))?;
         let mut header = tar::Header::new_gnu();
         header.set_metadata(&meta);
         header.set_entry_type(tar::EntryType::Regular);
-        // The size at open: a file still growing is archived up to there.
-        builder
-            .append_data(&mut header, &name, file.take(meta.len()))
-            .map_err(io_err(&path))?;
+        let size = meta.len();
+        let reader = Exact {
+            file: file.take(size),
+            size,
+            read: 0,
+        };
+        if let Err(e) = builder.append_data(&mut header, &name, reader) {
+            let reader_failed = e.get_ref().is_some_and(|inner| inner.is::<Shrank>())
+                || e.kind() != io::ErrorKind::BrokenPipe;
+            if reader_failed {
+                return Err(unreadable(&name, e.to_string()));
+            }
+            failed.store(true, Ordering::SeqCst);
+            return Err(DomainError::Internal(
+                "the reader of a local archive went away".into(),
+            ));
+        }
     }
-    builder.into_inner().map_err(io_err(dir))?;
-    Ok(())
+    builder
+        .into_inner()
+        .and_then(io::Write::flush)
+        .map_err(|e| {
+            node_err(
+                node,
+                "reading files",
+                Error::Io {
+                    action: "archiving",
+                    path: dir.into(),
+                    source: e,
+                },
+            )
+        })
 }
 
 #[async_trait]
@@ -148,16 +256,23 @@ impl FileFetcher for LocalFetcher {
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
         let path = self.dir(entry, dir);
         let node = entry.node.clone();
-        let (reader, writer) = tokio::io::duplex(PIPE);
-        let writer = SyncIoBridge::new(writer);
+        let (tx, rx) = mpsc::channel(CHUNKS);
         tokio::task::spawn_blocking(move || {
-            // On failure the pipe closes before the end-of-archive block, which the reader
-            // reports as a truncated archive; the cause is logged here.
-            if let Err(e) = write_tar(&path, writer) {
-                tracing::warn!(node = %node, error = %e, "archiving local files failed");
+            let mut sink = ChunkSink {
+                tx: tx.clone(),
+                buf: BytesMut::with_capacity(CHUNK),
+                failed: Arc::new(AtomicBool::new(false)),
+            };
+            if let Err(e) = write_tar(&node, &path, &mut sink) {
+                // The reader may be gone; then nobody is left to tell.
+                let _ = tx.blocking_send(Err(io::Error::other(e)));
             }
         });
-        Ok(Box::pin(reader))
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            let item = rx.recv().await?;
+            Some((item, rx))
+        });
+        Ok(Box::pin(chunks))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {

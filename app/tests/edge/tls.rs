@@ -123,7 +123,7 @@ impl FileFetcher for CuttingFetcher {
             Err(io::Error::other("command terminated with exit code 137"))
         });
         let chunks = futures_util::stream::iter([Ok(bytes::Bytes::from(bytes))]).chain(failure);
-        Ok(Box::pin(tokio_util::io::StreamReader::new(chunks)))
+        Ok(Box::pin(chunks))
     }
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
         Ok(Vec::new())

@@ -5,19 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::spool::Pipe;
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, TarStream};
 use crate::types::{CaptureDir, EntryPoint};
-
-/// How much is asked of a source at once.
-const READ_SIZE: usize = 256 * 1024;
 
 /// How a download reads its nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,21 +134,17 @@ async fn copy(
     source: &NodeSource,
     idle: Duration,
 ) -> Result<()> {
-    let mut buf = BytesMut::new();
     loop {
-        if buf.capacity() < READ_SIZE / 4 {
-            buf.reserve(READ_SIZE);
-        }
-        let read = tokio::time::timeout(idle, stream.read_buf(&mut buf))
+        let next = tokio::time::timeout(idle, stream.next())
             .await
             .map_err(|_| Error::NodeStalled {
                 node: source.dir.node().to_string(),
                 seconds: idle.as_secs(),
             })?;
-        match read {
-            Ok(0) => return Ok(()),
-            Ok(_) => pipe.push(buf.split().freeze()).await?,
-            Err(e) => return Err(read_error(source, e)),
+        match next {
+            None => return Ok(()),
+            Some(Ok(chunk)) => pipe.push(chunk).await?,
+            Some(Err(e)) => return Err(read_error(source, e)),
         }
     }
 }

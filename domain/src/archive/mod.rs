@@ -28,7 +28,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 pub use self::fetch::{FetchOptions, NodeSource};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
@@ -37,10 +36,12 @@ use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, SpoolStorage};
 use crate::types::{Compression, NodeFiles, NodeName};
 
-/// Size of the chunks handed to the HTTP body.
-pub const CHUNK_SIZE: usize = 64 * 1024;
-/// Chunks that may wait in the channel: with [`CHUNK_SIZE`], the bound on buffered output.
-pub const CHANNEL_CHUNKS: usize = 8;
+/// Output is handed to the HTTP body in batches of at least this many bytes (the first
+/// file's header at once).
+pub const CHUNK_SIZE: usize = 256 * 1024;
+/// Batches that may wait in the channel: with [`CHUNK_SIZE`] (and the largest read a batch
+/// may end with), the bound on buffered output.
+pub const CHANNEL_CHUNKS: usize = 4;
 
 /// How downloads read nodes and where they spool.
 #[derive(Clone)]
@@ -134,7 +135,8 @@ pub struct ZipSummary {
 
 /// What the engine hands the body.
 enum Msg {
-    Data(Bytes),
+    /// The next pieces of the zip, in order.
+    Data(Vec<Bytes>),
     Done(ZipSummary),
     Failed(Error),
 }
@@ -158,14 +160,23 @@ pub async fn stream_zip(
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
     let options = engine.fetch;
     let task = tokio::spawn(async move {
-        let mut reads = JoinSet::new();
-        reads.spawn(fetch::run(
+        // The reads and the writer share this task: a chunk read is written without a
+        // thread hand-off.
+        let mut reads = Box::pin(fetch::run(
             fetcher,
             with_pipes.clone(),
             options,
             failure.clone(),
         ));
-        let result = zip::assemble(with_pipes, namer, compression, &failure, &tx).await;
+        let write = zip::assemble(with_pipes, namer, compression, &failure, &tx);
+        tokio::pin!(write);
+        let mut reading = true;
+        let result = loop {
+            tokio::select! {
+                result = &mut write => break result,
+                () = &mut reads, if reading => reading = false,
+            }
+        };
         // Whatever is still being read is no longer wanted: dropping it closes its exec.
         drop(reads);
         let msg = match result {
@@ -177,7 +188,7 @@ pub async fn stream_zip(
     });
     match rx.recv().await {
         Some(Msg::Data(first)) => Ok(Some(ZipStream {
-            first: Some(first),
+            pending: first.into(),
             rx,
             done: false,
         })),
@@ -193,7 +204,8 @@ pub async fn stream_zip(
 /// The zip as a stream of chunks. Ends with `Ok` only after the central directory was sent;
 /// any failure, including the engine vanishing, is an `Err` item.
 pub struct ZipStream {
-    first: Option<Bytes>,
+    /// Pieces received and not yet handed out.
+    pending: std::collections::VecDeque<Bytes>,
     rx: mpsc::Receiver<Msg>,
     done: bool,
 }
@@ -210,15 +222,24 @@ impl Stream for ZipStream {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+        if let Some(piece) = self.pending.pop_front() {
+            return Poll::Ready(Some(Ok(piece)));
         }
         if self.done {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Msg::Data(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(Msg::Data(pieces))) => {
+                self.pending = pieces.into();
+                match self.pending.pop_front() {
+                    Some(piece) => Poll::Ready(Some(Ok(piece))),
+                    None => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
+            }
             Poll::Ready(Some(Msg::Done(summary))) => {
                 tracing::debug!(
                     files = summary.files,

@@ -20,29 +20,78 @@ use super::{CHUNK_SIZE, EntryNamer, Msg, ZipSummary};
 use crate::error::{Error, Result};
 use crate::types::{Compression, NodeName};
 
-/// The zip writer's output, drained by the engine.
+/// The zip writer's output, drained by the engine. File data that comes from the chunk being
+/// written (`current`) is kept as slices of it, not copied (the zip writer hands Stored data
+/// through unchanged); everything else (headers, descriptors, deflated data, the central
+/// directory) is copied into a small buffer.
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<BytesMut>>);
+struct Sink(Arc<Mutex<Output>>);
+
+#[derive(Default)]
+struct Output {
+    current: Option<Bytes>,
+    ready: Vec<Bytes>,
+    scratch: BytesMut,
+    len: usize,
+}
+
+impl Output {
+    fn seal_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            let copied = self.scratch.split().freeze();
+            self.ready.push(copied);
+        }
+    }
+}
 
 impl Sink {
-    fn lock(&self) -> MutexGuard<'_, BytesMut> {
+    fn lock(&self) -> MutexGuard<'_, Output> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len
     }
 
-    fn take(&self) -> Bytes {
-        self.lock().split().freeze()
+    /// Everything written so far, in order.
+    fn take(&self) -> Vec<Bytes> {
+        let mut out = self.lock();
+        out.seal_scratch();
+        out.len = 0;
+        std::mem::take(&mut out.ready)
     }
+
+    /// Data written while `chunk` is current may be kept as slices of it.
+    fn set_current(&self, chunk: Option<Bytes>) {
+        self.lock().current = chunk;
+    }
+}
+
+/// True when `part` lies within `whole`'s memory.
+fn within(whole: &Bytes, part: &[u8]) -> bool {
+    let start = whole.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    at >= start && at + part.len() <= start + whole.len()
 }
 
 impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.lock().extend_from_slice(data);
+        let mut out = self.lock();
+        out.len += data.len();
+        match out
+            .current
+            .as_ref()
+            .filter(|c| !data.is_empty() && within(c, data))
+        {
+            Some(current) => {
+                let slice = current.slice_ref(data);
+                out.seal_scratch();
+                out.ready.push(slice);
+            }
+            None => out.scratch.extend_from_slice(data),
+        }
         Ok(data.len())
     }
 
@@ -90,10 +139,12 @@ impl Assembly {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.summary.bytes += data.len() as u64;
         match self.compression {
-            Compression::Stored => self
-                .writer()?
-                .write_all(&data)
-                .map_err(|source| Error::ZipWrite { source }),
+            Compression::Stored => {
+                self.sink.set_current(Some(data.clone()));
+                let written = self.writer()?.write_all(&data);
+                self.sink.set_current(None);
+                written.map_err(|source| Error::ZipWrite { source })
+            }
             Compression::Deflate => {
                 let mut writer = self
                     .writer
@@ -112,14 +163,18 @@ impl Assembly {
     }
 
     /// Output ready to hand out: all of it once the first file started (`eager`), else
-    /// whole chunks.
-    fn ready(&self, eager: bool) -> Option<Bytes> {
+    /// once there is at least a chunk's worth.
+    fn ready(&self, eager: bool) -> Vec<Bytes> {
         let len = self.sink.len();
-        (self.started && len > 0 && (eager || len >= CHUNK_SIZE)).then(|| self.sink.take())
+        if self.started && len > 0 && (eager || len >= CHUNK_SIZE) {
+            self.sink.take()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Writes the central directory; the last of the output.
-    fn finish(mut self) -> Result<Bytes> {
+    fn finish(mut self) -> Result<Vec<Bytes>> {
         if let Some(writer) = self.writer.take()
             && self.started
         {
@@ -174,7 +229,8 @@ pub(crate) async fn assemble(
                     TarEvent::FileEnd if !skipping => zip.summary.files += 1,
                     TarEvent::Data(_) | TarEvent::FileEnd | TarEvent::End => {}
                 }
-                if let Some(out) = zip.ready(first) {
+                let out = zip.ready(first);
+                if !out.is_empty() {
                     send(tx, Msg::Data(out)).await?;
                 }
             }
@@ -183,9 +239,8 @@ pub(crate) async fn assemble(
     }
     let summary = zip.summary;
     let started = zip.started;
-    let rest = zip.finish()?;
-    if started && !rest.is_empty() {
-        send(tx, Msg::Data(rest)).await?;
+    if started {
+        send(tx, Msg::Data(zip.finish()?)).await?;
     }
     Ok(summary)
 }

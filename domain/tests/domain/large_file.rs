@@ -107,7 +107,10 @@ impl FileFetcher for Generating {
         })
     }
     async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
-        Ok(Box::pin(GeneratedTar::new()))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            GeneratedTar::new(),
+            1 << 20,
+        )))
     }
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
         Ok(Vec::new())

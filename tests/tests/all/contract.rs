@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use packetcapture_domain::testing::{
     CaptureTable, NodeFileTable, RbacTable, StaticRouter, TokenTable,
 };
@@ -18,7 +19,6 @@ use packetcapture_kubernetes::{
     PacketCaptureLocator, SubjectAccessReviewAuthorizer, TokenReviewAuthenticator,
 };
 use packetcapture_local_fs::LocalFetcher;
-use tokio::io::AsyncReadExt;
 
 use crate::support::*;
 
@@ -240,12 +240,10 @@ async fn tar_files(
     d: &CaptureDir,
 ) -> Vec<(String, Vec<u8>)> {
     let mut bytes = Vec::new();
-    f.archive(entry, d)
-        .await
-        .unwrap()
-        .read_to_end(&mut bytes)
-        .await
-        .unwrap();
+    let mut stream = f.archive(entry, d).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
     let mut archive = tar::Archive::new(bytes.as_slice());
     let mut files = Vec::new();
     for e in archive.entries().unwrap() {
