@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,9 @@ use super::spool::Pipe;
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, TarStream};
 use crate::types::{CaptureDir, EntryPoint};
+
+/// The size of the pieces small chunks are gathered into while a pipe spools.
+const GATHER: usize = 128 * 1024;
 
 /// How a download reads its nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,22 +132,46 @@ async fn pump(
     }
 }
 
+/// Copies a source into its pipe. While the pipe spools, small chunks (an exec under a
+/// bandwidth cap sends frames of a few KiB) are gathered into pieces of [`GATHER`] bytes, so
+/// the spool handles few large pieces; once the writer reads the pipe they pass at once.
 async fn copy(
     mut stream: TarStream,
     pipe: &Pipe,
     source: &NodeSource,
     idle: Duration,
 ) -> Result<()> {
+    let mut gathered = BytesMut::new();
     loop {
-        let next = tokio::time::timeout(idle, stream.next())
-            .await
-            .map_err(|_| Error::NodeStalled {
+        let next = tokio::select! {
+            biased;
+            next = tokio::time::timeout(idle, stream.next()) => next.map_err(|_| Error::NodeStalled {
                 node: source.dir.node().to_string(),
                 seconds: idle.as_secs(),
-            })?;
+            })?,
+            () = pipe.direct(), if !gathered.is_empty() => {
+                pipe.push(gathered.split().freeze()).await?;
+                continue;
+            }
+        };
         match next {
-            None => return Ok(()),
-            Some(Ok(chunk)) => pipe.push(chunk).await?,
+            None => {
+                pipe.push(gathered.split().freeze()).await?;
+                return Ok(());
+            }
+            Some(Ok(chunk)) if pipe.is_direct() => {
+                pipe.push(gathered.split().freeze()).await?;
+                pipe.push(chunk).await?;
+            }
+            Some(Ok(chunk)) if gathered.is_empty() && chunk.len() >= GATHER => {
+                pipe.push(chunk).await?;
+            }
+            Some(Ok(chunk)) => {
+                gathered.extend_from_slice(&chunk);
+                if gathered.len() >= GATHER {
+                    pipe.push(gathered.split().freeze()).await?;
+                }
+            }
             Some(Err(e)) => return Err(read_error(source, e)),
         }
     }

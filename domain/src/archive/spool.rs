@@ -22,6 +22,8 @@ use crate::ports::{SpoolFile, SpoolStorage};
 
 /// Bytes a direct pipe may hold ahead of its reader.
 const DIRECT_WINDOW: u64 = 1024 * 1024;
+/// The most read back from the spool file at once (consecutive ranges of one pipe).
+const READ_BACK: u64 = 256 * 1024;
 
 /// How much a download may hold, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,12 +222,15 @@ pub(crate) struct Pipe {
     readable: Notify,
     /// Signalled when the reader made room or the pipe turned direct.
     writable: Notify,
+    /// Signalled when the pipe turns direct.
+    turned_direct: Notify,
 }
 
 /// What the reader does next, decided under the lock and done outside it.
 enum Step {
     Chunk(Bytes),
-    ReadDisk { offset: u64, len: u64 },
+    /// Ranges of the file, in order, read back as one chunk.
+    ReadDisk(Vec<(u64, u64)>),
     End(std::result::Result<(), ()>),
     Wait,
 }
@@ -237,6 +242,7 @@ impl Pipe {
             state: Mutex::new(PipeState::default()),
             readable: Notify::new(),
             writable: Notify::new(),
+            turned_direct: Notify::new(),
         })
     }
 
@@ -244,6 +250,22 @@ impl Pipe {
     pub(crate) fn make_direct(&self) {
         lock(&self.state).is_direct = true;
         self.writable.notify_waiters();
+        self.turned_direct.notify_waiters();
+    }
+
+    /// True once the writer reads this pipe.
+    pub(crate) fn is_direct(&self) -> bool {
+        lock(&self.state).is_direct
+    }
+
+    /// Resolves once the writer reads this pipe (at once if it already does).
+    pub(crate) async fn direct(&self) {
+        let turned = self.turned_direct.notified();
+        tokio::pin!(turned);
+        turned.as_mut().enable();
+        if !self.is_direct() {
+            turned.await;
+        }
     }
 
     /// Adds a chunk, waiting for room.
@@ -324,45 +346,56 @@ impl Pipe {
                 Step::Chunk(chunk) => return Some(Ok(chunk)),
                 Step::End(Ok(())) => return None,
                 Step::End(Err(())) => return Some(Err(())),
-                Step::ReadDisk { offset, len } => return Some(self.read_back(offset, len).await),
+                Step::ReadDisk(ranges) => return Some(self.read_back(ranges).await),
                 Step::Wait => readable.await,
             }
         }
     }
 
-    /// Reads a spooled range back, gives its space back, and drops it from the pipe.
-    async fn read_back(&self, offset: u64, len: u64) -> std::result::Result<Bytes, ()> {
+    /// Reads spooled ranges back (as one chunk), gives their space back, and drops them from
+    /// the pipe.
+    async fn read_back(&self, ranges: Vec<(u64, u64)>) -> std::result::Result<Bytes, ()> {
         let Some(file) = self.spool.file.get().cloned() else {
             return Err(());
         };
-        let reader = file.clone();
+        let total: u64 = ranges.iter().map(|(_, len)| len).sum();
+        let (reader, wanted) = (file.clone(), ranges.clone());
         let data = blocking(move || {
-            let file = reader;
-            let size = usize::try_from(len).map_err(std::io::Error::other)?;
+            let size = usize::try_from(total).map_err(std::io::Error::other)?;
             let mut buf = BytesMut::zeroed(size);
             let mut at = 0;
-            while at < size {
-                match file.file.read_at(&mut buf[at..], offset + at as u64)? {
-                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    n => at += n,
+            for (offset, len) in wanted {
+                let end = at + usize::try_from(len).map_err(std::io::Error::other)?;
+                let mut done = at;
+                while done < end {
+                    let from = offset + (done - at) as u64;
+                    match reader.file.read_at(&mut buf[done..end], from)? {
+                        0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        n => done += n,
+                    }
                 }
+                at = end;
             }
             Ok(buf.freeze())
         })
         .await
         .map_err(|e| tracing::warn!(error = %e, "reading the spool file failed"))?;
-        // Only now, with the bytes in hand, is the range dropped and its space given back: a
-        // read abandoned half-way leaves the range to be read again.
+        // Only now, with the bytes in hand, are the ranges dropped and their space given back:
+        // a read abandoned half-way leaves them to be read again.
+        let read = ranges.len();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.file.discard(offset, len) {
-                tracing::debug!(error = %e, "the spool file cannot give space back early");
+            for (offset, len) in ranges {
+                if let Err(e) = file.file.discard(offset, len) {
+                    tracing::debug!(error = %e, "the spool file cannot give space back early");
+                    break;
+                }
             }
         });
         let mut state = lock(&self.state);
-        state.spooled.pop_front();
+        state.spooled.drain(..read);
         let drained = state.spooled.is_empty();
         drop(state);
-        self.spool.release(false, len);
+        self.spool.release(false, total);
         if drained {
             self.writable.notify_one();
         }
@@ -372,10 +405,20 @@ impl Pipe {
     fn step(&self) -> Step {
         let mut state = lock(&self.state);
         match state.spooled.front() {
-            Some(Item::Disk { offset, len }) => Step::ReadDisk {
-                offset: *offset,
-                len: *len,
-            },
+            Some(Item::Disk { .. }) => {
+                let mut ranges = Vec::new();
+                let mut total = 0;
+                for item in &state.spooled {
+                    match item {
+                        Item::Disk { offset, len } if total == 0 || total + len <= READ_BACK => {
+                            ranges.push((*offset, *len));
+                            total += len;
+                        }
+                        _ => break,
+                    }
+                }
+                Step::ReadDisk(ranges)
+            }
             Some(Item::Memory(_)) => {
                 let Some(Item::Memory(chunk)) = state.spooled.pop_front() else {
                     return Step::Wait;
