@@ -18,51 +18,27 @@ cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bin
 MiB=1048576
 RBAC='    rbac:
       - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
-nodes_yaml() { # count size files
-  for i in $(seq 1 "$1"); do echo "          - {node: n$i, state: Finished, files: $3, size: $2}"; done
+# capture NAME COUNT SIZE FILES: a capture on nodes n1..nCOUNT, FILES files of SIZE bytes each.
+capture() {
+  printf '      - namespace: bench\n        name: %s\n        nodes:\n' "$1"
+  for i in $(seq 1 "$2"); do echo "          - {node: n$i, state: Finished, files: $4, size: $3}"; done
 }
-node_list() { seq -s, -f 'n%g' 1 "$1"; }
-cat >"$OUT/fast.yaml" <<YAML
-users: [{name: bench, token: bench-token}]
-clusters:
-  - name: cluster
-    nodes: [node-1, node-2, node-3]
-    captures:
-      - {namespace: bench, name: one-gib, nodes: [{node: node-1, state: Finished, files: 4, size: $((256 * MiB))}]}
-      - {namespace: bench, name: four-gib, nodes: [{node: node-2, state: Finished, files: 16, size: $((256 * MiB))}]}
-      - {namespace: bench, name: small, nodes: [{node: node-3, state: Finished, files: 2, size: 100000}]}
-$RBAC
-YAML
+# scenario NODES [FAULTS] < captures: a cluster of nodes n1..nNODES with the captures given.
+scenario() {
+  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
+  echo "    nodes: [$(seq -s, -f 'n%g' 1 "$1")]"
+  echo "    captures:"
+  cat
+  echo "$RBAC"
+  [ -n "${2:-}" ] && echo "    faults: {$2}"
+  return 0
+}
+{ capture one-gib 1 $((256 * MiB)) 4; capture four-gib 1 $((256 * MiB)) 16; capture small 1 100000 2; } \
+  | scenario 1 >"$OUT/fast.yaml"
 # Capped exec streams (16 MB/s each): one node, and eight nodes of the same size.
-cat >"$OUT/capped.yaml" <<YAML
-users: [{name: bench, token: bench-token}]
-clusters:
-  - name: cluster
-    nodes: [$(node_list 8)]
-    captures:
-      - namespace: bench
-        name: one-node
-        nodes:
-$(nodes_yaml 1 $((24 * 1000 * 1000)) 1)
-      - namespace: bench
-        name: eight-nodes
-        nodes:
-$(nodes_yaml 8 $((24 * 1000 * 1000)) 1)
-$RBAC
-    faults: {execBandwidth: $((16 * 1000 * 1000))}
-YAML
-cat >"$OUT/wide.yaml" <<YAML
-users: [{name: bench, token: bench-token}]
-clusters:
-  - name: cluster
-    nodes: [$(node_list 64)]
-    captures:
-      - namespace: bench
-        name: sixty-four
-        nodes:
-$(nodes_yaml 64 $((4 * MiB)) 2)
-$RBAC
-YAML
+{ capture one-node 1 $((24 * 1000 * 1000)) 1; capture eight-nodes 8 $((24 * 1000 * 1000)) 1; } \
+  | scenario 8 "execBandwidth: $((16 * 1000 * 1000))" >"$OUT/capped.yaml"
+capture sixty-four 64 $((4 * MiB)) 2 | scenario 64 >"$OUT/wide.yaml"
 
 start_sim() { # name scenario
   "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
@@ -97,7 +73,7 @@ start_sim sim-capped "$OUT/capped.yaml"
 start_sim sim-wide "$OUT/wide.yaml"
 KC=(kubectl --kubeconfig "$OUT/sim-fast/kubeconfig" --cache-dir "$OUT/kube-cache" -n tigera-fluentd)
 pod_on() { "${KC[@]}" get pods -o jsonpath="{.items[?(@.spec.nodeName==\"$1\")].metadata.name}"; }
-BYTES_1G=$(du -sb "$OUT/sim-fast/nodes/cluster/node-1/var/log/calico/pcap/bench/one-gib" | cut -f1)
+BYTES_1G=$(du -sb "$OUT/sim-fast/nodes/cluster/n1/var/log/calico/pcap/bench/one-gib" | cut -f1)
 
 say "1. One node, 1 GiB: the API, kubectl exec tar, kubectl cp"
 start_api sim-fast
@@ -115,7 +91,7 @@ if command -v perf >/dev/null; then
     | grep -E '^ +[0-9.]+%' | sed -E 's/ +/ /g; s/\[\.\] //; s/\[k\] //; s/( -)+ *$//' | head -12 >"$OUT/profile.txt" || true
 fi
 stop_api
-POD1=$(pod_on node-1)
+POD1=$(pod_on n1)
 t0=$(now); "${KC[@]}" exec "$POD1" -- tar cf - -C /var/log/calico/pcap/bench one-gib >/dev/null; t1=$(now)
 exec_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 rm -rf "$OUT/cp"; t0=$(now); "${KC[@]}" cp "$POD1:/var/log/calico/pcap/bench/one-gib" "$OUT/cp" >/dev/null 2>&1; t1=$(now)
