@@ -84,6 +84,8 @@ pub struct Cluster {
     pub log: Mutex<Vec<RequestRecord>>,
     /// Execs currently running.
     pub running_execs: AtomicU64,
+    /// A folder of BusyBox applet links (when BusyBox is installed), for the `busybox` knob.
+    pub busybox_bin: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -110,6 +112,7 @@ impl Cluster {
             faults: Mutex::new(spec.faults.clone()),
             log: Mutex::new(Vec::new()),
             running_execs: AtomicU64::new(0),
+            busybox_bin: busybox_applets(out)?,
         };
         for (index, capture) in spec.captures.iter().enumerate() {
             let mut files = Vec::new();
@@ -304,6 +307,26 @@ fn rule_allows(r: &RuleSpec, user: &UserInfo, a: &Attributes) -> bool {
         && resource
         && (r.namespaces.is_empty() || r.namespaces.contains(&a.namespace))
         && (r.names.is_empty() || r.names.contains(&a.name))
+}
+
+/// Links every allowed program to BusyBox in `{out}/busybox-bin`, if BusyBox is installed.
+fn busybox_applets(out: &Path) -> std::io::Result<Option<PathBuf>> {
+    let Some(busybox) = ["/usr/bin/busybox", "/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        return Ok(None);
+    };
+    let bin = out.join("busybox-bin");
+    std::fs::create_dir_all(&bin)?;
+    for applet in crate::exec::ALLOWED {
+        let link = bin.join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink(busybox, &link)?;
+        }
+    }
+    Ok(Some(bin))
 }
 
 /// A short, stable, lower-case alphanumeric hash.

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use crate::cluster::Cluster;
 use crate::http::{Body, full, status};
 
-/// Programs an exec may run.
+/// Programs an exec may run (also the BusyBox applets linked when the `busybox` knob is on).
 pub const ALLOWED: &[&str] = &[
     "tar",
     "find",
@@ -41,13 +41,58 @@ pub const ALLOWED: &[&str] = &[
     "sleep",
     "echo",
     "true",
+    "env",
+    "dd",
+    "tail",
+    "head",
+    "test",
 ];
+
+/// A command as it runs in the simulation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapped {
+    /// The program's name.
+    pub program: String,
+    /// Its arguments, paths mapped under the node's directory.
+    pub args: Vec<String>,
+    /// Variables set by a leading `env NAME=VALUE...`.
+    pub env: Vec<(String, String)>,
+    /// The directory the command works on, when it names one (tar's member, rm's path): where
+    /// the `shrinkAfter` knob truncates files.
+    pub target: Option<PathBuf>,
+}
 
 /// Subprotocols, in order of preference.
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
-/// Maps a command's arguments into the node's directory; the program must be allowed.
-pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>), String> {
+/// Maps a command's arguments into the node's directory; the program must be allowed. A
+/// leading `env NAME=VALUE...` sets variables for the command (as `env` itself would).
+pub fn map_command(root: &Path, argv: &[String]) -> Result<Mapped, String> {
+    let mut env = Vec::new();
+    let mut argv = argv;
+    if argv
+        .first()
+        .is_some_and(|p| p.rsplit('/').next() == Some("env"))
+    {
+        argv = &argv[1..];
+        while let Some((name, value)) = argv.first().and_then(|a| a.split_once('=')) {
+            env.push((name.to_owned(), value.to_owned()));
+            argv = &argv[1..];
+        }
+    }
+    let (program, args, target) = map_program(root, argv)?;
+    Ok(Mapped {
+        program,
+        args,
+        env,
+        target,
+    })
+}
+
+fn map_program(
+    root: &Path,
+    argv: &[String],
+) -> Result<(String, Vec<String>, Option<PathBuf>), String> {
     let program = argv.first().ok_or("you must specify at least 1 command")?;
     let name = program.rsplit('/').next().unwrap_or(program);
     if !ALLOWED.contains(&name) {
@@ -60,6 +105,7 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
         rel => root.join(rel).display().to_string(),
     };
     let mut args = Vec::new();
+    let mut target = None;
     let rest = &argv[1..];
     if name == "tar" {
         // `dir` is the directory the pod's tar would be in; `effective` the one our -C set.
@@ -104,11 +150,15 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
                     args.extend(["-C".to_owned(), top.clone()]);
                     effective = top;
                 }
+                target = Some(root.join(a.trim_start_matches('/')));
                 args.push(a.trim_start_matches('/').to_owned());
             } else {
                 if !a.starts_with('-') && effective != dir {
                     args.extend(["-C".to_owned(), dir.clone()]);
                     effective = dir.clone();
+                }
+                if !a.starts_with('-') {
+                    target = Some(Path::new(&dir).join(a));
                 }
                 args.push(a.clone());
             }
@@ -125,8 +175,13 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<(String, Vec<String>)
                 }
             })
             .collect();
+        target = rest
+            .iter()
+            .rev()
+            .find(|a| a.starts_with('/'))
+            .map(|a| PathBuf::from(under(a)));
     }
-    Ok((name.to_owned(), args))
+    Ok((name.to_owned(), args, target))
 }
 
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -237,6 +292,20 @@ pub async fn handle(
     r
 }
 
+/// Cuts every regular file under `dir` to 1000 bytes (the `shrinkAfter` knob).
+fn shrink_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file())
+            && let Ok(file) = std::fs::OpenOptions::new().write(true).open(entry.path())
+        {
+            let _ = file.set_len(1000);
+        }
+    }
+}
+
 /// Which output streams the client asked for.
 #[derive(Clone, Copy)]
 struct Streams {
@@ -289,7 +358,7 @@ async fn run(
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
     cluster: &Cluster,
     root: PathBuf,
-    mapped: Result<(String, Vec<String>), String>,
+    mapped: Result<Mapped, String>,
     streams: Streams,
 ) {
     let (mut sink, mut stream) = ws.split();
@@ -305,7 +374,12 @@ async fn run(
         let _ = gone_tx.send(true);
     });
     let faults = cluster.faults();
-    let (program, args) = match mapped {
+    let Mapped {
+        program,
+        args,
+        env,
+        target,
+    } = match mapped {
         Ok(m) => m,
         Err(message) => {
             end(&mut sink, failure_frame(&message)).await;
@@ -313,17 +387,36 @@ async fn run(
             return;
         }
     };
-    let child = tokio::process::Command::new(&program)
+    // The entry pod's tools: GNU's from the system, or BusyBox applets only.
+    let (path, executable) = match (&cluster.busybox_bin, faults.busybox) {
+        (Some(bin), true) => (bin.display().to_string(), bin.join(&program)),
+        (None, true) => {
+            let message = "the busybox knob is on but busybox is not installed";
+            end(&mut sink, failure_frame(message)).await;
+            reader.abort();
+            return;
+        }
+        (_, false) => (
+            "/usr/local/bin:/usr/bin:/bin".to_owned(),
+            PathBuf::from(&program),
+        ),
+    };
+    let mut command = tokio::process::Command::new(&executable);
+    command
         .args(&args)
         .current_dir(&root)
         .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PATH", path)
         .env("LC_ALL", "C")
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    if let Some(uid) = faults.run_as_uid {
+        command.uid(uid).gid(uid);
+    }
+    let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -351,7 +444,20 @@ async fn run(
     let mut err_buf = vec![0u8; 8 * 1024];
     let started = Instant::now();
     let mut sent: u64 = 0;
+    let mut shrunk = false;
     while out_open || err_open {
+        if faults.exec_stall_after.is_some_and(|stall| sent >= stall) {
+            // Stalled: nothing more is sent, the connection stays open until the client leaves.
+            let _ = gone.changed().await;
+            drop(child);
+            return;
+        }
+        if let (Some(after), Some(dir), false) = (faults.shrink_after, &target, shrunk)
+            && sent >= after
+        {
+            shrunk = true;
+            shrink_files(dir);
+        }
         tokio::select! {
             _ = gone.changed() => {
                 // The client left: the command dies with the connection.
@@ -418,7 +524,11 @@ mod tests {
     #[test]
     fn tar_members_and_directories_map_under_the_node() {
         let root = Path::new("/sim/n1");
-        let (p, a) = map_command(
+        let Mapped {
+            program: p,
+            args: a,
+            ..
+        } = map_command(
             root,
             &s(&[
                 "tar",
@@ -447,9 +557,10 @@ mod tests {
                 "var/log/x"
             ])
         );
-        let (_, a) = map_command(root, &s(&["tar", "cf", "-", "/var/log/x"])).unwrap();
-        assert_eq!(a, s(&["cf", "-", "var/log/x"]));
-        let (_, a) = map_command(
+        let m = map_command(root, &s(&["tar", "cf", "-", "/var/log/x"])).unwrap();
+        assert_eq!(m.args, s(&["cf", "-", "var/log/x"]));
+        assert_eq!(m.target, Some(PathBuf::from("/sim/n1/var/log/x")));
+        let Mapped { args: a, .. } = map_command(
             root,
             &s(&["tar", "cf", "-", "-C", "/data", "a", "/etc/b", "c"]),
         )
@@ -470,8 +581,25 @@ mod tests {
                 "c"
             ])
         );
-        let (_, a) = map_command(root, &s(&["/bin/rm", "-rf", "--", "/var/log/x"])).unwrap();
-        assert_eq!(a, s(&["-rf", "--", "/sim/n1/var/log/x"]));
+        let m = map_command(root, &s(&["/bin/rm", "-rf", "--", "/var/log/x"])).unwrap();
+        assert_eq!(m.args, s(&["-rf", "--", "/sim/n1/var/log/x"]));
+        let m = map_command(
+            root,
+            &s(&[
+                "env",
+                "LC_ALL=C",
+                "find",
+                "/var/log/x",
+                "-exec",
+                "stat",
+                "{}",
+                "+",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(m.program, "find");
+        assert_eq!(m.env, [("LC_ALL".to_owned(), "C".to_owned())]);
+        assert_eq!(m.args[0], "/sim/n1/var/log/x");
         assert!(map_command(root, &s(&["sh", "-c", "id"])).is_err());
         assert!(map_command(root, &[]).is_err());
     }

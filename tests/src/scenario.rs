@@ -221,7 +221,8 @@ fn any() -> Vec<String> {
     vec!["*".into()]
 }
 
-/// Fault knobs of one cluster. All can also be changed while the simulation runs.
+/// Fault knobs (and the tools knob) of one cluster. All can also be changed while the
+/// simulation runs.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Faults {
@@ -246,6 +247,26 @@ pub struct Faults {
     /// Dex answers nothing (its connections are closed at once). Local cluster only.
     #[serde(default)]
     pub dex_down: bool,
+    /// This cluster's API server answers nothing (its connections are closed at once).
+    #[serde(default)]
+    pub api_server_down: bool,
+    /// Voltron answers nothing. Local cluster only.
+    #[serde(default)]
+    pub voltron_down: bool,
+    /// Each exec sends this many stdout bytes, then nothing more (the connection stays open).
+    #[serde(default)]
+    pub exec_stall_after: Option<u64>,
+    /// Once an exec sent this many stdout bytes, every file in the directory it reads is cut
+    /// to 1000 bytes (a file that shrinks while it is read).
+    #[serde(default)]
+    pub shrink_after: Option<u64>,
+    /// Execs run as this uid and gid (with the simulation running as root), so files the knob
+    /// `chmod`s away cannot be read.
+    #[serde(default)]
+    pub run_as_uid: Option<u32>,
+    /// Entry pods have BusyBox applets instead of the GNU tools (Debian's `busybox` package).
+    #[serde(default)]
+    pub busybox: bool,
 }
 
 impl Scenario {

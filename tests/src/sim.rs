@@ -51,6 +51,8 @@ impl Sim {
         let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(out)?;
         let out = out.canonicalize()?;
+        // Traversable by anyone: the `runAsUid` knob runs execs as another user.
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let _ = std::fs::remove_file(out.join("ready"));
         let cluster_ca = Authority::new("clusters");
         let voltron_ca = Authority::new("voltron");
@@ -96,17 +98,17 @@ impl Sim {
 
         let world = Arc::new(World::build(scenario, &out, &dex_tokens)?);
         *crate::cluster::lock(&down) = Some(world.clone());
-        let never = Arc::new(|| false) as Arc<dyn Fn() -> bool + Send + Sync>;
         let mut servers = vec![dex_server];
         let mut api_servers = Vec::new();
         let api_tls = http::tls_config(&api_cert);
         for cluster in &world.clusters {
             let (w, c) = (world.clone(), cluster.clone());
+            let down = cluster.clone();
             let server = http::serve(
                 0,
                 api_tls.clone(),
                 move |req, _| apiserver::handle(w.clone(), c.clone(), req),
-                never.clone(),
+                Arc::new(move || down.faults().api_server_down),
             )
             .await?;
             api_servers.push((cluster.name.clone(), server.addr));
@@ -134,11 +136,12 @@ impl Sim {
             log: std::sync::Mutex::new(Vec::new()),
         });
         let v = voltron.clone();
+        let local = world.local().clone();
         let voltron_server = http::serve(
             0,
             http::tls_config(&voltron_cert),
             move |req, _| voltron::handle(v.clone(), req),
-            never,
+            Arc::new(move || local.faults().voltron_down),
         )
         .await?;
         let voltron_addr = voltron_server.addr;

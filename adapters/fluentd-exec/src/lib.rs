@@ -6,6 +6,7 @@
 //! stream whose exec failed ends with an error read, never with a clean end of file.
 
 mod running;
+mod verdict;
 
 use std::io;
 
@@ -77,17 +78,17 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 /// Every command this adapter runs, with its argument vector and what it does for messages.
-#[derive(Clone, Copy, Debug)]
-pub enum Command<'a> {
+#[derive(Clone, Debug)]
+pub enum Command {
     /// The directory's files as a tar stream (`tar`).
-    Archive(&'a CaptureDir),
-    /// The directory's regular files with size and modification time (`find`).
-    List(&'a CaptureDir),
+    Archive(CaptureDir),
+    /// The directory's regular files with size and modification time (`find` and `stat`).
+    List(CaptureDir),
     /// The directory and everything in it removed (`rm`).
-    Remove(&'a CaptureDir),
+    Remove(CaptureDir),
 }
 
-impl Command<'_> {
+impl Command {
     /// The program run.
     pub fn program(&self) -> &'static str {
         match self {
@@ -106,21 +107,12 @@ impl Command<'_> {
         }
     }
 
-    /// The whole argument vector, program first.
+    /// The whole argument vector: `env LC_ALL=C` (so the tools report in the C locale, which
+    /// the verdicts read), the program, its arguments. Runs with GNU tools and BusyBox alike.
     pub fn argv(&self) -> Vec<String> {
         let args: Vec<&str> = match self {
-            // --ignore-failed-read: a directory that is gone is an empty archive (exit 0), and
-            // a file still growing is archived up to its size at open.
-            Self::Archive(dir) => vec![
-                "-c",
-                "-f",
-                "-",
-                "--ignore-failed-read",
-                "-C",
-                "/",
-                "--",
-                dir.path().trim_start_matches('/'),
-            ],
+            // No --ignore-failed-read: a file that cannot be read must not be skipped silently.
+            Self::Archive(dir) => vec!["-c", "-f", "-", "-C", "/", "--", relative(dir)],
             Self::List(dir) => vec![
                 dir.path(),
                 "-mindepth",
@@ -129,15 +121,29 @@ impl Command<'_> {
                 "1",
                 "-type",
                 "f",
-                "-printf",
-                "%f\\0%s\\0%T@\\0",
+                "-exec",
+                "stat",
+                "-c",
+                "%s %Y %n",
+                "{}",
+                "+",
             ],
             Self::Remove(dir) => vec!["-rf", "--", dir.path()],
         };
-        std::iter::once(self.program())
+        ["env", "LC_ALL=C", self.program()]
+            .into_iter()
             .chain(args)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// What the command's exit and stderr mean for its output.
+    pub(crate) fn verdict(&self, exit: &verdict::Exit, stderr: &str) -> verdict::Verdict {
+        match self {
+            Self::Archive(dir) => verdict::archive(relative(dir), exit, stderr),
+            Self::List(dir) => verdict::listing(dir.path(), exit, stderr),
+            Self::Remove(_) => verdict::removal(exit, stderr),
+        }
     }
 }
 
@@ -153,21 +159,21 @@ impl ExecFetcher {
         Self { pods }
     }
 
-    async fn start(&self, entry: &EntryPoint, command: Command<'_>) -> Result<Exec> {
+    async fn start(&self, entry: &EntryPoint, command: &Command) -> Result<Exec> {
         let config = self.pods.config();
         Exec::start(
             &self.pods.cluster().client,
             config.namespace.as_str(),
-            &entry.handle,
             config.container.as_str(),
-            &command,
+            entry,
+            command.clone(),
         )
         .await
-        .map_err(|e| node_error(&entry.node, &command, e))
+        .map_err(|e| node_error(&entry.node, command, e))
     }
 }
 
-fn node_error(node: &NodeName, command: &Command<'_>, e: Error) -> packetcapture_domain::Error {
+fn node_error(node: &NodeName, command: &Command, e: Error) -> packetcapture_domain::Error {
     packetcapture_domain::Error::NodeFiles {
         node: node.to_string(),
         action: command.action(),
@@ -176,11 +182,11 @@ fn node_error(node: &NodeName, command: &Command<'_>, e: Error) -> packetcapture
 }
 
 /// A failed read of an exec's output: the exec's own error when it is one.
-fn read_failure(
-    node: &NodeName,
-    command: &Command<'_>,
-    e: io::Error,
-) -> packetcapture_domain::Error {
+fn read_failure(node: &NodeName, command: &Command, e: io::Error) -> packetcapture_domain::Error {
+    let e = match e.downcast::<packetcapture_domain::Error>() {
+        Ok(domain) => return domain,
+        Err(e) => e,
+    };
     let source = e.downcast::<Error>().unwrap_or_else(|e| Error::Output {
         command: command.program(),
         pod: String::new(),
@@ -189,26 +195,32 @@ fn read_failure(
     node_error(node, command, source)
 }
 
-/// `find` prints `name\0size\0mtime\0` per file.
+/// The capture directory without its leading `/`, as `tar -C /` takes and prints it.
+fn relative(dir: &CaptureDir) -> &str {
+    dir.path().trim_start_matches('/')
+}
+
+/// `stat -c '%s %Y %n'` prints `size mtime path` per file; the name is the path's last part.
 fn parse_listing(out: &[u8]) -> std::result::Result<Vec<FileInfo>, String> {
     let text = std::str::from_utf8(out).map_err(|_| "not UTF-8".to_owned())?;
-    let fields: Vec<&str> = text.split('\0').collect();
-    let fields = fields.strip_suffix(&[""]).unwrap_or(&fields);
-    if !fields.len().is_multiple_of(3) {
-        return Err(format!("{} fields, not a multiple of 3", fields.len()));
-    }
-    fields
-        .chunks(3)
-        .map(|f| {
-            let size = f[1]
+    text.lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let (Some(size), Some(mtime), Some(path)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(format!("line \"{line}\" is not size, time and path"));
+            };
+            let size = size
                 .parse::<u64>()
-                .map_err(|_| format!("size \"{}\" of {}", f[1], f[0]))?;
-            let seconds = f[2].split('.').next().unwrap_or_default();
-            let modified = seconds
+                .map_err(|_| format!("size \"{size}\" of {path}"))?;
+            let modified = mtime
                 .parse::<i64>()
-                .map_err(|_| format!("time \"{}\" of {}", f[2], f[0]))?;
+                .map_err(|_| format!("time \"{mtime}\" of {path}"))?;
+            let name = path.rsplit('/').next().filter(|n| !n.is_empty());
+            let name = name.ok_or_else(|| format!("path \"{path}\" names no file"))?;
             Ok(FileInfo {
-                name: f[0].to_owned(),
+                name: name.to_owned(),
                 size,
                 modified,
             })
@@ -227,28 +239,18 @@ impl FileFetcher for ExecFetcher {
     }
 
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
-        Ok(Box::pin(
-            self.start(entry, Command::Archive(dir))
-                .await?
-                .into_stream(),
-        ))
+        let command = Command::Archive(dir.clone());
+        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
-        let command = Command::List(dir);
-        let mut exec = self.start(entry, command).await?;
+        let command = Command::List(dir.clone());
+        let mut exec = self.start(entry, &command).await?;
         let fail = |e: Error| node_error(&entry.node, &command, e);
-        let out = match exec.output(LIST_OUTPUT_LIMIT).await {
-            Ok(out) => out,
-            // find says so when the directory does not exist: no files there.
-            Err(_)
-                if exec.stderr().contains("No such file or directory")
-                    && exec.stderr().contains(dir.path()) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(read_failure(&entry.node, &command, e)),
-        };
+        let out = exec
+            .output(LIST_OUTPUT_LIMIT)
+            .await
+            .map_err(|e| read_failure(&entry.node, &command, e))?;
         parse_listing(&out).map_err(|reason| {
             fail(Error::Parse {
                 command: command.program(),
@@ -259,8 +261,8 @@ impl FileFetcher for ExecFetcher {
     }
 
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()> {
-        let command = Command::Remove(dir);
-        let mut exec = self.start(entry, command).await?;
+        let command = Command::Remove(dir.clone());
+        let mut exec = self.start(entry, &command).await?;
         exec.output(LIST_OUTPUT_LIMIT)
             .await
             .map_err(|e| read_failure(&entry.node, &command, e))?;
@@ -274,7 +276,7 @@ mod tests {
 
     #[test]
     fn listing_output_parses_and_bad_output_is_refused() {
-        let out = b"a.pcap\x0012\x001700000000.5\x00b c.pcap\x000\x0017\x00";
+        let out = b"12 1700000000 /var/log/x/a.pcap\n0 17 /var/log/x/b c.pcap\n";
         let files = parse_listing(out).unwrap();
         assert_eq!(
             files[0],
@@ -286,25 +288,38 @@ mod tests {
         );
         assert_eq!(files[1].name, "b c.pcap");
         assert!(parse_listing(b"").unwrap().is_empty());
-        assert!(parse_listing(b"a\x00x\x001\x00").is_err());
-        assert!(parse_listing(b"a\x001\x00").is_err());
+        assert!(parse_listing(b"x 1 /a\n").is_err());
+        assert!(parse_listing(b"1 x /a\n").is_err());
+        assert!(parse_listing(b"1 1\n").is_err());
+        assert!(parse_listing(b"1 1 /dir/\n").is_err());
     }
 
     #[test]
     fn every_command_is_a_fixed_vector_around_the_validated_path() {
         let capture = packetcapture_domain::CaptureRef::parse("dev", "cap").unwrap();
         let dir = CaptureDir::new("node-1", "/var/log/calico/pcap", &capture).unwrap();
-        let archive = Command::Archive(&dir).argv();
-        assert_eq!(archive[0], "tar");
+        let archive = Command::Archive(dir.clone()).argv();
+        assert_eq!(archive[..3], ["env", "LC_ALL=C", "tar"]);
         assert_eq!(archive.last().unwrap(), "var/log/calico/pcap/dev/cap");
-        assert_eq!(
-            Command::Remove(&dir).argv(),
-            ["rm", "-rf", "--", "/var/log/calico/pcap/dev/cap"]
+        assert!(
+            !archive.iter().any(|a| a == "--ignore-failed-read"),
+            "a file that cannot be read is never skipped"
         );
         assert_eq!(
-            Command::List(&dir).argv()[1],
+            Command::Remove(dir.clone()).argv(),
+            [
+                "env",
+                "LC_ALL=C",
+                "rm",
+                "-rf",
+                "--",
+                "/var/log/calico/pcap/dev/cap"
+            ]
+        );
+        assert_eq!(
+            Command::List(dir.clone()).argv()[3],
             "/var/log/calico/pcap/dev/cap"
         );
-        assert_eq!(Command::Remove(&dir).action(), "removing files");
+        assert_eq!(Command::Remove(dir).action(), "removing files");
     }
 }

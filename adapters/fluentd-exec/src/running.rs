@@ -10,8 +10,10 @@ use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::AttachParams;
+use packetcapture_domain::{EntryPoint, NodeName};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::verdict::{Exit, Verdict};
 use crate::{Command, Error};
 
 /// How much of stderr is kept for messages.
@@ -23,11 +25,11 @@ const STATUS: u8 = 3;
 
 type Socket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
-/// The exit status as text, from a status frame; `None` for Success.
-pub(crate) fn failure_reason(status: Option<&Status>) -> Option<String> {
+/// How the command ended, from its status frame (`None`: there was none).
+pub(crate) fn exit_of(status: Option<&Status>) -> Exit {
     match status {
-        None => Some("the exec ended without a status (connection lost?)".into()),
-        Some(s) if s.status.as_deref() == Some("Success") => None,
+        None => Exit::Failed("the exec ended without a status (connection lost?)".into()),
+        Some(s) if s.status.as_deref() == Some("Success") => Exit::Success,
         Some(s) => {
             let code = s
                 .details
@@ -39,19 +41,24 @@ pub(crate) fn failure_reason(status: Option<&Status>) -> Option<String> {
                         .find(|c| c.reason.as_deref() == Some("ExitCode"))
                 })
                 .and_then(|c| c.message.as_ref())
-                .map(|code| format!("exit code {code}"));
-            let told = s
-                .message
-                .clone()
-                .or_else(|| s.reason.clone())
-                .unwrap_or_else(|| "failure".into());
-            Some(code.unwrap_or(told))
+                .and_then(|code| code.parse::<i32>().ok());
+            match code {
+                Some(code) => Exit::Code(code),
+                None => Exit::Failed(
+                    s.message
+                        .clone()
+                        .or_else(|| s.reason.clone())
+                        .unwrap_or_else(|| "failure".into()),
+                ),
+            }
         }
     }
 }
 
 /// A running exec.
 pub(crate) struct Exec {
+    command: Command,
+    node: NodeName,
     program: &'static str,
     pod: String,
     socket: Socket,
@@ -60,14 +67,15 @@ pub(crate) struct Exec {
 }
 
 impl Exec {
-    /// Starts `command` in `container` of `pod` in `namespace`.
+    /// Starts `command` in `container` of the entry pod in `namespace`.
     pub(crate) async fn start(
         client: &kube::Client,
         namespace: &str,
-        pod: &str,
         container: &str,
-        command: &Command<'_>,
+        entry: &EntryPoint,
+        command: Command,
     ) -> Result<Self, Error> {
+        let pod = entry.handle.as_str();
         let program = command.program();
         let params = AttachParams::default()
             .container(container)
@@ -87,6 +95,8 @@ impl Exec {
             .map_err(|e| start(kube::Error::BuildRequest(e)))?;
         let socket = client.connect(request).await.map_err(start)?.into_stream();
         Ok(Self {
+            command,
+            node: entry.node.clone(),
             program,
             pod: pod.to_owned(),
             socket,
@@ -129,20 +139,32 @@ impl Exec {
         }
     }
 
-    /// How the stream ends, given the status (`None`: there was none).
+    /// How the stream ends, given the status (`None`: there was none): as the command's
+    /// verdict on its exit and stderr says.
     fn end(&self, status: Option<&Status>) -> Option<io::Result<Bytes>> {
-        match failure_reason(status) {
-            None => {
+        let exit = exit_of(status);
+        match self.command.verdict(&exit, &self.stderr) {
+            Verdict::Whole => {
                 if !self.stderr.trim().is_empty() {
-                    tracing::debug!(pod = %self.pod, command = self.program, stderr = %self.stderr.trim(), "exec wrote to stderr");
+                    tracing::debug!(pod = %self.pod, command = self.program, %exit, stderr = %self.stderr.trim(), "exec wrote to stderr");
                 }
                 None
             }
-            Some(reason) => Some(Err(io::Error::other(Error::Failed {
+            Verdict::FileUnreadable { file, reason } => {
+                let file = file.rsplit('/').next().unwrap_or(&file).to_owned();
+                Some(Err(io::Error::other(
+                    packetcapture_domain::Error::FileUnreadable {
+                        node: self.node.to_string(),
+                        file,
+                        reason,
+                    },
+                )))
+            }
+            Verdict::Failed { reason } => Some(Err(io::Error::other(Error::Failed {
                 command: self.program,
                 pod: self.pod.clone(),
                 reason,
-                stderr: self.stderr.clone(),
+                stderr: String::new(),
             }))),
         }
     }
@@ -157,11 +179,6 @@ impl Exec {
                 .unwrap_or(t.len());
             t.drain(..cut);
         }
-    }
-
-    /// What the command wrote to stderr (its tail).
-    pub(crate) fn stderr(&self) -> &str {
-        &self.stderr
     }
 
     /// Stdout as a stream of chunks (the exec closes when it is dropped).
@@ -196,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_status_without_success_is_a_failure_naming_the_exit_code() {
+    fn a_status_frame_gives_the_exit_code() {
         let failed = Status {
             status: Some("Failure".into()),
             reason: Some("NonZeroExitCode".into()),
@@ -210,15 +227,12 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(
-            failure_reason(Some(&failed)).as_deref(),
-            Some("exit code 2")
-        );
+        assert_eq!(exit_of(Some(&failed)), Exit::Code(2));
         let ok = Status {
             status: Some("Success".into()),
             ..Default::default()
         };
-        assert_eq!(failure_reason(Some(&ok)), None);
-        assert!(failure_reason(None).is_some());
+        assert_eq!(exit_of(Some(&ok)), Exit::Success);
+        assert!(matches!(exit_of(None), Exit::Failed(_)));
     }
 }

@@ -367,7 +367,11 @@ async fn an_exec_cut_mid_stream_fails_the_transfer_and_leaves_no_whole_zip() {
     let sim = start_default().await;
     // One node at a time: node-1's first file is sent before its exec is cut.
     let api = start_api(&sim, &[("PACKETCAPTURE_API_FETCH_CONCURRENCY", "1")]).await;
-    sim.local().set_faults(|f| f.exec_cut_after = Some(250_000));
+    // Trickling, so the first file is surely on its way when the cut comes.
+    sim.local().set_faults(|f| {
+        f.exec_cut_after = Some(250_000);
+        f.exec_bandwidth = Some(2_000_000);
+    });
     let (received, failed) = download_until_failure(&api, &sim).await;
     assert!(failed, "the client must see a failed transfer");
     assert!(
@@ -385,7 +389,10 @@ async fn an_exec_cut_mid_stream_fails_the_transfer_and_leaves_no_whole_zip() {
 async fn an_exec_that_fails_at_the_end_fails_the_transfer() {
     let sim = start_default().await;
     let api = start_api(&sim, &[("PACKETCAPTURE_API_FETCH_CONCURRENCY", "1")]).await;
-    sim.local().set_faults(|f| f.exec_exit_status = Some(2));
+    sim.local().set_faults(|f| {
+        f.exec_exit_status = Some(2);
+        f.exec_bandwidth = Some(2_000_000);
+    });
     let (received, failed) = download_until_failure(&api, &sim).await;
     assert!(failed);
     assert!(zip::ZipArchive::new(std::io::Cursor::new(received)).is_err());
