@@ -63,6 +63,43 @@ pub struct Listing {
     pub nodes: Vec<NodeListing>,
 }
 
+/// Empties `fileNames` of `nodes` in the capture's status, reading it again on a conflict.
+async fn clear_file_names(
+    ports: &ClusterPorts,
+    mut capture: Capture,
+    nodes: &[String],
+) -> Result<()> {
+    for attempt in 1..=STATUS_UPDATE_TRIES {
+        match ports.locator.clear_file_names(&capture, nodes).await? {
+            StatusUpdate::Updated => return Ok(()),
+            StatusUpdate::Conflict => {
+                tracing::debug!(capture = %capture.reference, attempt, "status update conflicted");
+                if attempt < STATUS_UPDATE_TRIES {
+                    capture = locate(ports, &capture.reference).await?;
+                }
+            }
+        }
+    }
+    Err(Error::StatusConflict {
+        capture: capture.reference.to_string(),
+        tries: STATUS_UPDATE_TRIES,
+    })
+}
+
+/// `work` on `node`, failed as a stall if it takes longer than `limit`.
+async fn within<T>(
+    limit: std::time::Duration,
+    node: &NodeName,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| Error::NodeStalled {
+            node: node.to_string(),
+            seconds: limit.as_secs(),
+        })?
+}
+
 /// The capture, or [`Error::CaptureNotFound`].
 async fn locate(ports: &ClusterPorts, capture: &CaptureRef) -> Result<Capture> {
     ports
@@ -162,11 +199,12 @@ impl CaptureService {
         let reached = authorized.reach_all(&all).await?;
         // Listed concurrently (as many at once as a download reads), kept in status order.
         let mut listings = Vec::with_capacity(reached.len());
+        let idle = self.engine.fetch.idle_timeout;
         for ((entry, dir), node) in reached.into_iter().zip(&authorized.capture.files) {
             let fetcher = authorized.ports.fetcher.clone();
             let state = node.state.clone();
             listings.push(async move {
-                let mut files = fetcher.list(&entry, &dir).await?;
+                let mut files = within(idle, dir.node(), fetcher.list(&entry, &dir)).await?;
                 files.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok::<_, Error>(NodeListing { dir, state, files })
             });
@@ -201,42 +239,50 @@ impl CaptureService {
                 }
             }
         }
-        let with_files: Vec<&NodeFiles> = authorized
-            .capture
-            .files
-            .iter()
-            .filter(|n| !n.file_names.is_empty())
+        // Every node of the status, files listed or not (a repeated delete, or files left
+        // after a status edit, are removed too); all reached before anything is removed.
+        let all: Vec<&NodeFiles> = authorized.capture.files.iter().collect();
+        let targets = authorized.reach_all(&all).await?;
+        let idle = self.engine.fetch.idle_timeout;
+        let removals: Vec<_> = targets
+            .into_iter()
+            .map(|(entry, dir)| {
+                let fetcher = authorized.ports.fetcher.clone();
+                async move {
+                    let removed = within(idle, dir.node(), fetcher.remove(&entry, &dir)).await;
+                    (dir, removed)
+                }
+            })
             .collect();
-        let targets = authorized.reach_all(&with_files).await?;
-        let Authorized {
-            ports, mut capture, ..
-        } = authorized;
-        for (entry, dir) in &targets {
-            ports.fetcher.remove(entry, dir).await?;
-            tracing::info!(capture = %capture.reference, node = %dir.node(), "removed capture files");
-        }
-        let nodes: Vec<String> = targets
-            .iter()
-            .map(|(_, dir)| dir.node().to_string())
-            .collect();
-        if nodes.is_empty() {
-            return Ok(());
-        }
-        for attempt in 1..=STATUS_UPDATE_TRIES {
-            match ports.locator.clear_file_names(&capture, &nodes).await? {
-                StatusUpdate::Updated => return Ok(()),
-                StatusUpdate::Conflict => {
-                    tracing::debug!(capture = %capture.reference, attempt, "status update conflicted");
-                    if attempt < STATUS_UPDATE_TRIES {
-                        capture = locate(&ports, &capture.reference).await?;
-                    }
+        let mut failure = None;
+        let mut cleared = Vec::new();
+        for (dir, removed) in futures_util::future::join_all(removals).await {
+            match removed {
+                Ok(()) => {
+                    tracing::info!(capture = %authorized.capture.reference, node = %dir.node(), "removed capture files");
+                    cleared.push(dir.node().to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(capture = %authorized.capture.reference, node = %dir.node(), error = %e.chain(), "removing capture files failed");
+                    failure.get_or_insert(e);
                 }
             }
         }
-        Err(Error::StatusConflict {
-            capture: capture.reference.to_string(),
-            tries: STATUS_UPDATE_TRIES,
-        })
+        // Only the nodes whose files are gone, and that list any, are cleared in the status.
+        let Authorized { ports, capture } = authorized;
+        let listed: Vec<String> = capture
+            .files
+            .iter()
+            .filter(|n| !n.file_names.is_empty() && cleared.contains(&n.node))
+            .map(|n| n.node.clone())
+            .collect();
+        if !listed.is_empty() {
+            clear_file_names(&ports, capture, &listed).await?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn authorize(&self, request: &Request, verb: Verb) -> Result<Authorized> {

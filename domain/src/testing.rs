@@ -201,6 +201,9 @@ pub type MemDir = BTreeMap<String, MemFile>;
 pub struct NodeFileTable {
     files: Mutex<HashMap<String, BTreeMap<String, MemDir>>>,
     no_entry: Mutex<Vec<String>>,
+    failing_removal: Mutex<Vec<String>>,
+    /// Every directory a removal was asked for, as `(node, dir)`.
+    pub removals: Mutex<Vec<(String, String)>>,
 }
 
 impl NodeFileTable {
@@ -224,6 +227,12 @@ impl NodeFileTable {
     /// Makes `node` unreachable (no entry pod).
     pub fn without_entry(self, node: &str) -> Self {
         lock(&self.no_entry).push(node.into());
+        self
+    }
+
+    /// Makes removals on `node` fail (as an `rm` on a read-only file system would).
+    pub fn failing_removal_on(self, node: &str) -> Self {
+        lock(&self.failing_removal).push(node.into());
         self
     }
 
@@ -285,7 +294,16 @@ impl FileFetcher for NodeFileTable {
     }
 
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()> {
-        if let Some(dirs) = lock(&self.files).get_mut(entry.node.as_str()) {
+        let node = entry.node.to_string();
+        lock(&self.removals).push((node.clone(), dir.path().to_owned()));
+        if lock(&self.failing_removal).contains(&node) {
+            return Err(Error::NodeFiles {
+                node,
+                action: "removing files",
+                source: "rm: cannot remove: Read-only file system".into(),
+            });
+        }
+        if let Some(dirs) = lock(&self.files).get_mut(node.as_str()) {
             dirs.remove(dir.path());
         }
         Ok(())

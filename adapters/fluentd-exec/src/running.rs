@@ -10,6 +10,7 @@ use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::AttachParams;
+use packetcapture_domain::archive::{TarEvent, TarParser};
 use packetcapture_domain::{EntryPoint, NodeName};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,6 +58,10 @@ pub(crate) fn exit_of(status: Option<&Status>) -> Exit {
 
 /// A running exec.
 pub(crate) struct Exec {
+    /// For a tar stream: which file it is in, for a tool that does not name the file it could
+    /// not read whole.
+    tar: Option<TarParser>,
+    current_file: Option<String>,
     command: Command,
     node: NodeName,
     program: &'static str,
@@ -94,7 +99,10 @@ impl Exec {
             .exec(pod, argv, &params)
             .map_err(|e| start(kube::Error::BuildRequest(e)))?;
         let socket = client.connect(request).await.map_err(start)?.into_stream();
+        let tar = matches!(command, Command::Archive(_)).then(TarParser::new);
         Ok(Self {
+            tar,
+            current_file: None,
             command,
             node: entry.node.clone(),
             program,
@@ -113,7 +121,11 @@ impl Exec {
         loop {
             match self.socket.next().await {
                 Some(Ok(Message::Binary(frame))) if frame.len() > 1 => match frame[0] {
-                    STDOUT => return Some(Ok(frame.slice(1..))),
+                    STDOUT => {
+                        let chunk = frame.slice(1..);
+                        self.follow(chunk.clone());
+                        return Some(Ok(chunk));
+                    }
                     STDERR => self.keep_stderr(&frame[1..]),
                     STATUS => {
                         self.done = true;
@@ -150,22 +162,54 @@ impl Exec {
                 }
                 None
             }
-            Verdict::FileUnreadable { file, reason } => {
-                let file = file.rsplit('/').next().unwrap_or(&file).to_owned();
-                Some(Err(io::Error::other(
-                    packetcapture_domain::Error::FileUnreadable {
-                        node: self.node.to_string(),
-                        file,
-                        reason,
-                    },
-                )))
-            }
+            Verdict::ShortRead => match &self.current_file {
+                Some(file) => Some(Err(self.unreadable(file, "it shrank while it was read"))),
+                None => Some(Err(io::Error::other(Error::Failed {
+                    command: self.program,
+                    pod: self.pod.clone(),
+                    reason: format!("{exit}: a file shrank while it was read (short read)"),
+                    stderr: String::new(),
+                }))),
+            },
+            Verdict::FileUnreadable { file, reason } => Some(Err(self.unreadable(&file, &reason))),
             Verdict::Failed { reason } => Some(Err(io::Error::other(Error::Failed {
                 command: self.program,
                 pod: self.pod.clone(),
                 reason,
                 stderr: String::new(),
             }))),
+        }
+    }
+
+    /// The error for a file that could not be read whole (named by its base name).
+    fn unreadable(&self, file: &str, reason: &str) -> io::Error {
+        let file = file.rsplit('/').next().unwrap_or(file).to_owned();
+        io::Error::other(packetcapture_domain::Error::FileUnreadable {
+            node: self.node.to_string(),
+            file,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Keeps track of the file a tar stream is in (its headers only; data is not copied).
+    fn follow(&mut self, mut chunk: Bytes) {
+        let Some(tar) = self.tar.as_mut() else {
+            return;
+        };
+        loop {
+            match tar.next(&mut chunk) {
+                Ok(Some(TarEvent::File { path, .. })) => {
+                    self.current_file = Some(String::from_utf8_lossy(&path).into_owned());
+                }
+                Ok(Some(TarEvent::FileEnd | TarEvent::End)) => self.current_file = None,
+                Ok(Some(TarEvent::Data(_))) => {}
+                Ok(None) => return,
+                Err(_) => {
+                    // The engine's own parser reports a malformed stream; nothing to follow.
+                    self.tar = None;
+                    return;
+                }
+            }
         }
     }
 

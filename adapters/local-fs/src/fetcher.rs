@@ -182,6 +182,18 @@ struct Shrank {
 /// Writes the tar stream of `dir`'s regular files; any file that cannot be read whole fails
 /// it, naming the file.
 fn write_tar(node: &NodeName, dir: &Path, out: &mut ChunkSink) -> Result<(), DomainError> {
+    let listing = regular_files(dir).map_err(|e| node_err(node, "reading files", e))?;
+    let names = listing.into_iter().map(|(name, _)| name).collect();
+    write_files(node, dir, names, out)
+}
+
+/// Writes the tar stream of the files `names` of `dir`, as they are when opened.
+fn write_files(
+    node: &NodeName,
+    dir: &Path,
+    names: Vec<String>,
+    out: &mut ChunkSink,
+) -> Result<(), DomainError> {
     let failed = out.failed.clone();
     let unreadable = |name: &str, reason: String| {
         failed.store(true, Ordering::SeqCst);
@@ -191,9 +203,8 @@ fn write_tar(node: &NodeName, dir: &Path, out: &mut ChunkSink) -> Result<(), Dom
             reason,
         }
     };
-    let listing = regular_files(dir).map_err(|e| node_err(node, "reading files", e))?;
     let mut builder = tar::Builder::new(out);
-    for (name, _) in listing {
+    for name in names {
         let path = dir.join(&name);
         // The size and time of the file opened, whatever happened to the name since the
         // listing; a file still growing is archived up to its size at open.
@@ -306,5 +317,77 @@ impl FileFetcher for LocalFetcher {
                 },
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Read;
+
+    use super::*;
+
+    /// Runs `write_files` and gathers what reached the reader, and how it ended.
+    fn archive(dir: &Path, names: &[&str]) -> (Vec<u8>, Result<(), DomainError>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let mut sink = ChunkSink {
+            tx,
+            buf: BytesMut::new(),
+            failed: Arc::new(AtomicBool::new(false)),
+        };
+        let node = NodeName::new("node-1").unwrap();
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        let result = write_files(&node, dir, names, &mut sink);
+        drop(sink);
+        let mut bytes = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        (bytes, result)
+    }
+
+    #[test]
+    fn a_file_gone_between_listing_and_opening_fails_with_no_end_of_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.pcap"), [1u8; 3000]).unwrap();
+        let (bytes, result) = archive(dir.path(), &["a.pcap", "rotated-away.pcap"]);
+        match result {
+            Err(DomainError::FileUnreadable { node, file, .. }) => {
+                assert_eq!(
+                    (node.as_str(), file.as_str()),
+                    ("node-1", "rotated-away.pcap")
+                );
+            }
+            other => panic!("expected the missing file to fail the archive, got {other:?}"),
+        }
+        assert!(
+            !bytes.ends_with(&[0u8; 1024]),
+            "no end-of-archive block after a failure ({} bytes out)",
+            bytes.len()
+        );
+        let (whole, result) = archive(dir.path(), &["a.pcap"]);
+        result.unwrap();
+        let mut tar = tar::Archive::new(whole.as_slice());
+        let mut entry = tar.entries().unwrap().next().unwrap().unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        assert_eq!(data, [1u8; 3000]);
+    }
+
+    #[test]
+    fn a_file_that_comes_up_short_is_an_error_never_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), [7u8; 100]).unwrap();
+        let file = fs::File::open(dir.path().join("f")).unwrap();
+        let mut exact = Exact {
+            file: file.take(200),
+            size: 200,
+            read: 0,
+        };
+        let mut out = Vec::new();
+        let err = exact.read_to_end(&mut out).unwrap_err();
+        assert!(err.to_string().contains("shrank"), "{err}");
+        assert_eq!(out.len(), 100, "what was there, and no padding");
     }
 }

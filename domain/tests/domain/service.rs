@@ -251,6 +251,69 @@ async fn delete_removes_files_clears_the_status_and_is_idempotent() {
 }
 
 #[tokio::test]
+async fn delete_removes_on_every_node_of_the_status_even_those_listing_no_file() {
+    // n3 lists no file (a repeated delete, or a status edited by hand) but still holds one.
+    let local = FakeCluster::new(
+        RbacTable::default().allow("jane", Verb::Delete, "packetcaptures/files", "dev"),
+        CaptureTable::default().with(capture(&[
+            ("n1", &["a.pcap"], Some(CaptureState::Finished)),
+            ("n3", &[], Some(CaptureState::Finished)),
+        ])),
+        NodeFileTable::default()
+            .with_file("n1", DIR, "a.pcap", b"AAAA", 100)
+            .with_file("n3", DIR, "left.pcap", b"L", 300),
+    );
+    service(&local)
+        .delete(&request("jane-token"))
+        .await
+        .unwrap();
+    assert!(
+        local.files.files_in("n3", DIR).is_empty(),
+        "n3's files removed too"
+    );
+    let mut asked: Vec<_> = local.files.removals.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            ("n1".to_owned(), DIR.to_owned()),
+            ("n3".to_owned(), DIR.to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_removal_names_its_node_and_leaves_that_node_s_status() {
+    let local = FakeCluster::new(
+        RbacTable::default().allow("jane", Verb::Delete, "packetcaptures/files", "dev"),
+        CaptureTable::default().with(capture(&[
+            ("n1", &["a.pcap"], Some(CaptureState::Finished)),
+            ("n2", &["b.pcap"], Some(CaptureState::Finished)),
+        ])),
+        NodeFileTable::default()
+            .with_file("n1", DIR, "a.pcap", b"AAAA", 100)
+            .with_file("n2", DIR, "b.pcap", b"BB", 200)
+            .failing_removal_on("n2"),
+    );
+    let err = service(&local)
+        .delete(&request("jane-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "removing files on node n2 failed");
+    let stored = local
+        .captures
+        .current(&CaptureRef::parse("dev", "cap").unwrap())
+        .unwrap();
+    assert!(
+        stored.files[0].file_names.is_empty(),
+        "n1's files are gone: cleared"
+    );
+    assert_eq!(stored.files[1].file_names, ["b.pcap"], "n2's are not: kept");
+    assert!(local.files.files_in("n1", DIR).is_empty());
+    assert_eq!(local.files.files_in("n2", DIR).len(), 1);
+}
+
+#[tokio::test]
 async fn delete_gives_up_after_three_conflicts() {
     let local = cluster(CaptureState::Finished);
     local.captures.conflict_next(3);

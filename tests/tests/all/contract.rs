@@ -380,6 +380,104 @@ async fn fetcher_contract_holds_for_the_fake_exec_and_local_files() {
     .await;
 }
 
+async fn exec_fetcher(sim: &TestSim) -> ExecFetcher {
+    ExecFetcher::new(EntryPods::new(
+        cluster_client(sim, 0).await,
+        EntryPodConfig::default(),
+    ))
+}
+
+/// The bytes of node-1's archive of `dev/web-traffic`, and how its stream ended.
+async fn raw_archive(f: &dyn FileFetcher) -> (Vec<u8>, Option<std::io::Error>) {
+    let node = NodeName::new("node-1").unwrap();
+    let entry = f.entry_point(&node).await.unwrap();
+    let mut stream = f
+        .archive(&entry, &dir("node-1", "web-traffic"))
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(e) => return (bytes, Some(e)),
+        }
+    }
+    (bytes, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_fetcher_contract_holds_with_busybox_tools() {
+    let sim = start_default().await;
+    if sim.local().busybox_bin.is_none() {
+        panic!("busybox is not installed: .ci/run installs it (apt-get install busybox)");
+    }
+    sim.local().set_faults(|f| f.busybox = true);
+    let expected = node_1_files(&sim);
+    let fetcher = exec_fetcher(&sim).await;
+    let (bytes, end) = raw_archive(&fetcher).await;
+    assert!(end.is_none());
+    assert_ne!(
+        bytes.len() % 10240,
+        0,
+        "BusyBox tar ran (GNU tar pads its output to 10 KiB records)"
+    );
+    fetcher_contract(&fetcher, &expected).await;
+}
+
+/// A node-1 file that cannot be read whole ends the archive with `FileUnreadable` naming it:
+/// one of `files`.
+fn assert_unreadable(end: Option<std::io::Error>, files: &[String]) {
+    let e = end.expect("the archive must end with an error, not cleanly");
+    match e.downcast::<Error>() {
+        Ok(Error::FileUnreadable { node, file, reason }) => {
+            assert_eq!(node, "node-1");
+            assert!(
+                files.contains(&file),
+                "{file} ({reason}) is not one of {files:?}"
+            );
+        }
+        other => panic!("expected FileUnreadable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_shrinks_while_read_fails_the_archive_with_gnu_and_busybox_tools() {
+    for busybox in [false, true] {
+        let sim = start_default().await;
+        // Once 100 KB went out, node-1's files (300 KB each) are cut to 1000 bytes.
+        sim.local().set_faults(|f| {
+            f.busybox = busybox;
+            f.shrink_after = Some(100_000);
+        });
+        let names: Vec<String> = node_1_files(&sim).into_iter().map(|f| f.0).collect();
+        let (_, end) = raw_archive(&exec_fetcher(&sim).await).await;
+        assert_unreadable(end, &names);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_opened_fails_the_archive_with_gnu_and_busybox_tools() {
+    for busybox in [false, true] {
+        let sim = start_default().await;
+        let (name, _) = node_1_files(&sim)[1].clone();
+        let path = sim
+            .node_dir("cluster", "node-1")
+            .join("var/log/calico/pcap/dev/web-traffic")
+            .join(&name);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        // Root reads anything: the execs then run as nobody.
+        let root =
+            std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+        sim.local().set_faults(|f| {
+            f.busybox = busybox;
+            f.run_as_uid = root.unwrap_or(false).then_some(65534);
+        });
+        let (_, end) = raw_archive(&exec_fetcher(&sim).await).await;
+        assert_unreadable(end, std::slice::from_ref(&name));
+    }
+}
+
 // ---- ClusterRouter ----
 
 async fn router_contract(r: &dyn ClusterRouter) {
