@@ -525,4 +525,119 @@ mod tests {
         );
         assert!(compression("compression=zstd").is_err());
     }
+
+    /// Oracles written from Kubernetes' own definitions, independent of the domain's checks.
+    mod oracle {
+        pub fn label(s: &str) -> bool {
+            let re = regex::Regex::new("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap();
+            s.len() <= 63 && re.is_match(s)
+        }
+
+        pub fn subdomain(s: &str) -> bool {
+            let re = regex::Regex::new(
+                "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+            )
+            .unwrap();
+            s.len() <= 253 && re.is_match(s) && s.split('.').all(|l| l.len() <= 63)
+        }
+    }
+
+    /// Path segments and header values, hostile ones likely: from a small alphabet of the
+    /// characters that matter, of the lengths where the rules change.
+    fn segment() -> impl proptest::strategy::Strategy<Value = String> {
+        "[a-z0-9.%/A-Z_\\- ]{0,70}"
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn capture_paths_are_accepted_exactly_when_kubernetes_would_name_them_so(
+            ns in segment(),
+            name in segment(),
+            tail in proptest::sample::select(vec!["files.zip", "other.zip", "", "files.zip/"]),
+        ) {
+            let download = parse_route(&format!("/download/{ns}/{name}/{tail}"));
+            let files = parse_route(&format!("/files/{ns}/{name}"));
+            let valid = oracle::label(&ns) && oracle::subdomain(&name);
+            proptest::prop_assert_eq!(
+                download.is_ok(),
+                valid && tail == "files.zip",
+                "/download/{}/{}/{}", ns, name, tail
+            );
+            proptest::prop_assert_eq!(files.is_ok(), valid, "/files/{}/{}", ns, name);
+            if let Err(f) = download {
+                let malformed = matches!(f, Failure::MalformedUrl);
+                proptest::prop_assert!(malformed);
+            }
+        }
+
+        #[test]
+        fn cluster_ids_are_local_or_a_subdomain_and_nothing_else(id in proptest::option::of(segment())) {
+            let parsed = cluster_target(id.as_deref());
+            let given = id.clone().unwrap_or_default();
+            let local = id.as_deref().is_none_or(|v| matches!(v.trim(), "" | "cluster"));
+            match parsed {
+                Ok(ClusterTarget::Local) => proptest::prop_assert!(local),
+                Ok(ClusterTarget::Managed(m)) => {
+                    proptest::prop_assert!(!local);
+                    proptest::prop_assert!(oracle::subdomain(m.as_str()));
+                    proptest::prop_assert_eq!(m.as_str(), given.trim());
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!local && !oracle::subdomain(given.trim()));
+                    let invalid_name = matches!(e, Error::InvalidName { .. });
+                    proptest::prop_assert!(invalid_name);
+                }
+            }
+        }
+
+        #[test]
+        fn compression_takes_the_last_value_and_refuses_any_other(query in "[a-zA-Z=&%0-9+.]{0,40}") {
+            let pairs: Result<Vec<(String, String)>, _> = serde_urlencoded::from_str(&query);
+            let result = compression(&query);
+            match pairs {
+                Err(_) => proptest::prop_assert!(result.is_err()),
+                Ok(pairs) => {
+                    let last = pairs.iter().rev().find(|(k, _)| k == "compression");
+                    let expected = match last.map(|(_, v)| v.to_ascii_lowercase()) {
+                        None => Some(Compression::Stored),
+                        Some(v) if v == "stored" || v == "none" => Some(Compression::Stored),
+                        Some(v) if v == "deflate" => Some(Compression::Deflate),
+                        Some(_) => None,
+                    };
+                    proptest::prop_assert_eq!(result.ok(), expected);
+                }
+            }
+        }
+
+        #[test]
+        fn impersonation_headers_never_panic_and_extras_need_valid_percent_encoding(
+            user in proptest::option::of("[ -~]{0,20}"),
+            groups in proptest::collection::vec("[ -~]{0,12}", 0..3),
+            key in "[a-z0-9%-]{1,12}",
+            value in "[ -~]{0,12}",
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(u) = &user {
+                headers.insert("impersonate-user", HeaderValue::from_str(u).unwrap());
+            }
+            for g in &groups {
+                headers.append("impersonate-group", HeaderValue::from_str(g).unwrap());
+            }
+            let name = format!("impersonate-extra-{key}");
+            let header = warp::http::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            headers.insert(header, HeaderValue::from_str(&value).unwrap());
+            let decoded = percent_encoding::percent_decode_str(&key).decode_utf8();
+            match impersonation(&headers) {
+                Ok(i) => {
+                    proptest::prop_assert_eq!(i.user, user);
+                    proptest::prop_assert_eq!(i.groups, groups);
+                    let key = decoded.unwrap().to_lowercase();
+                    proptest::prop_assert_eq!(i.extra.get(&key), Some(&vec![value]));
+                }
+                Err(_) => proptest::prop_assert!(decoded.is_err()),
+            }
+        }
+    }
 }

@@ -235,7 +235,10 @@ mod tests {
                 reason: "it cannot be opened: Permission denied".into()
             }
         );
-        assert_eq!(whole(Exit::Code(1), "tar: short read\n"), Verdict::ShortRead);
+        assert_eq!(
+            whole(Exit::Code(1), "tar: short read\n"),
+            Verdict::ShortRead
+        );
         assert_eq!(
             whole(
                 Exit::Code(1),

@@ -3,5 +3,6 @@
 
 mod archive;
 mod large_file;
+mod properties;
 mod service;
 mod support;
