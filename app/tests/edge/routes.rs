@@ -340,7 +340,7 @@ async fn impersonated_groups_and_extras_are_checked_and_carried() {
 #[tokio::test]
 async fn a_percent_encoded_extra_key_is_decoded() {
     let local = local_cluster();
-    send(
+    let r = send(
         edge(&local),
         "GET",
         "/files/dev/done",
@@ -352,11 +352,105 @@ async fn a_percent_encoded_extra_key_is_decoded() {
         ],
     )
     .await;
+    assert_eq!(r.status(), 200, "{}", body(&r));
     let asked = local.rbac.asked.lock().unwrap().clone();
     assert!(
         asked.iter().any(|(_, a)| a.subresource == "scopes"),
-        "{asked:?}"
+        "the decoded key is checked: {asked:?}"
     );
+    let (user, _) = asked.last().unwrap();
+    assert_eq!(user.extra["scopes"], ["view"], "and carried decoded");
+}
+
+#[tokio::test]
+async fn impersonating_a_group_the_caller_may_not_is_403_naming_the_group() {
+    // gateway may impersonate users and groups; jane may impersonate nothing.
+    let local = local_cluster();
+    let r = send(
+        edge(&local),
+        "GET",
+        "/files/dev/done",
+        &[
+            JANE,
+            ("impersonate-user", "jane"),
+            ("impersonate-group", "admins"),
+        ],
+    )
+    .await;
+    assert_text(&r, 403, "jane is not allowed to impersonate user jane");
+    let local = local_cluster();
+    let rbac_without_groups = packetcapture_domain::testing::RbacTable::default()
+        .allow(
+            "gateway",
+            packetcapture_domain::Verb::Impersonate,
+            "users",
+            "",
+        )
+        .allow(
+            "auditor",
+            packetcapture_domain::Verb::Get,
+            "packetcaptures/files",
+            "dev",
+        );
+    let cluster = packetcapture_domain::testing::FakeCluster {
+        rbac: Arc::new(rbac_without_groups),
+        ..local
+    };
+    let r = send(
+        edge(&cluster),
+        "GET",
+        "/files/dev/done",
+        &[
+            GATEWAY,
+            ("impersonate-user", "auditor"),
+            ("impersonate-group", "admins"),
+        ],
+    )
+    .await;
+    assert_text(
+        &r,
+        403,
+        "gateway is not allowed to impersonate group admins",
+    );
+}
+
+#[tokio::test]
+async fn a_header_sent_twice_is_refused_not_guessed() {
+    let e = edge(&local_cluster());
+    let r = send(
+        e.clone(),
+        "GET",
+        "/files/dev/done",
+        &[JANE, ("authorization", "Bearer bob-token")],
+    )
+    .await;
+    assert_eq!(r.status(), 401, "two Authorization headers: {}", body(&r));
+    assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
+    let r = send(
+        e,
+        "GET",
+        "/files/dev/done",
+        &[JANE, ("x-cluster-id", "east"), ("x-cluster-id", "west")],
+    )
+    .await;
+    assert_text(
+        &r,
+        400,
+        "invalid header \"x-cluster-id\": must be sent once",
+    );
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_read_learns_nothing_of_whether_a_capture_exists() {
+    let e = edge(&local_cluster());
+    let missing = send(e.clone(), "GET", "/files/dev/no-such-capture", &[BOB]).await;
+    let present = send(e, "GET", "/files/dev/done", &[BOB]).await;
+    assert_text(
+        &missing,
+        403,
+        "bob is not authorized to get packetcaptures/files in namespace dev",
+    );
+    assert_eq!(body(&missing), body(&present), "403 either way, same words");
 }
 
 #[tokio::test]

@@ -327,6 +327,29 @@ async fn a_dex_user_downloads_through_the_api() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_production_default_dex_off_a_dex_token_is_reviewed_by_the_api_server() {
+    let sim = start_default().await;
+    // DEX_ENABLED unset, as in a default deployment: the API server (configured for OIDC, as
+    // the simulated ones are) reviews every token, Dex's included; Dex itself is not asked.
+    sim.local().set_faults(|f| f.dex_down = true);
+    let api = start_api(&sim, &[("PACKETCAPTURE_API_DEX_ENABLED", "")]).await;
+    let before = sim.local().requests().len();
+    let r = api
+        .http
+        .get(format!("{}/files/dev/web-traffic", api.url))
+        .bearer_auth(sim.token("dana@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "with Dex down, since Dex is not asked");
+    let reviews = sim.local().requests()[before..]
+        .iter()
+        .filter(|r| r.uri.contains("tokenreviews"))
+        .count();
+    assert_eq!(reviews, 1, "the token went to a TokenReview");
+}
+
 trait TextLossy {
     async fn text_lossy(self) -> String;
 }

@@ -224,6 +224,47 @@ async fn delete_needs_finished_then_removes_files_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_name_on_two_nodes_is_kept_apart_by_the_node_in_front() {
+    let sim = start_default().await;
+    let api = start_api(&sim, &[]).await;
+    // The same name on node-1 and node-2 (different bytes), reported by both in the status.
+    for (node, data) in [("node-1", b"from one".as_slice()), ("node-2", b"from two")] {
+        let dir = sim
+            .node_dir("cluster", node)
+            .join("var/log/calico/pcap/dev/web-traffic");
+        std::fs::write(dir.join("shared_eth0.pcap"), data).unwrap();
+    }
+    {
+        let mut captures = sim.local().captures.lock().unwrap();
+        let capture = captures
+            .get_mut(&("dev".to_owned(), "web-traffic".to_owned()))
+            .unwrap();
+        for entry in capture["status"]["files"].as_array_mut().unwrap() {
+            if entry["node"] != "node-3" {
+                entry["fileNames"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!("shared_eth0.pcap"));
+            }
+        }
+    }
+    let r = get(
+        &api,
+        "/download/dev/web-traffic/files.zip",
+        Some(&sim.token("jane")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let entries = zip_digests(&r.bytes().await.unwrap());
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert!(names.contains(&"node-1/shared_eth0.pcap"), "{names:?}");
+    assert!(names.contains(&"node-2/shared_eth0.pcap"), "{names:?}");
+    assert!(!names.contains(&"shared_eth0.pcap"));
+    assert_eq!(entries, capture_dir(&sim, "cluster", "dev", "web-traffic"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_directory_is_gone_has_no_files() {
     let sim = start_default().await;
     let api = start_api(&sim, &[]).await;

@@ -227,7 +227,7 @@ pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
     panic!("the API did not become healthy:\n{}", api.log_text());
 }
 
-/// Zip entries: name → SHA-256 of the contents.
+/// Zip entries: full entry name → SHA-256 of the contents, sorted.
 pub fn zip_digests(bytes: &[u8]) -> Vec<(String, String)> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let mut out = Vec::new();
@@ -235,10 +235,7 @@ pub fn zip_digests(bytes: &[u8]) -> Vec<(String, String)> {
         let mut f = zip.by_index(i).unwrap();
         let mut data = Vec::new();
         f.read_to_end(&mut data).unwrap();
-        out.push((
-            f.name().unwrap().rsplit('/').next().unwrap().to_owned(),
-            hex(&Sha256::digest(&data)),
-        ));
+        out.push((f.name().unwrap().into_owned(), hex(&Sha256::digest(&data))));
     }
     out.sort();
     out
@@ -286,16 +283,31 @@ pub async fn text(r: reqwest::Response) -> (u16, String) {
 }
 
 /// Every file of capture `ns/name` on every node of `cluster`, with digests, sorted.
+/// As zip entries are named: a file name found on more than one node gets `{node}/` in front.
 pub fn capture_dir(sim: &TestSim, cluster: &str, ns: &str, name: &str) -> Vec<(String, String)> {
-    let mut all = Vec::new();
+    let mut per_node = Vec::new();
     for node in &sim.cluster(cluster).nodes {
-        all.extend(files_under(
-            &sim.node_dir(cluster, node)
-                .join("var/log/calico/pcap")
-                .join(ns)
-                .join(name),
-        ));
+        let dir = sim
+            .node_dir(cluster, node)
+            .join("var/log/calico/pcap")
+            .join(ns)
+            .join(name);
+        for (file, digest) in files_under(&dir) {
+            per_node.push((node.clone(), file, digest));
+        }
     }
+    let on_several = |file: &str| per_node.iter().filter(|(_, f, _)| f == file).count() > 1;
+    let mut all: Vec<(String, String)> = per_node
+        .iter()
+        .map(|(node, file, digest)| {
+            let entry = if on_several(file) {
+                format!("{node}/{file}")
+            } else {
+                file.clone()
+            };
+            (entry, digest.clone())
+        })
+        .collect();
     all.sort();
     all
 }
