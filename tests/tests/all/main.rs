@@ -5,6 +5,7 @@ mod contract;
 mod dex;
 mod e2e;
 mod engine;
+mod faults;
 mod managed;
 mod simulation;
 mod support;
