@@ -87,6 +87,19 @@ pub struct Config {
     /// A node that sends nothing this long fails its download.
     #[default(Duration(std::time::Duration::from_secs(60)))]
     pub node_idle_timeout: Duration,
+    /// A connection whose request head is not complete this long after it was accepted (or
+    /// after its previous response), or that has no request in flight this long, is closed.
+    #[default(Duration(std::time::Duration::from_secs(30)))]
+    pub header_timeout: Duration,
+    /// Connections served at once (more wait in the listen backlog); unset: half the
+    /// process's descriptor limit, at most 10,000.
+    pub max_connections: Option<NonZeroUsize>,
+    /// How long requests in flight may run once SIGTERM or SIGINT arrives; the rest are cut.
+    #[default(Duration(std::time::Duration::from_secs(30)))]
+    pub shutdown_grace: Duration,
+    /// How often the serving certificate's files are checked for a change.
+    #[default(Duration(std::time::Duration::from_secs(10)))]
+    pub tls_reload_interval: Duration,
 }
 
 /// A duration: `30s`, `2m`, `1h 30m`, or a number of seconds.
@@ -262,7 +275,32 @@ impl Config {
                 Some(_) => {}
             }
         }
+        for (key, value) in [
+            ("header_timeout", self.header_timeout),
+            ("tls_reload_interval", self.tls_reload_interval),
+            ("node_idle_timeout", self.node_idle_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err(StartupError::setting(
+                    variable(key),
+                    "must be longer than zero",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// How the server treats connections. Call after the descriptor limit is raised: the
+    /// default connection cap is derived from it.
+    pub fn server_options(&self) -> crate::server::Options {
+        crate::server::Options {
+            header_timeout: self.header_timeout.0,
+            max_connections: self
+                .max_connections
+                .map_or_else(crate::server::default_max_connections, NonZeroUsize::get),
+            shutdown_grace: self.shutdown_grace.0,
+            tls_reload_interval: self.tls_reload_interval.0,
+        }
     }
 }
 
@@ -578,6 +616,53 @@ mod tests {
                 ("NODE_IDLE_TIMEOUT", "soon"),
                 ("SPOOL_LIMIT", "lots"),
                 ("FETCH_CONCURRENCY", "0"),
+            ] {
+                let e = load(jail, &[(var, value)]).unwrap_err();
+                assert_eq!(variable_of(e), format!("{PREFIX}{var}"), "{var}={value}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_settings_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            let c = load(jail, &[]).unwrap();
+            let options = c.server_options();
+            assert_eq!(options.header_timeout, std::time::Duration::from_secs(30));
+            assert_eq!(options.shutdown_grace, std::time::Duration::from_secs(30));
+            assert_eq!(
+                options.tls_reload_interval,
+                std::time::Duration::from_secs(10)
+            );
+            assert!(
+                (64..=10_000).contains(&options.max_connections),
+                "sized from the descriptor limit: {}",
+                options.max_connections
+            );
+            let c = load(
+                jail,
+                &[
+                    ("HEADER_TIMEOUT", "5s"),
+                    ("MAX_CONNECTIONS", "300"),
+                    ("SHUTDOWN_GRACE", "0"),
+                    ("TLS_RELOAD_INTERVAL", "1m"),
+                ],
+            )
+            .unwrap();
+            let options = c.server_options();
+            assert_eq!(options.header_timeout, std::time::Duration::from_secs(5));
+            assert_eq!(options.max_connections, 300);
+            assert_eq!(options.shutdown_grace, std::time::Duration::ZERO);
+            assert_eq!(
+                options.tls_reload_interval,
+                std::time::Duration::from_secs(60)
+            );
+            for (var, value) in [
+                ("HEADER_TIMEOUT", "0s"),
+                ("TLS_RELOAD_INTERVAL", "0"),
+                ("MAX_CONNECTIONS", "0"),
+                ("SHUTDOWN_GRACE", "forever"),
             ] {
                 let e = load(jail, &[(var, value)]).unwrap_err();
                 assert_eq!(variable_of(e), format!("{PREFIX}{var}"), "{var}={value}");

@@ -37,9 +37,11 @@ pub fn init_logging(config: &Config) {
         .try_init();
 }
 
-/// Runs the service until SIGINT or SIGTERM.
+/// Runs the service until SIGINT or SIGTERM, then drains it: requests in flight finish within
+/// `SHUTDOWN_GRACE`, what is left is cut (a failed transfer, never a whole-looking one).
 pub fn run(config: Config) -> Result<(), StartupError> {
     init_logging(&config);
+    server::raise_descriptor_limit();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,14 +50,16 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     runtime.block_on(async move {
         let running = startup::start(&config).await?;
         tracing::info!(addr = %running.addr, version = %version::VersionInfo::current(), "listening");
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.stop().await;
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, grace = ?config.shutdown_grace.0, "shutting down: no new connections; requests in flight may finish");
+        let report = running.stop().await;
+        tracing::info!(drained = report.drained, cut = report.cut, "stopped");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM; names the one that came.
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -64,14 +68,17 @@ async fn shutdown_signal() {
                 Ok(t) => t,
                 Err(_) => {
                     let _ = ctrl_c.await;
-                    return;
+                    return "SIGINT";
                 }
             };
         tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            _ = ctrl_c => "SIGINT",
+            _ = term.recv() => "SIGTERM",
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        "SIGINT"
+    }
 }

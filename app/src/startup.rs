@@ -74,14 +74,16 @@ impl StartupError {
 /// Builds the service from `config` (certificates loaded before the socket is bound) and
 /// serves it; the handle knows the bound address.
 pub async fn start(config: &Config) -> Result<Running, StartupError> {
-    let tls = server::tls_config(&config.https_cert, &config.https_key).map_err(|e| {
-        let key = if e.what == "certificates" {
-            "https_cert"
-        } else {
-            "https_key"
-        };
-        StartupError::setting(variable(key), "the server's TLS material cannot be used").because(e)
-    })?;
+    let certs =
+        server::certs::Reloading::new(&config.https_cert, &config.https_key).map_err(|e| {
+            let key = if e.what == "certificates" {
+                "https_cert"
+            } else {
+                "https_key"
+            };
+            StartupError::setting(variable(key), "the server's TLS material cannot be used")
+                .because(e)
+        })?;
     let service = wiring::build(config).await?;
     let edge = http::Edge {
         service: Arc::new(service),
@@ -90,8 +92,9 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     server::serve(
         config.host.map(|h| h.0),
         config.port,
-        tls,
+        certs,
         http::routes(edge),
+        config.server_options(),
     )
     .await
 }

@@ -2,6 +2,7 @@
 //! domain's fakes and mocks behind it; and the HTTPS server on a loopback socket.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod hygiene;
 mod routes;
 mod support;
 mod tls;

@@ -14,14 +14,16 @@ use packetcapture_domain::{
 
 use crate::support::*;
 
-struct Tls {
-    _dir: tempfile::TempDir,
-    ca: reqwest::Certificate,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
+/// A self-signed serving pair in a temporary directory.
+pub struct Tls {
+    pub _dir: Option<tempfile::TempDir>,
+    pub ca: reqwest::Certificate,
+    pub ca_pem: String,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
-fn self_signed() -> Tls {
+pub fn self_signed() -> Tls {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -31,21 +33,30 @@ fn self_signed() -> Tls {
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let ca = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
     Tls {
-        _dir: dir,
+        _dir: Some(dir),
         ca,
+        ca_pem: certified.cert.pem(),
         cert,
         key,
     }
 }
 
-async fn start(tls: &Tls, edge: packetcapture_api::http::Edge) -> Running {
-    let config = server::tls_config(&tls.cert, &tls.key).unwrap();
-    server::serve(Some([127, 0, 0, 1].into()), 0, config, routes(edge))
+pub async fn start(tls: &Tls, edge: packetcapture_api::http::Edge) -> Running {
+    start_with(tls, edge, server::Options::default()).await
+}
+
+pub async fn start_with(
+    tls: &Tls,
+    edge: packetcapture_api::http::Edge,
+    options: server::Options,
+) -> Running {
+    let certs = server::certs::Reloading::new(&tls.cert, &tls.key).unwrap();
+    server::serve(Some([127, 0, 0, 1].into()), 0, certs, routes(edge), options)
         .await
         .unwrap()
 }
 
-fn client(tls: &Tls, http1: bool) -> reqwest::Client {
+pub fn client(tls: &Tls, http1: bool) -> reqwest::Client {
     let b = reqwest::Client::builder().tls_certs_only([tls.ca.clone()]);
     let b = if http1 { b.http1_only() } else { b };
     b.build().unwrap()
@@ -177,7 +188,7 @@ async fn a_failure_after_the_status_line_aborts_the_transfer_and_leaves_no_whole
 
 #[test]
 fn a_missing_certificate_is_an_error_naming_the_file() {
-    let err = server::tls_config(
+    let err = server::certs::Reloading::new(
         "/nonexistent/tls.crt".as_ref(),
         "/nonexistent/tls.key".as_ref(),
     )

@@ -465,6 +465,75 @@ async fn a_client_that_leaves_ends_the_exec_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_download_in_flight_finish_whole_then_exits_zero() {
+    let sim = start_default().await;
+    let mut api = start_api(&sim, &[]).await;
+    // About two seconds per node: the download is surely running when SIGTERM comes.
+    sim.local().set_faults(|f| f.exec_bandwidth = Some(500_000));
+    let mut r = get(
+        &api,
+        "/download/dev/web-traffic/files.zip",
+        Some(&sim.token("jane")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut received = r.chunk().await.unwrap().unwrap().to_vec();
+    api.terminate();
+    while let Some(chunk) = r.chunk().await.expect("a download in flight is not cut") {
+        received.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        zip_digests(&received),
+        capture_dir(&sim, "cluster", "dev", "web-traffic")
+    );
+    let status = api
+        .exit_within(std::time::Duration::from_secs(10))
+        .await
+        .expect("the service exits once drained");
+    assert!(status.success(), "{status}:\n{}", api.log_text());
+    let log = api.log_text();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("drained=1 cut=0"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_outlives_the_shutdown_grace_is_cut_and_the_service_exits_zero() {
+    let sim = start_default().await;
+    let mut api = start_api(&sim, &[("PACKETCAPTURE_API_SHUTDOWN_GRACE", "1s")]).await;
+    sim.local().set_faults(|f| f.exec_bandwidth = Some(50_000));
+    let (received, failed) = {
+        let mut r = get(
+            &api,
+            "/download/dev/web-traffic/files.zip",
+            Some(&sim.token("jane")),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let mut received = r.chunk().await.unwrap().unwrap().to_vec();
+        api.terminate();
+        loop {
+            match r.chunk().await {
+                Ok(Some(c)) => received.extend_from_slice(&c),
+                Ok(None) => break (received, false),
+                Err(_) => break (received, true),
+            }
+        }
+    };
+    assert!(failed, "a cut download is a failed transfer");
+    assert!(zip::ZipArchive::new(std::io::Cursor::new(received)).is_err());
+    let status = api
+        .exit_within(std::time::Duration::from_secs(10))
+        .await
+        .expect("the service exits after the grace");
+    assert!(status.success(), "{status}:\n{}", api.log_text());
+    let log = api.log_text();
+    assert!(log.contains("drained=0 cut=1"), "{log}");
+    assert_execs_end_within_a_second(sim.local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impersonation_is_checked_by_the_cluster() {
     let sim = start_default().await;
     let api = start_api(&sim, &[]).await;

@@ -145,6 +145,27 @@ impl ApiProcess {
             .unwrap_or_default()
     }
 
+    /// Sends SIGTERM, as Kubernetes does on a rollout.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if it still runs.
+    pub async fn exit_within(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let t = std::time::Instant::now();
+        while t.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill_now(&mut self) {
         let _ = self.child.kill();

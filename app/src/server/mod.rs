@@ -1,0 +1,333 @@
+//! HTTPS serving: warp's routes as a hyper service over tokio-rustls and hyper-util, with the
+//! hygiene a hostile network needs and a graceful stop.
+//!
+//! - Certificates are loaded before the socket is bound (a bad file is an error naming it)
+//!   and reloaded when their files change ([`certs`]).
+//! - A TLS handshake must finish within 10 s; a connection with no request in flight for the
+//!   header timeout is closed (a slow or stalled request head, an idle keep-alive or HTTP/2
+//!   connection); request heads are capped at 64 KiB (431 beyond).
+//! - At most `max_connections` connections at once: past that, new ones wait in the listen
+//!   backlog; nothing is refused by crashing.
+//! - [`Running::stop`] stops accepting, lets requests in flight finish up to the shutdown
+//!   grace, then cuts what is left (a cut download is a failed transfer, never a whole-looking
+//!   one) and reports both.
+
+pub mod certs;
+mod tracking;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::startup::StartupError;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head accepted (431 beyond).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// How the server treats its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// A connection with no request in flight for this long is closed.
+    pub header_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long requests in flight may take to finish once the server stops.
+    pub shutdown_grace: Duration,
+    /// How often the certificate files are checked for a change.
+    pub tls_reload_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            max_connections: default_max_connections(),
+            shutdown_grace: Duration::from_secs(30),
+            tls_reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The connection cap that fits the process's descriptor limit: half of it (the rest is for
+/// exec connections to API servers, spool files and the runtime), at most 10,000.
+pub fn default_max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024);
+    usize::try_from(limit / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(64, 10_000)
+}
+
+/// Raises the soft descriptor limit to the hard one, as servers do; the cap on connections
+/// is derived from what results.
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "the descriptor limit could not be raised");
+        }
+    }
+}
+
+/// What a stop did with the requests in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Requests that finished within the grace.
+    pub drained: usize,
+    /// Requests still running when the grace ended, cut.
+    pub cut: usize,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address (with the real port when 0 was asked).
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<StopReport>,
+}
+
+impl Running {
+    /// Stops accepting, drains the requests in flight up to the grace, cuts the rest.
+    pub async fn stop(self) -> StopReport {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Builds the rustls server configuration (HTTP/2 and HTTP/1.1 offered) around a certificate
+/// that may be reloaded.
+pub fn tls_config(certs: Arc<certs::Reloading>) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| unreachable!("ring supports the default protocol versions: {e}"))
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
+/// Binds `host:port` (all addresses when `host` is `None`) and serves `routes` over TLS.
+pub async fn serve<F>(
+    host: Option<IpAddr>,
+    port: u16,
+    certs: Arc<certs::Reloading>,
+    routes: F,
+    options: Options,
+) -> Result<Running, StartupError>
+where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F::Future: Send,
+{
+    let listener = match host {
+        Some(ip) => bind(SocketAddr::new(ip, port)).await?,
+        None => match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)).await {
+            Ok(l) => l,
+            Err(_) => bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)).await?,
+        },
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::failure("cannot read the listening address").because(e))?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(certs.clone())));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(listener, acceptor, certs, routes, options, stopped));
+    Ok(Running { addr, stop, task })
+}
+
+async fn run<F>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    certs: Arc<certs::Reloading>,
+    routes: F,
+    options: Options,
+    mut stopped: watch::Receiver<bool>,
+) -> StopReport
+where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F::Future: Send,
+{
+    let reload = certs.watch(options.tls_reload_interval);
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (drain, draining) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stopped.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before accept: wait, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let connection = tracking::Connection::new(in_flight.clone());
+        let service = TowerToHyperService::new(warp::service(routes.clone()));
+        connections.spawn(serve_connection(
+            tcp,
+            peer,
+            acceptor.clone(),
+            service,
+            connection,
+            options.header_timeout,
+            draining.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    reload.abort();
+    let running = in_flight.load(Ordering::SeqCst);
+    tracing::info!(
+        requests = running,
+        connections = connections.len(),
+        "stopped accepting; draining"
+    );
+    let _ = drain.send(true);
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    let cut = match drained {
+        Ok(()) => 0,
+        Err(_) => {
+            let cut = in_flight.load(Ordering::SeqCst);
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+            cut
+        }
+    };
+    let report = StopReport {
+        drained: running.saturating_sub(cut),
+        cut,
+    };
+    if cut > 0 {
+        tracing::warn!(drained = report.drained, cut, grace = ?options.shutdown_grace, "shutdown grace over: requests still running were cut");
+    } else {
+        tracing::info!(drained = report.drained, "every request in flight finished");
+    }
+    report
+}
+
+#[allow(clippy::too_many_arguments)] // One connection's whole context, from the accept loop.
+async fn serve_connection<S, B>(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    service: S,
+    connection: Arc<tracking::Connection>,
+    header_timeout: Duration,
+    mut draining: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let tracked = {
+        let connection = connection.clone();
+        let service = Arc::new(service);
+        hyper::service::service_fn(move |request| {
+            let guard = connection.enter();
+            let service = service.clone();
+            async move {
+                let response = service.call(request).await?;
+                Ok::<_, S::Error>(response.map(|body| tracking::Tracked::new(body, guard)))
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // hyper answers 431 when a head outgrows its read buffer (or has over 100 fields).
+        .max_buf_size(MAX_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection(TokioIo::new(tls), tracked);
+    tokio::pin!(conn);
+    let idle = tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = connection.idle_for(header_timeout) => true,
+        _ = draining.wait_for(|draining| *draining) => false,
+    };
+    conn.as_mut().graceful_shutdown();
+    if idle {
+        // Nothing in flight: a head that never completes is not waited for.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        tracing::debug!(%peer, "connection closed: no request for the header timeout");
+    } else if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartupError::failure(format!("cannot listen on {addr}")).because(e))
+}

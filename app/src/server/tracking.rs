@@ -1,0 +1,125 @@
+//! Requests in flight, per connection and for the whole server: a connection with none for
+//! the header timeout is closed (a slow or stalled head, an idle keep-alive or HTTP/2
+//! connection); shutdown knows what it drains.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Requests being answered on one connection.
+#[derive(Debug)]
+pub struct Connection {
+    in_flight: AtomicUsize,
+    idle_since: std::sync::Mutex<Instant>,
+    changed: Notify,
+    server: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    /// A connection of a server whose requests in flight `server` counts.
+    pub fn new(server: Arc<AtomicUsize>) -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+            changed: Notify::new(),
+            server,
+        })
+    }
+
+    /// A request starts; it ends when the guard (kept with its response body) drops.
+    pub fn enter(self: &Arc<Self>) -> Guard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.server.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Guard(self.clone())
+    }
+
+    /// Resolves once the connection had no request in flight for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            let since = *self
+                .idle_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            tokio::select! {
+                () = tokio::time::sleep_until(since + idle) => {
+                    if self.in_flight.load(Ordering::SeqCst) == 0 {
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// One request in flight.
+#[derive(Debug)]
+pub struct Guard(Arc<Connection>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let connection = &self.0;
+        *connection
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        connection.in_flight.fetch_sub(1, Ordering::SeqCst);
+        connection.server.fetch_sub(1, Ordering::SeqCst);
+        connection.changed.notify_waiters();
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is done or dropped.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    inner: B,
+    guard: Option<Guard>,
+}
+
+impl<B> Tracked<B> {
+    /// `inner`, counted by `guard`.
+    pub fn new(inner: B, guard: Guard) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
