@@ -40,6 +40,12 @@ pub struct Dex {
     issuer: std::sync::OnceLock<String>,
     /// Index into the fixture keys of the signing key; the JWKS publishes it and the previous one.
     current: Mutex<usize>,
+    /// Requests for the JWKS so far.
+    keys_requests: std::sync::atomic::AtomicUsize,
+    /// How long the JWKS takes to answer, in milliseconds.
+    keys_delay_ms: std::sync::atomic::AtomicU64,
+    /// Answer the JWKS with 500.
+    keys_failing: std::sync::atomic::AtomicBool,
 }
 
 fn kid(index: usize) -> String {
@@ -67,10 +73,20 @@ pub fn now() -> u64 {
 impl Dex {
     /// A Dex whose issuer is set later with [`Dex::set_issuer`].
     pub fn new() -> Self {
-        Self {
-            issuer: std::sync::OnceLock::new(),
-            current: Mutex::new(0),
-        }
+        Self::default()
+    }
+
+    /// How many times the JWKS was asked for.
+    pub fn keys_requests(&self) -> usize {
+        self.keys_requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes the JWKS answer after `delay`, or with 500 when `failing`.
+    pub fn set_keys_behaviour(&self, delay: std::time::Duration, failing: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.keys_delay_ms
+            .store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), SeqCst);
+        self.keys_failing.store(failing, SeqCst);
     }
 
     /// Sets the issuer once the listening port is known.
@@ -139,7 +155,19 @@ impl Dex {
                     "claims_supported": ["iss", "sub", "aud", "iat", "exp", "email", "email_verified", "groups", "name"],
                 }),
             ),
-            "/dex/keys" => json(StatusCode::OK, &self.jwks()),
+            "/dex/keys" => {
+                use std::sync::atomic::Ordering::SeqCst;
+                self.keys_requests.fetch_add(1, SeqCst);
+                let delay = self.keys_delay_ms.load(SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+                if self.keys_failing.load(SeqCst) {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                } else {
+                    json(StatusCode::OK, &self.jwks())
+                }
+            }
             _ => text(StatusCode::NOT_FOUND, "404 page not found"),
         }
     }

@@ -1,9 +1,16 @@
 //! The dex adapter: verifies Dex-issued OIDC ID tokens in the service (SPEC section 3, step 2).
 //!
 //! RS256 only; keys from the JWKS at the configured URL (trusting `DEX_CA_FILE` when set),
-//! cached, fetched again when a token names an unknown `kid` (at most once every
-//! [`REFRESH_INTERVAL`]); `iss`, `aud` (client id), `exp` and `nbf` checked with [`LEEWAY`].
-//! [`IssuerRouted`] sends tokens whose (unverified) `iss` is not Dex's to the Kubernetes review.
+//! cached, fetched again when a token names an unknown `kid`: at most once every
+//! [`REFRESH_INTERVAL`] whether the fetch worked or failed (a failure is answered from memory
+//! until then), and once for all the requests that need it (single flight: they wait on one
+//! fetch, no lock is held across the network). `iss`, `aud` (client id), `exp` and `nbf` are
+//! checked with [`LEEWAY`]. [`IssuerRouted`] sends tokens whose (unverified) `iss` is not
+//! Dex's to the Kubernetes review.
+//!
+//! A JWKS body delimited by the connection's close (HTTP/1, no length, not chunked) whose
+//! server leaves without TLS close_notify is complete if it parses: the missing alert cannot
+//! hide a truncation the JSON parser would not see, which is what curl and Go accept too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -12,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use packetcapture_domain::{
     Authenticator, Backend, BearerToken, Error as DomainError, Result, User,
@@ -20,7 +29,6 @@ use packetcapture_tls::HttpUrl;
 use serde::Deserialize;
 use serde_json::Value;
 use smart_default::SmartDefault;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -29,6 +37,10 @@ pub const LEEWAY: u64 = 30;
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a JWKS fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JWKS accepted.
+const MAX_JWKS: usize = 1 << 20;
+/// Why a token whose key is not in the JWKS is refused.
+const UNKNOWN_KEY: &str = "the token is signed by a key Dex does not publish";
 
 /// Dex settings (`PACKETCAPTURE_API_DEX_*`), with SPEC's defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, SmartDefault)]
@@ -117,20 +129,57 @@ pub enum Error {
         /// The URL.
         url: String,
     },
+    /// The JWKS is larger than anyone publishes.
+    #[error("the JWKS at {url} is larger than {MAX_JWKS} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+    },
+    /// The fetch ended before it finished (the task running it panicked or was dropped).
+    #[error("the JWKS fetch from {url} ended before it finished")]
+    Interrupted {
+        /// The URL.
+        url: String,
+    },
 }
 
 /// Verifies Dex ID tokens.
 pub struct DexAuthenticator {
     config: DexConfig,
     http: reqwest::Client,
-    keys: Mutex<KeyCache>,
+    keys: Arc<std::sync::Mutex<KeyCache>>,
     refresh_interval: Duration,
 }
 
+type Keys = Arc<HashMap<String, DecodingKey>>;
+type Refresh = Shared<BoxFuture<'static, std::result::Result<Keys, Arc<Error>>>>;
+
+/// What is known of Dex's keys. The lock is held only to read or change this, never across
+/// a fetch.
 #[derive(Default)]
 struct KeyCache {
-    keys: HashMap<String, DecodingKey>,
-    fetched: Option<Instant>,
+    keys: Keys,
+    /// When the last fetch started: the next waits [`DexAuthenticator::refresh_interval`].
+    attempted: Option<Instant>,
+    /// Why the last fetch failed, until one works.
+    failure: Option<Arc<Error>>,
+    /// The fetch under way, which every request that needs it awaits.
+    refreshing: Option<Refresh>,
+}
+
+fn lock(cache: &std::sync::Mutex<KeyCache>) -> std::sync::MutexGuard<'_, KeyCache> {
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Clears the fetch under way when the task running it ends, however it ends.
+struct Ending(Arc<std::sync::Mutex<KeyCache>>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        lock(&self.0).refreshing = None;
+    }
 }
 
 impl std::fmt::Debug for DexAuthenticator {
@@ -163,7 +212,7 @@ impl DexAuthenticator {
         Ok(Self {
             config,
             http: builder.build().map_err(Error::Client)?,
-            keys: Mutex::new(KeyCache::default()),
+            keys: Arc::new(std::sync::Mutex::new(KeyCache::default())),
             refresh_interval: REFRESH_INTERVAL,
         })
     }
@@ -181,33 +230,65 @@ impl DexAuthenticator {
             .is_some_and(|iss| iss == self.config.issuer.as_str())
     }
 
-    async fn fetch(&self) -> std::result::Result<HashMap<String, DecodingKey>, Error> {
-        let url = &self.config.jwk_url.to_string();
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|source| Error::Fetch {
-                url: url.clone(),
-                source,
-            })?;
+    /// Fetches and parses the JWKS.
+    async fn fetch(
+        http: &reqwest::Client,
+        url: &str,
+    ) -> std::result::Result<HashMap<String, DecodingKey>, Error> {
+        let fetch_error = |source| Error::Fetch {
+            url: url.to_owned(),
+            source,
+        };
+        let mut response = http.get(url).send().await.map_err(fetch_error)?;
         if !response.status().is_success() {
             return Err(Error::Status {
-                url: url.clone(),
+                url: url.to_owned(),
                 status: response.status().as_u16(),
             });
         }
-        let body = response.bytes().await.map_err(|source| Error::Fetch {
-            url: url.clone(),
-            source,
+        let delimited_by_close = response.version() <= reqwest::Version::HTTP_11
+            && !response
+                .headers()
+                .contains_key(reqwest::header::CONTENT_LENGTH)
+            && !response
+                .headers()
+                .get_all(reqwest::header::TRANSFER_ENCODING)
+                .iter()
+                .any(|v| {
+                    v.to_str()
+                        .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+                });
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_JWKS {
+                        return Err(Error::TooLarge {
+                            url: url.to_owned(),
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if delimited_by_close && ended_without_close_notify(&e) => {
+                    tracing::debug!(
+                        url,
+                        "the JWKS server closed without TLS close_notify; the body ends there"
+                    );
+                    break;
+                }
+                Err(e) => return Err(fetch_error(e)),
+            }
+        }
+        let set: Value = serde_json::from_slice(&body).map_err(|_| Error::Parse {
+            url: url.to_owned(),
         })?;
-        let set: Value =
-            serde_json::from_slice(&body).map_err(|_| Error::Parse { url: url.clone() })?;
         let keys = set
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or_else(|| Error::Parse { url: url.clone() })?;
+            .ok_or_else(|| Error::Parse {
+                url: url.to_owned(),
+            })?;
         let mut out = HashMap::new();
         for k in keys {
             let text = |name: &str| k.get(name).and_then(Value::as_str);
@@ -227,37 +308,90 @@ impl DexAuthenticator {
         Ok(out)
     }
 
-    /// The key for `kid`: cached, or fetched when unknown (rate-limited).
+    /// The key for `kid`: cached, or from a fetch (shared with every request waiting for one,
+    /// and at most one started every refresh interval).
     async fn key(&self, kid: &str) -> Result<DecodingKey> {
-        let mut cache = self.keys.lock().await;
-        if let Some(key) = cache.keys.get(kid) {
-            return Ok(key.clone());
-        }
-        let recently = cache
-            .fetched
-            .is_some_and(|t| t.elapsed() < self.refresh_interval);
-        if recently {
-            return Err(unauthenticated(
-                "the token is signed by a key Dex does not publish",
-            ));
-        }
-        match self.fetch().await {
-            Ok(keys) => {
-                cache.keys = keys;
-                cache.fetched = Some(Instant::now());
-                cache.keys.get(kid).cloned().ok_or_else(|| {
-                    unauthenticated("the token is signed by a key Dex does not publish")
-                })
+        let refresh = {
+            let mut cache = lock(&self.keys);
+            if let Some(key) = cache.keys.get(kid) {
+                return Ok(key.clone());
             }
-            Err(e) => {
-                // Without the key there is nothing to verify with: Dex is needed now.
-                Err(DomainError::unavailable(
-                    Backend::IdentityProvider,
-                    "fetch the signing keys of Dex",
-                    e,
-                ))
+            match &cache.refreshing {
+                Some(refresh) => refresh.clone(),
+                None => {
+                    if let Some(at) = cache.attempted
+                        && at.elapsed() < self.refresh_interval
+                    {
+                        return Err(match &cache.failure {
+                            Some(e) => DomainError::unavailable(
+                                Backend::IdentityProvider,
+                                format!(
+                                    "fetch the signing keys of Dex (the last attempt, {} s ago, failed; tried again at most every {} s)",
+                                    at.elapsed().as_secs(),
+                                    self.refresh_interval.as_secs_f32()
+                                ),
+                                e.clone(),
+                            ),
+                            None => unauthenticated(UNKNOWN_KEY),
+                        });
+                    }
+                    cache.attempted = Some(Instant::now());
+                    let refresh = self.start_refresh();
+                    cache.refreshing = Some(refresh.clone());
+                    refresh
+                }
             }
+        };
+        match refresh.await {
+            Ok(keys) => keys
+                .get(kid)
+                .cloned()
+                .ok_or_else(|| unauthenticated(UNKNOWN_KEY)),
+            // Without the key there is nothing to verify with: Dex is needed now.
+            Err(e) => Err(DomainError::unavailable(
+                Backend::IdentityProvider,
+                "fetch the signing keys of Dex",
+                e,
+            )),
         }
+    }
+
+    /// Starts a fetch in a task of its own (it finishes even if every waiter leaves) that
+    /// stores what it learns.
+    fn start_refresh(&self) -> Refresh {
+        let (http, url, cache) = (
+            self.http.clone(),
+            self.config.jwk_url.to_string(),
+            self.keys.clone(),
+        );
+        let task = tokio::spawn({
+            let url = url.clone();
+            async move {
+                let ending = Ending(cache);
+                let outcome = Self::fetch(&http, &url)
+                    .await
+                    .map(Arc::new)
+                    .map_err(Arc::new);
+                let mut cache = lock(&ending.0);
+                match &outcome {
+                    Ok(keys) => {
+                        cache.keys = keys.clone();
+                        cache.failure = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %packetcapture_domain::error::chain(e.as_ref()), "fetching Dex's signing keys failed");
+                        cache.failure = Some(e.clone());
+                    }
+                }
+                outcome
+            }
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|_| Err(Arc::new(Error::Interrupted { url })))
+        }
+        .boxed()
+        .shared()
     }
 
     fn user(&self, claims: &Value) -> Result<User> {
@@ -351,6 +485,20 @@ impl Authenticator for DexAuthenticator {
             .map_err(|e| unauthenticated(reason(&e)))?;
         self.user(&data.claims)
     }
+}
+
+/// True when `e` comes from the TLS stream ending without close_notify.
+fn ended_without_close_notify(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Dex's tokens to Dex, every other token to the review.

@@ -495,3 +495,172 @@ async fn a_token_minted_elsewhere_and_published_by_a_plain_server_is_accepted_un
     let _ = server.kill();
     let _ = server.wait();
 }
+
+fn unavailable(result: Result<User, Error>) {
+    match result {
+        Err(Error::Backend {
+            backend: packetcapture_domain::Backend::IdentityProvider,
+            transient: true,
+            ..
+        }) => {}
+        other => panic!("expected the identity provider to be unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_key_fetch_and_cached_keys_never_wait_for_it() {
+    let sim = start_default().await;
+    let dex = Arc::new(
+        DexAuthenticator::new(config(&sim))
+            .unwrap()
+            .with_refresh_interval(std::time::Duration::ZERO),
+    );
+    sim.dex
+        .set_keys_behaviour(std::time::Duration::from_millis(300), false);
+    let before = sim.dex.keys_requests();
+    let token = sim.dex.sign(&claims(&sim));
+    let checks = (0..20).map(|_| {
+        let (dex, token) = (dex.clone(), token.clone());
+        tokio::spawn(async move { check(&dex, &token).await })
+    });
+    for outcome in futures_util::future::join_all(checks).await {
+        outcome.unwrap().unwrap();
+    }
+    assert_eq!(
+        sim.dex.keys_requests() - before,
+        1,
+        "one fetch for all twenty"
+    );
+
+    // A fetch for a new key under way does not hold up tokens whose key is cached.
+    sim.dex.rotate();
+    sim.dex
+        .set_keys_behaviour(std::time::Duration::from_secs(2), false);
+    let new_token = sim.dex.sign(&claims(&sim));
+    let waiting = tokio::spawn({
+        let dex = dex.clone();
+        async move { check(&dex, &new_token).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    check(&dex, &token)
+        .await
+        .expect("a cached key verifies at once");
+    assert!(!waiting.is_finished(), "the fetch is still under way");
+    waiting.await.unwrap().expect("the new key arrives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_key_fetch_is_tried_again_at_most_once_per_interval() {
+    let sim = start_default().await;
+    let interval = std::time::Duration::from_millis(500);
+    let dex = DexAuthenticator::new(config(&sim))
+        .unwrap()
+        .with_refresh_interval(interval);
+    sim.dex.set_keys_behaviour(std::time::Duration::ZERO, true);
+    let before = sim.dex.keys_requests();
+    let token = sim.dex.sign(&claims(&sim));
+    for _ in 0..10 {
+        unavailable(check(&dex, &token).await);
+    }
+    assert_eq!(
+        sim.dex.keys_requests() - before,
+        1,
+        "the failure is remembered for the interval"
+    );
+    sim.dex.set_keys_behaviour(std::time::Duration::ZERO, false);
+    tokio::time::sleep(interval + std::time::Duration::from_millis(50)).await;
+    check(&dex, &token)
+        .await
+        .expect("tried again after the interval");
+    assert_eq!(sim.dex.keys_requests() - before, 2);
+}
+
+/// A one-shot-per-connection HTTPS server that answers every request with `head` and `body`
+/// and then drops the connection without TLS close_notify, as some proxies do. Its URL and
+/// the file of its certificate.
+async fn abrupt_server(sim: &TestSim, head: String, body: String) -> (String, std::path::PathBuf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = sim.dir.path().join(format!("abrupt-{}.crt", rand_suffix()));
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, head, body) = (acceptor.clone(), head.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(format!("{head}\r\n\r\n{body}").as_bytes())
+                    .await;
+                let _ = tls.flush().await;
+                // Dropped without shutdown: no close_notify, just the TCP close.
+                drop(tls);
+            });
+        }
+    });
+    (format!("https://localhost:{port}/keys"), ca)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_delimited_by_a_close_without_close_notify_is_read_when_it_parses() {
+    let sim = start_default().await;
+    let token = sim.dex.sign(&claims(&sim));
+    let jwks = sim.dex.jwks().to_string();
+    let dex_at = |(url, ca): (String, std::path::PathBuf)| {
+        DexAuthenticator::new(DexConfig {
+            jwk_url: url.parse().unwrap(),
+            ca_file: Some(ca),
+            ..config(&sim)
+        })
+        .unwrap()
+    };
+    let close_delimited = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close";
+
+    let whole = dex_at(abrupt_server(&sim, close_delimited.into(), jwks.clone()).await);
+    let user = check(&whole, &token)
+        .await
+        .expect("a whole close-delimited body is complete");
+    assert_eq!(user.name, "dana@example.com");
+
+    let cut =
+        dex_at(abrupt_server(&sim, close_delimited.into(), jwks[..jwks.len() / 2].into()).await);
+    unavailable(check(&cut, &token).await);
+
+    // With a length, a short body is a truncation whatever it holds.
+    let padded = format!("{jwks}     ");
+    let short = dex_at(
+        abrupt_server(
+            &sim,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}",
+                padded.len() + 10
+            ),
+            padded,
+        )
+        .await,
+    );
+    unavailable(check(&short, &token).await);
+}
