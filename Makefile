@@ -53,6 +53,11 @@ rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/t
 bench: ## Throughput, memory, latency and compression against kubectl (release build; prints a table)
 	bash scripts/bench.sh
 
+.PHONY: soak
+soak: ## Mixed traffic, faults and a restart for SOAK_MINUTES (default 10) against the simulation; prints outcomes
+	$(CARGO) build --release --locked -p packetcapture-api -p packetcapture-tests --bins
+	target/release/packetcapture-soak --api target/release/packetcapture-api --minutes $${SOAK_MINUTES:-10}
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine)
 	docker build -t packetcapture-api:dev .

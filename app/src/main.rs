@@ -8,6 +8,8 @@ use packetcapture_api::version::VersionInfo;
 
 /// jemalloc rather than the system allocator: the engine frees and allocates buffers of a few
 /// hundred KiB at the rate data flows, which glibc serves with mmap/munmap and page faults.
+/// Its background threads give freed memory back to the system while the service is idle
+/// (without them, pages are purged only when something allocates).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
