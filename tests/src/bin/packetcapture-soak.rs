@@ -290,6 +290,9 @@ struct Run {
     weather: std::sync::atomic::AtomicU64,
     /// No fault set and no restart under way.
     calm: AtomicBool,
+    /// A 5xx came back: workers pause a little, as a client retrying would, rather than
+    /// fill the table with instant refusals.
+    backing_off: AtomicBool,
 }
 
 impl Run {
@@ -303,6 +306,9 @@ impl Run {
     /// request is also recorded as unexpected.
     fn outcome(&self, kind: &str, outcome: &str, calm: Option<u64>) {
         self.tally.add(format!("{kind}: {outcome}"));
+        if outcome.starts_with('5') {
+            self.backing_off.store(true, Ordering::SeqCst);
+        }
         let failure = outcome.contains("failed")
             || outcome.starts_with('5')
             || outcome.starts_with("connection")
@@ -414,6 +420,9 @@ async fn worker(run: Arc<Run>) {
         if run.calm_period().is_none() && !healthy_now(&run).await {
             // The service is restarting: wait for it rather than spin on refusals.
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if run.backing_off.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _open = run.gate.read().await;
         match dice.below(100) {
@@ -729,6 +738,7 @@ async fn main() -> Result<(), BoxError> {
         port,
         weather: std::sync::atomic::AtomicU64::new(0),
         calm: AtomicBool::new(false),
+        backing_off: AtomicBool::new(false),
     });
     println!(
         "soak: {minutes} min against {} (log in {})",
