@@ -891,6 +891,8 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     if failed {
+        // exit skips destructors: stop the service first.
+        drop(service);
         std::process::exit(1);
     }
     let _ = std::fs::remove_dir_all(&dir);
