@@ -10,14 +10,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use packetcapture_domain::pcap::Window;
 use packetcapture_domain::{
-    BearerToken, CaptureRef, CaptureService, ClusterId, ClusterTarget, Compression, Download,
-    Error, Impersonation, Listing, Request, printable,
+    BaseName, BearerToken, CaptureRef, CaptureService, ClusterId, ClusterTarget, Compression,
+    Download, Error, Impersonation, Listing, NodeFile, NodeName, Request, Selection, printable,
 };
 use serde::Serialize;
 use warp::Filter;
 use warp::http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, WWW_AUTHENTICATE,
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, WWW_AUTHENTICATE,
 };
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
@@ -49,13 +51,23 @@ pub fn routes(
         )
 }
 
+/// What a download route serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// `files.zip`: every file, as they are.
+    Zip,
+    /// `merged.pcapng`: every packet in one file, in time order.
+    Pcapng,
+}
+
 /// A parsed path.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Health,
     Version,
-    Download(CaptureRef),
+    Download(CaptureRef, Format),
     Files(CaptureRef),
+    File(CaptureRef, NodeName, BaseName),
 }
 
 impl Route {
@@ -94,12 +106,28 @@ fn parse_route(path: &str) -> Result<Route, Failure> {
     let segments: Vec<&str> = rest.split('/').collect();
     let capture =
         |ns: &str, name: &str| CaptureRef::parse(ns, name).map_err(|_| Failure::MalformedUrl);
+    // Node and file segments may be percent-encoded; what they decode to is checked (a `/`,
+    // `..` or NUL is refused), never trusted.
+    let decoded = |segment: &str| {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| Failure::MalformedUrl)
+    };
     match segments.as_slice() {
         ["health"] => Ok(Route::Health),
         ["version"] => Ok(Route::Version),
-        ["download", ns, name, "files.zip"] => Ok(Route::Download(capture(ns, name)?)),
+        ["download", ns, name, "files.zip"] => Ok(Route::Download(capture(ns, name)?, Format::Zip)),
+        ["download", ns, name, "merged.pcapng"] => {
+            Ok(Route::Download(capture(ns, name)?, Format::Pcapng))
+        }
         ["download", ..] => Err(Failure::MalformedUrl),
         ["files", ns, name] => Ok(Route::Files(capture(ns, name)?)),
+        ["files", ns, name, node, file] => Ok(Route::File(
+            capture(ns, name)?,
+            NodeName::new(&decoded(node)?).map_err(|_| Failure::MalformedUrl)?,
+            BaseName::new(&decoded(file)?).map_err(|_| Failure::MalformedUrl)?,
+        )),
         ["files", ..] => Err(Failure::MalformedUrl),
         _ => Err(Failure::NotFound),
     }
@@ -131,7 +159,12 @@ async fn answer(
     Ok(match route {
         Route::Health => json(StatusCode::OK, &serde_json::json!({ "status": "Ok" })),
         Route::Version => json(StatusCode::OK, &edge.version),
-        Route::Download(capture) => download(edge, capture, headers, query).await?,
+        Route::Download(capture, format) => download(edge, capture, format, headers, query).await?,
+        Route::File(capture, node, name) => {
+            let request = request(capture, headers)?;
+            let file = edge.service.file(&request, &node, &name).await?;
+            serve_file(&request, file, headers).await?
+        }
         Route::Files(capture) if method == Method::DELETE => {
             edge.service.delete(&request(capture, headers)?).await?;
             empty(StatusCode::NO_CONTENT)
@@ -146,28 +179,215 @@ async fn answer(
 async fn download(
     edge: &Edge,
     capture: CaptureRef,
+    format: Format,
     headers: &HeaderMap,
     query: &str,
 ) -> Result<warp::reply::Response, Error> {
-    let compression = compression(query)?;
+    let pairs = query_pairs(query)?;
+    let selection = selection(&pairs)?;
     let request = request(capture, headers)?;
-    match edge.service.download(&request, compression).await? {
-        Download::Empty => Ok(empty(StatusCode::NO_CONTENT)),
-        Download::Zip(zip) => {
-            let capture = request.capture.to_string();
-            let cluster = request.cluster.to_string();
-            let body = log_failures(zip, capture, cluster);
-            let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
-            let h = response.headers_mut();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-            h.insert(
-                CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=files.zip"),
-            );
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(response)
+    let download = match format {
+        Format::Zip => {
+            let compression = compression(&pairs)?;
+            edge.service
+                .download(&request, compression, &selection)
+                .await?
         }
+        Format::Pcapng => edge.service.merged(&request, &selection).await?,
+    };
+    let (stream, content_type, disposition) = match download {
+        Download::Empty => return Ok(empty(StatusCode::NO_CONTENT)),
+        Download::Zip(zip) => (
+            zip,
+            "application/zip",
+            "attachment; filename=files.zip".to_owned(),
+        ),
+        Download::Pcapng(pcapng) => (
+            pcapng,
+            "application/x-pcapng",
+            format!(
+                "attachment; filename=\"{}_{}.pcapng\"",
+                request.capture.namespace, request.capture.name
+            ),
+        ),
+    };
+    let capture = request.capture.to_string();
+    let cluster = request.cluster.to_string();
+    let body = log_failures(stream, capture, cluster);
+    let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(CONTENT_DISPOSITION, v);
     }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// The whole file (no range, a range to ignore, several ranges, or a stale `If-Range`).
+    Whole,
+    /// Bytes `start..=end`.
+    Part {
+        /// The first byte.
+        start: u64,
+        /// The last byte.
+        end: u64,
+    },
+    /// Nothing of the file is in the range: 416.
+    Unsatisfiable,
+}
+
+/// Reads `Range` (one `bytes=` range: `a-b`, `a-`, `-n`) against `size` (RFC 9110 section
+/// 14). Malformed headers are ignored (the whole file), as are several ranges (answered whole
+/// rather than as multipart).
+pub fn range_of(value: Option<&str>, size: u64) -> RangeAnswer {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeAnswer::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            None => RangeAnswer::Whole,
+            Some(0) => RangeAnswer::Unsatisfiable,
+            Some(_) if size == 0 => RangeAnswer::Unsatisfiable,
+            Some(n) => RangeAnswer::Part {
+                start: size - n.min(size),
+                end: size - 1,
+            },
+        },
+        (start, "") => match number(start) {
+            None => RangeAnswer::Whole,
+            Some(a) if a >= size => RangeAnswer::Unsatisfiable,
+            Some(a) => RangeAnswer::Part {
+                start: a,
+                end: size - 1,
+            },
+        },
+        (start, end) => match (number(start), number(end)) {
+            (Some(a), Some(b)) if b >= a => {
+                if a >= size {
+                    RangeAnswer::Unsatisfiable
+                } else {
+                    RangeAnswer::Part {
+                        start: a,
+                        end: b.min(size - 1),
+                    }
+                }
+            }
+            _ => RangeAnswer::Whole,
+        },
+    }
+}
+
+/// The validators of a file: a strong `ETag` once its node finished (the file no longer
+/// changes), a weak one while it may grow; and `Last-Modified`.
+fn validators(file: &NodeFile) -> (String, Option<String>) {
+    let tag = format!("\"{:x}-{:x}\"", file.info.size, file.info.modified);
+    let etag = if file.finished {
+        tag
+    } else {
+        format!("W/{tag}")
+    };
+    let modified = jiff::Timestamp::from_second(file.info.modified)
+        .ok()
+        .map(|t| jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&t))
+        .and_then(Result::ok);
+    (etag, modified)
+}
+
+/// True when `If-Range` still describes the file: a strong entity tag that matches, or the
+/// exact `Last-Modified` of a finished file (a date is only as strong as the file is still).
+fn if_range_holds(value: &str, etag: &str, modified: Option<&str>, finished: bool) -> bool {
+    let value = value.trim();
+    if value.starts_with('"') || value.starts_with("W/") {
+        return !etag.starts_with("W/") && value == etag;
+    }
+    finished && modified == Some(value)
+}
+
+/// Serves one file: whole, or the range asked for.
+async fn serve_file(
+    request: &Request,
+    file: NodeFile,
+    headers: &HeaderMap,
+) -> Result<warp::reply::Response, Error> {
+    let size = file.info.size;
+    let (etag, modified) = validators(&file);
+    let range = single(headers, RANGE.as_str())?;
+    let if_range = single(headers, IF_RANGE.as_str())?;
+    let mut answer = range_of(range.as_deref(), size);
+    if let Some(condition) = &if_range
+        && !if_range_holds(condition, &etag, modified.as_deref(), file.finished)
+    {
+        answer = RangeAnswer::Whole;
+    }
+    let (status, start, len) = match answer {
+        RangeAnswer::Whole => (StatusCode::OK, 0, size),
+        RangeAnswer::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeAnswer::Unsatisfiable => {
+            let mut response = text(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &format!("the range is outside the file's {size} bytes"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+    };
+    let stream = file.read(start, len).await?;
+    let capture = request.capture.to_string();
+    let cluster = request.cluster.to_string();
+    let name = file.info.name.clone();
+    let body = stream.map(move |item| {
+        item.inspect_err(|e| {
+            tracing::warn!(capture = %capture, cluster = %cluster, file = %name, error = %packetcapture_domain::error::chain(e), "file transfer aborted after the status line was sent");
+        })
+    });
+    // warp's bodies must be Sync; a stream is polled by one task at a time, which
+    // SyncStream states without a lock.
+    let body = sync_wrapper::SyncStream::new(body);
+    let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.tcpdump.pcap"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(ETAG, v);
+    }
+    if let Some(v) = modified.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        h.insert(LAST_MODIFIED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}\"",
+        file.info.name.replace(['"', '\\'], "_")
+    )) {
+        h.insert(CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(CONTENT_RANGE, v);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 /// Logs a failure of the body after the status line was sent; the `Err` item then makes hyper
@@ -185,14 +405,57 @@ fn log_failures(
     })
 }
 
+/// The query's `key=value` pairs, in order.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Error> {
+    serde_urlencoded::from_str(query).map_err(|_| Error::InvalidName {
+        what: "query",
+        value: printable(query),
+        rule: "a URL-encoded query",
+    })
+}
+
+/// Reads `?node=` (repeatable) and `?since=`/`?until=` (RFC 3339, fractional seconds
+/// allowed; since inclusive, until exclusive).
+fn selection(pairs: &[(String, String)]) -> Result<Selection, Error> {
+    let nodes = pairs
+        .iter()
+        .filter(|(k, _)| k == "node")
+        .map(|(_, v)| NodeName::new(v.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let instant = |key: &'static str| -> Result<Option<(u64, String)>, Error> {
+        let Some((_, value)) = pairs.iter().rev().find(|(k, _)| k == key) else {
+            return Ok(None);
+        };
+        let invalid = || Error::InvalidName {
+            what: key,
+            value: printable(value),
+            rule: "an RFC 3339 time such as 2026-11-30T10:00:00Z or 2026-11-30T11:00:00.5+01:00",
+        };
+        let ts: jiff::Timestamp = value.trim().parse().map_err(|_| invalid())?;
+        let nanos = u64::try_from(ts.as_nanosecond()).map_err(|_| invalid())?;
+        Ok(Some((nanos, value.clone())))
+    };
+    let since = instant("since")?;
+    let until = instant("until")?;
+    if let (Some((s, since)), Some((u, until))) = (&since, &until)
+        && s >= u
+    {
+        return Err(Error::EmptyWindow {
+            since: printable(since),
+            until: printable(until),
+        });
+    }
+    Ok(Selection {
+        nodes,
+        window: Window {
+            since: since.map(|(n, _)| n),
+            until: until.map(|(n, _)| n),
+        },
+    })
+}
+
 /// Reads `?compression=`: `stored` (or `none`, the default) or `deflate`, any case.
-fn compression(query: &str) -> Result<Compression, Error> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query).map_err(|_| Error::InvalidName {
-            what: "query",
-            value: printable(query),
-            rule: "a URL-encoded query",
-        })?;
+fn compression(pairs: &[(String, String)]) -> Result<Compression, Error> {
     let Some((_, value)) = pairs.iter().rev().find(|(k, _)| k == "compression") else {
         return Ok(Compression::Stored);
     };
@@ -312,10 +575,16 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         Failure::Domain(error) => error,
     };
     match error {
-        Error::InvalidName { .. } | Error::MissingImpersonationUser => StatusCode::BAD_REQUEST,
+        Error::InvalidName { .. }
+        | Error::MissingImpersonationUser
+        | Error::NodeNotInCapture { .. }
+        | Error::EmptyWindow { .. }
+        | Error::TooManyStreams { .. } => StatusCode::BAD_REQUEST,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
         Error::ImpersonationDenied { .. } | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-        Error::ClusterNotFound { .. } | Error::CaptureNotFound { .. } => StatusCode::NOT_FOUND,
+        Error::ClusterNotFound { .. }
+        | Error::CaptureNotFound { .. }
+        | Error::FileNotFound { .. } => StatusCode::NOT_FOUND,
         Error::CaptureNotFinished { .. } | Error::CaptureStateUnknown { .. } => {
             StatusCode::CONFLICT
         }
@@ -332,6 +601,7 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         | Error::TruncatedArchive { .. }
         | Error::NodeStalled { .. }
         | Error::FileUnreadable { .. }
+        | Error::NotACapture { .. }
         | Error::StatusConflict { .. } => StatusCode::BAD_GATEWAY,
         Error::Spool { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::ZipWrite { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -427,34 +697,51 @@ struct FileBody {
     name: String,
     size: u64,
     modified: String,
+    /// Where this one file is served (with Range): `/files/{ns}/{name}/{node}/{file}`.
+    path: String,
 }
+
+/// Characters escaped in a path segment: everything but unreserved ones.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl From<Listing> for ListingBody {
     fn from(l: Listing) -> Self {
+        let (ns, name) = (l.capture.namespace.to_string(), l.capture.name.to_string());
         Self {
-            namespace: l.capture.namespace.to_string(),
-            name: l.capture.name.to_string(),
-            cluster: l.cluster,
             nodes: l
                 .nodes
                 .into_iter()
-                .map(|n| NodeBody {
-                    node: n.dir.node().to_string(),
-                    state: n.state.map(|s| s.as_str().to_owned()),
-                    directory: n.dir.path().to_owned(),
-                    files: n
-                        .files
-                        .into_iter()
-                        .map(|f| FileBody {
-                            name: f.name,
-                            size: f.size,
-                            modified: jiff::Timestamp::from_second(f.modified)
-                                .map(|t| t.to_string())
-                                .unwrap_or_default(),
-                        })
-                        .collect(),
+                .map(|n| {
+                    let node = n.dir.node().to_string();
+                    NodeBody {
+                        state: n.state.map(|s| s.as_str().to_owned()),
+                        directory: n.dir.path().to_owned(),
+                        files: n
+                            .files
+                            .into_iter()
+                            .map(|f| FileBody {
+                                path: format!(
+                                    "/files/{ns}/{name}/{node}/{}",
+                                    percent_encoding::utf8_percent_encode(&f.name, SEGMENT)
+                                ),
+                                name: f.name,
+                                size: f.size,
+                                modified: jiff::Timestamp::from_second(f.modified)
+                                    .map(|t| t.to_string())
+                                    .unwrap_or_default(),
+                            })
+                            .collect(),
+                        node,
+                    }
                 })
                 .collect(),
+            namespace: ns,
+            name,
+            cluster: l.cluster,
         }
     }
 }
@@ -468,7 +755,19 @@ mod tests {
         let c = |ns: &str, n: &str| CaptureRef::parse(ns, n).unwrap();
         assert_eq!(
             parse_route("/download/dev/cap/files.zip").ok(),
-            Some(Route::Download(c("dev", "cap")))
+            Some(Route::Download(c("dev", "cap"), Format::Zip))
+        );
+        assert_eq!(
+            parse_route("/download/dev/cap/merged.pcapng").ok(),
+            Some(Route::Download(c("dev", "cap"), Format::Pcapng))
+        );
+        assert_eq!(
+            parse_route("/files/dev/cap/node-1/web%20a_cali1-17.pcap").ok(),
+            Some(Route::File(
+                c("dev", "cap"),
+                NodeName::new("node-1").unwrap(),
+                BaseName::new("web a_cali1-17.pcap").unwrap()
+            ))
         );
         assert_eq!(
             parse_route("/files/dev/cap.v2").ok(),
@@ -485,6 +784,15 @@ mod tests {
             "/download/Dev/cap/files.zip",
             "/files/dev",
             "/files/dev/cap/extra",
+            "/download/dev/cap/merged.pcap",
+            "/files/dev/cap/node-1/..",
+            "/files/dev/cap/node-1/.",
+            "/files/dev/cap/node-1/a%2Fb.pcap",
+            "/files/dev/cap/node-1/a%00.pcap",
+            "/files/dev/cap/node-1/%ff.pcap",
+            "/files/dev/cap/node-1/",
+            "/files/dev/cap/Node_1/a.pcap",
+            "/files/dev/cap/node-1/a.pcap/x",
         ] {
             assert!(
                 matches!(parse_route(bad), Err(Failure::MalformedUrl)),
@@ -512,18 +820,110 @@ mod tests {
         assert!(cluster_target(Some(&"a".repeat(300))).is_err());
     }
 
+    fn compression_of(query: &str) -> Result<Compression, Error> {
+        compression(&query_pairs(query)?)
+    }
+
     #[test]
     fn compression_is_stored_unless_deflate_is_asked() {
-        assert_eq!(compression("").unwrap(), Compression::Stored);
+        assert_eq!(compression_of("").unwrap(), Compression::Stored);
         assert_eq!(
-            compression("compression=DEFLATE").unwrap(),
+            compression_of("compression=DEFLATE").unwrap(),
             Compression::Deflate
         );
         assert_eq!(
-            compression("compression=none").unwrap(),
+            compression_of("compression=none").unwrap(),
             Compression::Stored
         );
-        assert!(compression("compression=zstd").is_err());
+        assert!(compression_of("compression=zstd").is_err());
+    }
+
+    fn selection_of(query: &str) -> Result<Selection, Error> {
+        selection(&query_pairs(query)?)
+    }
+
+    #[test]
+    fn selection_reads_nodes_and_an_rfc3339_window() {
+        let s = selection_of("node=node-1&node=node-2&since=2026-11-30T10:00:00Z&until=2026-11-30T11:00:00.5%2B01:00").unwrap();
+        assert_eq!(s.nodes.len(), 2);
+        let ten = 1_796_032_800u64 * 1_000_000_000;
+        assert_eq!(s.window.since, Some(ten));
+        assert_eq!(
+            s.window.until,
+            Some(ten + 500_000_000),
+            "11:00:00.5 at +01:00 is 10:00:00.5 UTC"
+        );
+        assert_eq!(selection_of("").unwrap(), Selection::default());
+        for bad in [
+            "node=Node_1",
+            "since=yesterday",
+            "until=2026-11-30",
+            "since=2026-11-30T10:00:00",
+        ] {
+            assert!(
+                matches!(selection_of(bad), Err(Error::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+        for reversed in [
+            "since=2026-11-30T11:00:00Z&until=2026-11-30T10:00:00Z",
+            "since=2026-11-30T10:00:00Z&until=2026-11-30T10:00:00Z",
+        ] {
+            assert!(
+                matches!(selection_of(reversed), Err(Error::EmptyWindow { .. })),
+                "{reversed}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranges_read_as_rfc_9110_says() {
+        use RangeAnswer::{Part, Unsatisfiable, Whole};
+        let r = |v: &str, size| range_of(Some(v), size);
+        assert_eq!(range_of(None, 100), Whole);
+        assert_eq!(r("bytes=0-9", 100), Part { start: 0, end: 9 });
+        assert_eq!(r("bytes=90-200", 100), Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=50-", 100), Part { start: 50, end: 99 });
+        assert_eq!(r("bytes=-10", 100), Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=-500", 100), Part { start: 0, end: 99 });
+        assert_eq!(r("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(r("bytes=100-200", 100), Unsatisfiable);
+        assert_eq!(r("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(r("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(r("bytes=-5", 0), Unsatisfiable);
+        for ignored in [
+            "bytes=9-1",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=",
+            "bytes=--1",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(r(ignored, 100), Whole, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_match() {
+        let date = "Tue, 14 Nov 2023 22:13:20 GMT";
+        assert!(if_range_holds("\"a-b\"", "\"a-b\"", Some(date), true));
+        assert!(!if_range_holds("\"a-c\"", "\"a-b\"", Some(date), true));
+        assert!(
+            !if_range_holds("W/\"a-b\"", "W/\"a-b\"", Some(date), false),
+            "weak never matches"
+        );
+        assert!(if_range_holds(date, "\"a-b\"", Some(date), true));
+        assert!(
+            !if_range_holds(date, "W/\"a-b\"", Some(date), false),
+            "a growing file's date is weak"
+        );
+        assert!(!if_range_holds(
+            "Wed, 15 Nov 2023 22:13:20 GMT",
+            "\"a-b\"",
+            Some(date),
+            true
+        ));
     }
 
     /// Oracles written from Kubernetes' own definitions, independent of the domain's checks.
@@ -595,7 +995,7 @@ mod tests {
         #[test]
         fn compression_takes_the_last_value_and_refuses_any_other(query in "[a-zA-Z=&%0-9+.]{0,40}") {
             let pairs: Result<Vec<(String, String)>, _> = serde_urlencoded::from_str(&query);
-            let result = compression(&query);
+            let result = compression_of(&query);
             match pairs {
                 Err(_) => proptest::prop_assert!(result.is_err()),
                 Ok(pairs) => {

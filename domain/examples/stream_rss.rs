@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use packetcapture_domain::archive::{Engine, EntryNamer, NodeSource, stream_zip};
 use packetcapture_domain::{
-    CaptureDir, CaptureRef, Compression, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
-    TarStream,
+    BaseName, CaptureDir, CaptureRef, Compression, EntryPoint, Error, FileFetcher, FileInfo,
+    NodeName, Result, TarStream,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -103,6 +103,28 @@ impl FileFetcher for GeneratingFetcher {
             256 * 1024,
         )))
     }
+    async fn archive_files(
+        &self,
+        _: &EntryPoint,
+        _: &CaptureDir,
+        _: &[BaseName],
+    ) -> Result<TarStream> {
+        Err(Error::Internal(
+            "the generator serves whole directories only".into(),
+        ))
+    }
+    async fn read_file(
+        &self,
+        _: &EntryPoint,
+        _: &CaptureDir,
+        _: &BaseName,
+        _: u64,
+        _: u64,
+    ) -> Result<TarStream> {
+        Err(Error::Internal(
+            "the generator serves whole directories only".into(),
+        ))
+    }
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
         Ok(Vec::new())
     }
@@ -127,6 +149,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             handle: String::new(),
         },
         dir: CaptureDir::new("node-1", "/var/log/calico/pcap", &capture)?,
+        files: None,
     };
     let started = Instant::now();
     let fetcher = Arc::new(GeneratingFetcher { files });

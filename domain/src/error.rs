@@ -98,6 +98,57 @@ pub enum Error {
         capture: String,
     },
 
+    /// A selected node is not a node of the capture.
+    #[error("node {node} is not a node of packetcapture {capture}")]
+    NodeNotInCapture {
+        /// The node asked for.
+        node: String,
+        /// `{ns}/{name}`.
+        capture: String,
+    },
+
+    /// The time window asked for is empty or reversed.
+    #[error("the time window is empty: since ({since}) must be before until ({until})")]
+    EmptyWindow {
+        /// `since` as given.
+        since: String,
+        /// `until` as given.
+        until: String,
+    },
+
+    /// A file asked for is not one of the capture's files on that node (or is gone from it).
+    #[error("file {file} of node {node} is not a file of packetcapture {capture}")]
+    FileNotFound {
+        /// The node.
+        node: String,
+        /// The file's name.
+        file: String,
+        /// `{ns}/{name}`.
+        capture: String,
+    },
+
+    /// A capture file is not a pcap file, so it cannot be merged.
+    #[error("file {file} on node {node} is not a pcap file: {reason}")]
+    NotACapture {
+        /// The node.
+        node: String,
+        /// The file's name.
+        file: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A merge would read more streams at once than the service allows.
+    #[error(
+        "merging {streams} streams at once is more than the {max} allowed; choose nodes with ?node="
+    )]
+    TooManyStreams {
+        /// Streams the selection holds.
+        streams: usize,
+        /// The most merged at once.
+        max: usize,
+    },
+
     /// Delete refused: some node has not finished capturing.
     #[error("capture state is not Finished")]
     CaptureNotFinished {

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod cache;
 pub mod error;
 pub mod expiring;
+pub mod pcap;
 pub mod ports;
 pub mod service;
 #[cfg(any(test, feature = "test-util"))]
@@ -18,8 +19,8 @@ pub mod types;
 pub use archive::{Engine, FetchOptions, SpoolLimits, SpoolStats, ZipStream, ZipSummary};
 pub use error::{Backend, BoxError, Error, Result};
 pub use ports::{
-    Authenticator, Authorizer, CaptureLocator, ClusterPorts, ClusterRouter, FileFetcher, SpoolFile,
-    SpoolStorage, StatusUpdate, TarStream,
+    Authenticator, Authorizer, ByteStream, CaptureLocator, ClusterPorts, ClusterRouter,
+    FileFetcher, SpoolFile, SpoolStorage, StatusUpdate, TarStream,
 };
-pub use service::{CaptureService, Download, Listing, NodeListing, Request};
+pub use service::{CaptureService, Download, Listing, NodeFile, NodeListing, Request};
 pub use types::*;

@@ -9,14 +9,18 @@ use futures_util::Stream;
 
 use crate::error::Result;
 use crate::types::{
-    BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo, NodeName,
-    ResourceAttributes, User,
+    BaseName, BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo,
+    NodeName, ResourceAttributes, User,
 };
 
 /// A node's files as a tar stream, in chunks. It must end with an `Err` item if the producer
 /// failed (for exec: a non-success status), so a reader can never take a cut stream for a
 /// whole one; a clean end is the end of the stream.
 pub type TarStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// A file's bytes, in chunks, under the same rule as [`TarStream`]: a failed producer ends it
+/// with an `Err` item.
+pub type ByteStream = TarStream;
 
 /// Turns a bearer token into a user.
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
@@ -75,6 +79,27 @@ pub trait FileFetcher: Send + Sync {
     /// The directory's regular files as a tar stream. A directory that does not exist is a
     /// complete tar stream with no file.
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream>;
+
+    /// The named files of the directory, in the order given, as a tar stream. A named file
+    /// that does not exist (or cannot be read whole) fails the stream with
+    /// [`crate::Error::FileUnreadable`] naming it.
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        names: &[BaseName],
+    ) -> Result<TarStream>;
+
+    /// `len` bytes of the file `name` from byte `start` (the caller checked they exist). The
+    /// stream may end early when the file is shorter; the caller counts.
+    async fn read_file(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream>;
 
     /// The directory's regular files now; a directory that does not exist has none.
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>>;

@@ -5,15 +5,22 @@
 
 use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use crate::archive::{self, Engine, EntryNamer, NodeSource, ZipStream};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::archive::{self, Engine, EntryNamer, NodeSource, StreamSource, ZipStream};
 use crate::error::{Error, Result};
-use crate::ports::{Authenticator, ClusterPorts, ClusterRouter, StatusUpdate};
+use crate::pcap::{FileName, files_in_window};
+use crate::ports::{
+    Authenticator, ByteStream, ClusterPorts, ClusterRouter, FileFetcher, StatusUpdate,
+};
 use crate::types::{
-    BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget, Compression,
-    EntryPoint, FileInfo, Impersonation, NodeFiles, NodeName, ResourceAttributes, User, Verb,
-    service_account,
+    BaseName, BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget,
+    Compression, EntryPoint, FileInfo, Impersonation, NodeFiles, NodeName, ResourceAttributes,
+    Selection, User, Verb, printable, service_account,
 };
 
 /// How many times a conflicting status update is tried before giving up.
@@ -35,10 +42,109 @@ pub struct Request {
 /// The outcome of a download.
 #[derive(Debug)]
 pub enum Download {
-    /// No node holds a file of the capture.
+    /// No node holds a file of the capture (for a merge: no packet in the selection).
     Empty,
     /// The zip, streaming; its first chunk is ready.
     Zip(ZipStream),
+    /// The merged pcapng, streaming; its first chunk is ready.
+    Pcapng(ZipStream),
+}
+
+/// One file of one node, found and sized, ready to be read whole or in part.
+pub struct NodeFile {
+    /// Its node.
+    pub node: NodeName,
+    /// Name, size and modification time now.
+    pub info: FileInfo,
+    /// True when the node's capture state is `Finished` (the file will not change).
+    pub finished: bool,
+    fetcher: std::sync::Arc<dyn FileFetcher>,
+    entry: EntryPoint,
+    dir: CaptureDir,
+    name: BaseName,
+}
+
+impl std::fmt::Debug for NodeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFile")
+            .field("node", &self.node)
+            .field("info", &self.info)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl NodeFile {
+    /// `len` bytes from `start` (within the size found). The stream ends with an `Err` item
+    /// if fewer bytes come (the file shrank or the read failed): never a short clean end.
+    pub async fn read(&self, start: u64, len: u64) -> Result<ByteStream> {
+        if len == 0 {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let inner = self
+            .fetcher
+            .read_file(&self.entry, &self.dir, &self.name, start, len)
+            .await?;
+        Ok(Box::pin(Counted {
+            inner,
+            left: len,
+            expected: len,
+            node: self.node.to_string(),
+            file: self.name.to_string(),
+            done: false,
+        }))
+    }
+}
+
+/// Passes exactly `expected` bytes through; fewer is an error item, more is cut off.
+struct Counted {
+    inner: ByteStream,
+    left: u64,
+    expected: u64,
+    node: String,
+    file: String,
+    done: bool,
+}
+
+impl Stream for Counted {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                let take = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                chunk.truncate(take);
+                self.left -= take as u64;
+                if self.left == 0 {
+                    self.done = true;
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                let error = Error::FileUnreadable {
+                    node: self.node.clone(),
+                    file: self.file.clone(),
+                    reason: format!(
+                        "it ended after {} of {} bytes",
+                        self.expected - self.left,
+                        self.expected
+                    ),
+                };
+                Poll::Ready(Some(Err(std::io::Error::other(error))))
+            }
+        }
+    }
 }
 
 /// What one node holds now.
@@ -130,7 +236,49 @@ struct Authorized {
     capture: Capture,
 }
 
+/// The status' file names of `node` that may hold packets in the selection's window,
+/// validated as base names.
+fn selected_files(
+    capture: &CaptureRef,
+    node: &NodeFiles,
+    selection: &Selection,
+) -> Result<Vec<BaseName>> {
+    files_in_window(&node.file_names, &selection.window)
+        .into_iter()
+        .map(|name| {
+            BaseName::new(name).map_err(|_| Error::InvalidStatus {
+                capture: capture.to_string(),
+                reason: format!(
+                    "file name \"{}\" of node {} is not a plain file name",
+                    printable(name),
+                    printable(&node.node)
+                ),
+            })
+        })
+        .collect()
+}
+
 impl Authorized {
+    /// The status entries of the selected nodes (each must be in the status), in status order.
+    fn selected_nodes(&self, selection: &Selection) -> Result<Vec<&NodeFiles>> {
+        if let Some(missing) = selection
+            .nodes
+            .iter()
+            .find(|n| !self.capture.files.iter().any(|f| f.node == n.as_str()))
+        {
+            return Err(Error::NodeNotInCapture {
+                node: missing.to_string(),
+                capture: self.capture.reference.to_string(),
+            });
+        }
+        Ok(self
+            .capture
+            .files
+            .iter()
+            .filter(|f| selection.has_node(&f.node))
+            .collect())
+    }
+
     /// Each node's capture directory (validated from the status) and how it is reached.
     async fn reach_all(&self, nodes: &[&NodeFiles]) -> Result<Vec<(EntryPoint, CaptureDir)>> {
         let dirs = nodes
@@ -164,32 +312,154 @@ impl CaptureService {
         &self.engine
     }
 
-    /// Downloads every file of the capture as one zip.
-    pub async fn download(&self, request: &Request, compression: Compression) -> Result<Download> {
+    /// Downloads the capture's files as one zip: every file of the selected nodes, or, with a
+    /// time window, the files whose packets may fall in it (decided from their names).
+    pub async fn download(
+        &self,
+        request: &Request,
+        compression: Compression,
+        selection: &Selection,
+    ) -> Result<Download> {
         let authorized = self.authorize(request, Verb::Get).await?;
-        let with_files: Vec<_> = authorized
-            .capture
-            .files
-            .iter()
-            .filter(|n| !n.file_names.is_empty())
-            .collect();
-        if with_files.is_empty() {
+        let mut chosen = Vec::new();
+        for node in authorized.selected_nodes(selection)? {
+            if node.file_names.is_empty() {
+                continue;
+            }
+            let files = if selection.window.is_all() {
+                None
+            } else {
+                let files = selected_files(&authorized.capture.reference, node, selection)?;
+                if files.is_empty() {
+                    continue;
+                }
+                Some(files)
+            };
+            chosen.push((node, files));
+        }
+        if chosen.is_empty() {
             return Ok(Download::Empty);
         }
         // Every entry point is resolved (in one go) before anything is sent, so a missing one
         // is an error status rather than a cut download.
+        let nodes: Vec<&NodeFiles> = chosen.iter().map(|(n, _)| *n).collect();
         let sources = authorized
-            .reach_all(&with_files)
+            .reach_all(&nodes)
             .await?
             .into_iter()
-            .map(|(entry, dir)| NodeSource { entry, dir })
+            .zip(chosen.iter().map(|(_, files)| files.clone()))
+            .map(|((entry, dir), files)| NodeSource { entry, dir, files })
             .collect();
-        let namer = EntryNamer::from_status(&authorized.capture.files);
+        let status: Vec<NodeFiles> = nodes.iter().map(|n| (*n).clone()).collect();
+        let namer = EntryNamer::from_status(&status);
         let fetcher = authorized.ports.fetcher.clone();
         match archive::stream_zip(fetcher, sources, namer, compression, &self.engine).await? {
             Some(zip) => Ok(Download::Zip(zip)),
             None => Ok(Download::Empty),
         }
+    }
+
+    /// Merges the packets of the selection into one pcapng in timestamp order: one stream
+    /// (interface) per node and `{pod}_{iface}` file series, read at once.
+    pub async fn merged(&self, request: &Request, selection: &Selection) -> Result<Download> {
+        let authorized = self.authorize(request, Verb::Get).await?;
+        let reference = &authorized.capture.reference;
+        let mut chosen = Vec::new();
+        for node in authorized.selected_nodes(selection)? {
+            let files = selected_files(reference, node, selection)?;
+            if !files.is_empty() {
+                chosen.push((node, files));
+            }
+        }
+        if chosen.is_empty() {
+            return Ok(Download::Empty);
+        }
+        let nodes: Vec<&NodeFiles> = chosen.iter().map(|(n, _)| *n).collect();
+        let reached = authorized.reach_all(&nodes).await?;
+        let mut streams = Vec::new();
+        for ((entry, dir), (_, files)) in reached.into_iter().zip(chosen) {
+            let mut series: std::collections::BTreeMap<String, Vec<(FileName, BaseName)>> =
+                std::collections::BTreeMap::new();
+            for file in files {
+                let parsed = FileName::parse(file.as_str());
+                series
+                    .entry(parsed.stream.clone())
+                    .or_default()
+                    .push((parsed, file));
+            }
+            for (stream, mut members) in series {
+                members.sort_by_key(|(parsed, _)| parsed.order_key());
+                let node = dir.node().to_string();
+                let (name, description) = match members[0].0.pod_and_interface() {
+                    Some((pod, iface)) => (
+                        format!("{node}/{iface}"),
+                        format!(
+                            "packetcapture {reference}, pod {pod}, interface {iface}, node {node}"
+                        ),
+                    ),
+                    None => (
+                        format!("{node}/{stream}"),
+                        format!("packetcapture {reference}, file {stream}, node {node}"),
+                    ),
+                };
+                streams.push(StreamSource {
+                    source: NodeSource {
+                        entry: entry.clone(),
+                        dir: dir.clone(),
+                        files: Some(members.into_iter().map(|(_, f)| f).collect()),
+                    },
+                    name,
+                    description,
+                });
+            }
+        }
+        let fetcher = authorized.ports.fetcher.clone();
+        match archive::stream_pcapng(fetcher, streams, selection.window, &self.engine).await? {
+            Some(stream) => Ok(Download::Pcapng(stream)),
+            None => Ok(Download::Empty),
+        }
+    }
+
+    /// One file of one node: it must be in that node's `fileNames` and on the node now.
+    pub async fn file(
+        &self,
+        request: &Request,
+        node: &NodeName,
+        name: &BaseName,
+    ) -> Result<NodeFile> {
+        let authorized = self.authorize(request, Verb::Get).await?;
+        let not_found = || Error::FileNotFound {
+            node: node.to_string(),
+            file: name.to_string(),
+            capture: authorized.capture.reference.to_string(),
+        };
+        let status = authorized
+            .capture
+            .files
+            .iter()
+            .find(|f| f.node == node.as_str() && f.file_names.iter().any(|n| n == name.as_str()))
+            .ok_or_else(not_found)?;
+        let (entry, dir) = authorized
+            .reach_all(&[status])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("a reached node went missing".into()))?;
+        let fetcher = authorized.ports.fetcher.clone();
+        let idle = self.engine.fetch.idle_timeout;
+        let info = within(idle, node, fetcher.list(&entry, &dir))
+            .await?
+            .into_iter()
+            .find(|f| f.name == name.as_str())
+            .ok_or_else(not_found)?;
+        Ok(NodeFile {
+            node: node.clone(),
+            info,
+            finished: status.state == Some(CaptureState::Finished),
+            fetcher,
+            entry,
+            dir,
+            name: name.clone(),
+        })
     }
 
     /// Lists the files on every node of the capture as they are now.

@@ -11,15 +11,15 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::ports::{
-    Authenticator, Authorizer, CaptureLocator, ClusterPorts, ClusterRouter, FileFetcher,
-    StatusUpdate, TarStream,
+    Authenticator, Authorizer, ByteStream, CaptureLocator, ClusterPorts, ClusterRouter,
+    FileFetcher, StatusUpdate, TarStream,
 };
 pub use crate::ports::{
     MockAuthenticator, MockAuthorizer, MockCaptureLocator, MockClusterRouter, MockFileFetcher,
 };
 use crate::types::{
-    BearerToken, Capture, CaptureDir, CaptureRef, ClusterId, ClusterTarget, EntryPoint, FileInfo,
-    NodeName, ResourceAttributes, User, Verb,
+    BaseName, BearerToken, Capture, CaptureDir, CaptureRef, ClusterId, ClusterTarget, EntryPoint,
+    FileInfo, NodeName, ResourceAttributes, User, Verb,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -262,23 +262,61 @@ impl FileFetcher for NodeFileTable {
 
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
         let files = self.files_in(entry.node.as_str(), dir.path());
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, file) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(file.data.len() as u64);
-            header.set_mode(0o644);
-            header.set_mtime(u64::try_from(file.modified).unwrap_or(0));
-            header.set_entry_type(tar::EntryType::Regular);
-            builder
-                .append_data(&mut header, &name, file.data.as_slice())
-                .map_err(|e| Error::Internal(format!("building a tar in memory: {e}")))?;
+        Ok(tar_of(
+            files.iter().map(|(name, file)| (name.as_str(), file)),
+            None,
+        ))
+    }
+
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        names: &[BaseName],
+    ) -> Result<TarStream> {
+        let files = self.files_in(entry.node.as_str(), dir.path());
+        let mut present = Vec::new();
+        let mut missing = None;
+        for name in names {
+            match files.get(name.as_str()) {
+                Some(file) => present.push((name.as_str(), file)),
+                None => {
+                    // As tar does: the files before are sent, then the stream fails.
+                    missing = Some(Error::FileUnreadable {
+                        node: entry.node.to_string(),
+                        file: name.to_string(),
+                        reason: "No such file or directory".into(),
+                    });
+                    break;
+                }
+            }
         }
-        let bytes = builder
-            .into_inner()
-            .map_err(|e| Error::Internal(format!("building a tar in memory: {e}")))?;
-        Ok(Box::pin(futures_util::stream::iter([Ok(
-            bytes::Bytes::from(bytes),
-        )])))
+        Ok(tar_of(present.into_iter(), missing))
+    }
+
+    async fn read_file(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        let files = self.files_in(entry.node.as_str(), dir.path());
+        let data = files.get(name.as_str()).map(|f| f.data.clone());
+        let Some(data) = data else {
+            return Err(Error::FileNotFound {
+                node: entry.node.to_string(),
+                file: name.to_string(),
+                capture: dir.path().to_owned(),
+            });
+        };
+        let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
+        let to = usize::try_from(start.saturating_add(len))
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let piece = bytes::Bytes::copy_from_slice(&data[from..to]);
+        Ok(Box::pin(futures_util::stream::iter([Ok(piece)])))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
@@ -308,6 +346,40 @@ impl FileFetcher for NodeFileTable {
         }
         Ok(())
     }
+}
+
+/// A tar stream of `files` in order; it fails with `failure` after them, if given.
+fn tar_of<'a>(
+    files: impl Iterator<Item = (&'a str, &'a MemFile)>,
+    failure: Option<Error>,
+) -> TarStream {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut built = Ok(());
+    for (name, file) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(u64::try_from(file.modified).unwrap_or(0));
+        header.set_entry_type(tar::EntryType::Regular);
+        if let Err(e) = builder.append_data(&mut header, name, file.data.as_slice()) {
+            built = Err(e);
+            break;
+        }
+    }
+    let bytes = match failure {
+        // A failed tar sends no end-of-archive block.
+        Some(_) => built.map(|()| builder.get_ref().clone()),
+        None => built.and_then(|()| builder.into_inner()),
+    };
+    let mut items = vec![
+        bytes
+            .map(bytes::Bytes::from)
+            .map_err(|e| std::io::Error::other(format!("building a tar in memory: {e}"))),
+    ];
+    if let Some(e) = failure {
+        items.push(Err(std::io::Error::other(e)));
+    }
+    Box::pin(futures_util::stream::iter(items))
 }
 
 /// What a [`ScriptedFetcher`] node's stream does once its data is sent.
@@ -445,6 +517,38 @@ impl FileFetcher for ScriptedFetcher {
             }
         });
         Ok(Box::pin(chunks))
+    }
+
+    /// A node's scripted stream, whatever files are named: scripts stand for a node's reads.
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        _: &[BaseName],
+    ) -> Result<TarStream> {
+        self.archive(entry, dir).await
+    }
+
+    /// The node's scripted bytes from `start`, at most `len`, in one piece.
+    async fn read_file(
+        &self,
+        entry: &EntryPoint,
+        _: &CaptureDir,
+        _: &BaseName,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        let data = lock(&self.scripts)
+            .get(entry.node.as_str())
+            .map(|s| s.data.clone())
+            .unwrap_or_default();
+        let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
+        let to = usize::try_from(start.saturating_add(len))
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        Ok(Box::pin(futures_util::stream::iter([Ok(
+            bytes::Bytes::copy_from_slice(&data[from..to]),
+        )])))
     }
 
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {

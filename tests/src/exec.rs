@@ -165,21 +165,31 @@ fn map_program(
             i += 1;
         }
     } else {
+        // Absolute paths, and dd's `if=/path`, are under the node's directory.
+        let path_of = |a: &str| -> Option<String> {
+            if a.starts_with('/') {
+                Some(a.to_owned())
+            } else if name == "dd" {
+                a.strip_prefix("if=")
+                    .filter(|p| p.starts_with('/'))
+                    .map(str::to_owned)
+            } else {
+                None
+            }
+        };
         args = rest
             .iter()
-            .map(|a| {
-                if a.starts_with('/') {
-                    under(a)
-                } else {
-                    a.clone()
-                }
+            .map(|a| match (path_of(a), a.starts_with("if=")) {
+                (Some(p), true) => format!("if={}", under(&p)),
+                (Some(p), false) => under(&p),
+                (None, _) => a.clone(),
             })
             .collect();
         target = rest
             .iter()
             .rev()
-            .find(|a| a.starts_with('/'))
-            .map(|a| PathBuf::from(under(a)));
+            .find_map(|a| path_of(a))
+            .map(|a| PathBuf::from(under(&a)));
     }
     Ok((name.to_owned(), args, target))
 }
@@ -293,7 +303,13 @@ pub async fn handle(
 }
 
 /// Cuts every regular file under `dir` to 1000 bytes (the `shrinkAfter` knob).
-fn shrink_files(dir: &Path) {
+fn shrink_files(target: &Path) {
+    // A command that names files (tar of members, dd) shrinks its file's directory.
+    let dir = if target.is_file() {
+        target.parent().unwrap_or(target)
+    } else {
+        target
+    };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -12,7 +12,8 @@ use std::io;
 
 use async_trait::async_trait;
 use packetcapture_domain::{
-    CaptureDir, EntryPoint, FileFetcher, FileInfo, NodeName, Result, TarStream,
+    BaseName, ByteStream, CaptureDir, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
+    TarStream,
 };
 use packetcapture_kubernetes::EntryPods;
 use running::Exec;
@@ -82,6 +83,19 @@ fn stderr_suffix(stderr: &str) -> String {
 pub enum Command {
     /// The directory's files as a tar stream (`tar`).
     Archive(CaptureDir),
+    /// The named files of the directory, in that order, as a tar stream (`tar`).
+    ArchiveFiles(CaptureDir, Vec<BaseName>),
+    /// `len` bytes of one file from byte `start` (`dd`).
+    Read {
+        /// The directory.
+        dir: CaptureDir,
+        /// The file.
+        name: BaseName,
+        /// The first byte.
+        start: u64,
+        /// How many bytes.
+        len: u64,
+    },
     /// The directory's regular files with size and modification time (`find` and `stat`).
     List(CaptureDir),
     /// The directory and everything in it removed (`rm`).
@@ -92,7 +106,8 @@ impl Command {
     /// The program run.
     pub fn program(&self) -> &'static str {
         match self {
-            Self::Archive(_) => "tar",
+            Self::Archive(_) | Self::ArchiveFiles(..) => "tar",
+            Self::Read { .. } => "dd",
             Self::List(_) => "find",
             Self::Remove(_) => "rm",
         }
@@ -101,7 +116,7 @@ impl Command {
     /// What it does, for messages: "{action} on node N failed".
     pub fn action(&self) -> &'static str {
         match self {
-            Self::Archive(_) => "reading files",
+            Self::Archive(_) | Self::ArchiveFiles(..) | Self::Read { .. } => "reading files",
             Self::List(_) => "listing files",
             Self::Remove(_) => "removing files",
         }
@@ -110,7 +125,40 @@ impl Command {
     /// The whole argument vector: `env LC_ALL=C` (so the tools report in the C locale, which
     /// the verdicts read), the program, its arguments. Runs with GNU tools and BusyBox alike.
     pub fn argv(&self) -> Vec<String> {
+        let owned: Vec<String>;
         let args: Vec<&str> = match self {
+            Self::ArchiveFiles(dir, names) => {
+                owned = names
+                    .iter()
+                    .map(|n| format!("{}/{n}", relative(dir)))
+                    .collect();
+                ["-c", "-f", "-", "-C", "/", "--"]
+                    .into_iter()
+                    .chain(owned.iter().map(String::as_str))
+                    .collect()
+            }
+            // Byte offsets (GNU and BusyBox dd both take iflag=skip_bytes,count_bytes); the
+            // path is an operand of its own, never parsed by a shell.
+            Self::Read {
+                dir,
+                name,
+                start,
+                len,
+            } => {
+                owned = vec![
+                    format!("if={}/{name}", dir.path()),
+                    format!("skip={start}"),
+                    format!("count={len}"),
+                ];
+                vec![
+                    owned[0].as_str(),
+                    "iflag=skip_bytes,count_bytes",
+                    owned[1].as_str(),
+                    owned[2].as_str(),
+                    "bs=65536",
+                    "status=none",
+                ]
+            }
             // No --ignore-failed-read: a file that cannot be read must not be skipped silently.
             Self::Archive(dir) => vec!["-c", "-f", "-", "-C", "/", "--", relative(dir)],
             Self::List(dir) => vec![
@@ -141,6 +189,8 @@ impl Command {
     pub(crate) fn verdict(&self, exit: &verdict::Exit, stderr: &str) -> verdict::Verdict {
         match self {
             Self::Archive(dir) => verdict::archive(relative(dir), exit, stderr),
+            Self::ArchiveFiles(dir, _) => verdict::archive_files(relative(dir), exit, stderr),
+            Self::Read { .. } => verdict::read(exit, stderr),
             Self::List(dir) => verdict::listing(dir.path(), exit, stderr),
             Self::Remove(_) => verdict::removal(exit, stderr),
         }
@@ -243,6 +293,33 @@ impl FileFetcher for ExecFetcher {
         Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
     }
 
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        names: &[BaseName],
+    ) -> Result<TarStream> {
+        let command = Command::ArchiveFiles(dir.clone(), names.to_vec());
+        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
+    }
+
+    async fn read_file(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        let command = Command::Read {
+            dir: dir.clone(),
+            name: name.clone(),
+            start,
+            len,
+        };
+        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
+    }
+
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
         let command = Command::List(dir.clone());
         let mut exec = self.start(entry, &command).await?;
@@ -320,6 +397,43 @@ mod tests {
             Command::List(dir.clone()).argv()[3],
             "/var/log/calico/pcap/dev/cap"
         );
-        assert_eq!(Command::Remove(dir).action(), "removing files");
+        assert_eq!(Command::Remove(dir.clone()).action(), "removing files");
+        let names = vec![
+            BaseName::new("a-1.pcap").unwrap(),
+            BaseName::new("-rf").unwrap(),
+        ];
+        assert_eq!(
+            Command::ArchiveFiles(dir.clone(), names.clone()).argv()[2..],
+            [
+                "tar",
+                "-c",
+                "-f",
+                "-",
+                "-C",
+                "/",
+                "--",
+                "var/log/calico/pcap/dev/cap/a-1.pcap",
+                "var/log/calico/pcap/dev/cap/-rf"
+            ],
+            "names after --, joined to the validated directory"
+        );
+        assert_eq!(
+            Command::Read {
+                dir,
+                name: names[0].clone(),
+                start: 5,
+                len: 100
+            }
+            .argv()[2..],
+            [
+                "dd",
+                "if=/var/log/calico/pcap/dev/cap/a-1.pcap",
+                "iflag=skip_bytes,count_bytes",
+                "skip=5",
+                "count=100",
+                "bs=65536",
+                "status=none"
+            ]
+        );
     }
 }

@@ -99,7 +99,8 @@ impl Exec {
             .exec(pod, argv, &params)
             .map_err(|e| start(kube::Error::BuildRequest(e)))?;
         let socket = client.connect(request).await.map_err(start)?.into_stream();
-        let tar = matches!(command, Command::Archive(_)).then(TarParser::new);
+        let tar =
+            matches!(command, Command::Archive(_) | Command::ArchiveFiles(..)).then(TarParser::new);
         Ok(Self {
             tar,
             current_file: None,

@@ -117,6 +117,47 @@ pub(crate) fn archive(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
     }
 }
 
+/// `tar -c -f - -C / -- {dir}/{name}...`: as [`archive`], and a named file that is gone
+/// (`F: Cannot stat: No such file or directory` from GNU tar, `F: No such file or directory`
+/// from BusyBox) could not be read: it was rotated or removed after the status listed it.
+pub(crate) fn archive_files(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
+    for line in lines(stderr) {
+        let line = line.strip_prefix("tar: ").unwrap_or(line);
+        let gone = line
+            .strip_suffix(": Cannot stat: No such file or directory")
+            .or_else(|| line.strip_suffix(": No such file or directory"));
+        if let Some(file) = gone.filter(|f| f.starts_with(dir)) {
+            return Verdict::FileUnreadable {
+                file: file.to_owned(),
+                reason: "it is gone (rotated or removed after the capture's status listed it)"
+                    .into(),
+            };
+        }
+    }
+    archive(dir, exit, stderr)
+}
+
+/// `dd if={path} iflag=skip_bytes,count_bytes ...`: exit 0 is whole (the caller counts the
+/// bytes); a file that cannot be opened (`dd: failed to open 'F': R` from GNU,
+/// `dd: can't open 'F': R` from BusyBox) is named.
+pub(crate) fn read(exit: &Exit, stderr: &str) -> Verdict {
+    if *exit == Exit::Success {
+        return Verdict::Whole;
+    }
+    for line in lines(stderr) {
+        let opened = line
+            .strip_prefix("dd: failed to open '")
+            .or_else(|| line.strip_prefix("dd: can't open '"));
+        if let Some((file, reason)) = opened.and_then(|rest| rest.split_once("': ")) {
+            return Verdict::FileUnreadable {
+                file: file.to_owned(),
+                reason: format!("it cannot be opened: {reason}"),
+            };
+        }
+    }
+    failed(exit, stderr)
+}
+
 /// `find {dir} -mindepth 1 -maxdepth 1 -type f -exec stat -c '%s %Y %n' {} +`.
 pub(crate) fn listing(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
     // The path is matched by its end: a pod prints it as given, a pod whose tools see the
@@ -154,6 +195,48 @@ mod tests {
     use super::*;
 
     const DIR: &str = "var/log/calico/pcap/dev/cap";
+
+    #[test]
+    fn a_named_file_that_is_gone_is_unreadable_with_either_tar() {
+        for stderr in [
+            "tar: var/log/calico/pcap/dev/cap/a.pcap: Cannot stat: No such file or directory\ntar: Exiting with failure status due to previous errors\n",
+            "tar: var/log/calico/pcap/dev/cap/a.pcap: No such file or directory\ntar: error exit delayed from previous errors\n",
+        ] {
+            assert_eq!(
+                archive_files(DIR, &Exit::Code(2), stderr),
+                Verdict::FileUnreadable {
+                    file: format!("{DIR}/a.pcap"),
+                    reason: "it is gone (rotated or removed after the capture's status listed it)"
+                        .into()
+                }
+            );
+        }
+        assert_eq!(archive_files(DIR, &Exit::Success, ""), Verdict::Whole);
+    }
+
+    #[test]
+    fn dd_as_gnu_and_busybox_report() {
+        assert_eq!(read(&Exit::Success, ""), Verdict::Whole);
+        for stderr in [
+            "dd: failed to open '/var/log/x/a.pcap': No such file or directory\n",
+            "dd: can't open '/var/log/x/a.pcap': No such file or directory\n",
+        ] {
+            assert_eq!(
+                read(&Exit::Code(1), stderr),
+                Verdict::FileUnreadable {
+                    file: "/var/log/x/a.pcap".into(),
+                    reason: "it cannot be opened: No such file or directory".into()
+                }
+            );
+        }
+        assert!(matches!(
+            read(
+                &Exit::Code(1),
+                "dd: error reading '/x': Input/output error\n"
+            ),
+            Verdict::Failed { .. }
+        ));
+    }
 
     #[test]
     fn gnu_tar_as_it_reports() {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use packetcapture_domain::{
-    CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo, NodeName, Result,
-    TarStream,
+    BaseName, ByteStream, CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo,
+    NodeName, Result, TarStream,
 };
 use tokio::sync::mpsc;
 
@@ -103,6 +103,21 @@ fn regular_files(dir: &Path) -> Result<Vec<(String, fs::Metadata)>, Error> {
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
+}
+
+/// Opens a regular file for reading without following a symbolic link.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let file = fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 fn mtime(meta: &fs::Metadata) -> i64 {
@@ -208,7 +223,7 @@ fn write_files(
         let path = dir.join(&name);
         // The size and time of the file opened, whatever happened to the name since the
         // listing; a file still growing is archived up to its size at open.
-        let file = fs::File::open(&path).map_err(|e| unreadable(&name, e.to_string()))?;
+        let file = open_regular(&path).map_err(|e| unreadable(&name, e.to_string()))?;
         let meta = file
             .metadata()
             .map_err(|e| unreadable(&name, e.to_string()))?;
@@ -249,6 +264,30 @@ fn write_files(
         })
 }
 
+/// Runs `write` on a blocking thread into a [`ChunkSink`] and streams its chunks; an error it
+/// returns ends the stream as an error item.
+fn produce(
+    write: impl FnOnce(&mut ChunkSink) -> Result<(), DomainError> + Send + 'static,
+) -> TarStream {
+    let (tx, rx) = mpsc::channel(CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = ChunkSink {
+            tx: tx.clone(),
+            buf: BytesMut::with_capacity(CHUNK),
+            failed: Arc::new(AtomicBool::new(false)),
+        };
+        if let Err(e) = write(&mut sink) {
+            // The reader may be gone; then nobody is left to tell.
+            let _ = tx.blocking_send(Err(io::Error::other(e)));
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    });
+    Box::pin(chunks)
+}
+
 #[async_trait]
 impl FileFetcher for LocalFetcher {
     async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint> {
@@ -267,23 +306,59 @@ impl FileFetcher for LocalFetcher {
     async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
         let path = self.dir(entry, dir);
         let node = entry.node.clone();
-        let (tx, rx) = mpsc::channel(CHUNKS);
-        tokio::task::spawn_blocking(move || {
-            let mut sink = ChunkSink {
-                tx: tx.clone(),
-                buf: BytesMut::with_capacity(CHUNK),
-                failed: Arc::new(AtomicBool::new(false)),
+        Ok(produce(move |sink| write_tar(&node, &path, sink)))
+    }
+
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        names: &[BaseName],
+    ) -> Result<TarStream> {
+        let path = self.dir(entry, dir);
+        let node = entry.node.clone();
+        let names = names.iter().map(|n| n.as_str().to_owned()).collect();
+        Ok(produce(move |sink| write_files(&node, &path, names, sink)))
+    }
+
+    async fn read_file(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        let path = self.dir(entry, dir).join(name.as_str());
+        let node = entry.node.clone();
+        let file = name.to_string();
+        Ok(produce(move |sink| {
+            use std::io::{Seek, Write};
+            let unreadable = |reason: String| DomainError::FileUnreadable {
+                node: node.to_string(),
+                file: file.clone(),
+                reason,
             };
-            if let Err(e) = write_tar(&node, &path, &mut sink) {
-                // The reader may be gone; then nobody is left to tell.
-                let _ = tx.blocking_send(Err(io::Error::other(e)));
+            let mut opened = open_regular(&path).map_err(|e| unreadable(e.to_string()))?;
+            opened
+                .seek(io::SeekFrom::Start(start))
+                .map_err(|e| unreadable(e.to_string()))?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut reader = opened.take(len);
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| unreadable(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                sink.write_all(&buf[..n]).map_err(|_| {
+                    DomainError::Internal("the reader of a local file went away".into())
+                })?;
             }
-        });
-        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-            let item = rx.recv().await?;
-            Some((item, rx))
-        });
-        Ok(Box::pin(chunks))
+            sink.flush()
+                .map_err(|_| DomainError::Internal("the reader of a local file went away".into()))
+        }))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {

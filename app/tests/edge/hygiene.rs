@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use packetcapture_api::server::{self, Options, Running};
 use packetcapture_domain::testing::StaticRouter;
 use packetcapture_domain::{
-    CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result, TarStream,
+    BaseName, CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
+    TarStream,
 };
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -495,6 +496,29 @@ impl FileFetcher for SlowFetcher {
             })
             .chain(end);
         Ok(Box::pin(stream))
+    }
+
+    /// The same scripted stream, whatever files are named.
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        _: &[BaseName],
+    ) -> Result<TarStream> {
+        self.archive(entry, dir).await
+    }
+
+    async fn read_file(
+        &self,
+        _: &EntryPoint,
+        _: &CaptureDir,
+        _: &BaseName,
+        _: u64,
+        _: u64,
+    ) -> Result<TarStream> {
+        Err(packetcapture_domain::Error::Internal(
+            "this test fetcher serves archives only".into(),
+        ))
     }
 
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {

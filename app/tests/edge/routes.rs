@@ -511,7 +511,8 @@ async fn listing_shows_each_node_with_its_files() {
     assert_eq!(v["nodes"][0]["directory"], "/var/log/calico/pcap/dev/done");
     assert_eq!(
         v["nodes"][0]["files"][0],
-        serde_json::json!({"name": "a.pcap", "size": 6, "modified": "2023-11-14T22:13:20Z"})
+        serde_json::json!({"name": "a.pcap", "size": 6, "modified": "2023-11-14T22:13:20Z",
+                           "path": "/files/dev/done/node-1/a.pcap"})
     );
     assert_eq!(v["nodes"][1]["files"][0]["size"], 100_000);
 }

@@ -158,14 +158,30 @@ pub fn header<'a>(r: &'a Response<bytes::Bytes>, name: &str) -> Option<&'a str> 
 }
 
 /// Entry names and contents of a zip body.
+/// The last entry, the `SHA256SUMS` manifest, is checked against the others and left out.
 pub fn entries(bytes: &[u8]) -> Vec<(String, Vec<u8>, zip::CompressionMethod)> {
+    use sha2::{Digest, Sha256};
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-    (0..zip.len())
+    let mut all: Vec<(String, Vec<u8>, zip::CompressionMethod)> = (0..zip.len())
         .map(|i| {
             let mut f = zip.by_index(i).unwrap();
             let mut data = Vec::new();
             f.read_to_end(&mut data).unwrap();
             (f.name().unwrap().into_owned(), data, f.compression())
         })
-        .collect()
+        .collect();
+    let (name, manifest, _) = all.pop().expect("a zip with files has a manifest");
+    assert_eq!(name, "SHA256SUMS");
+    let expected: String = all
+        .iter()
+        .map(|(name, data, _)| {
+            let digest: String = Sha256::digest(data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{digest}  {name}\n")
+        })
+        .collect();
+    assert_eq!(String::from_utf8(manifest).unwrap(), expected);
+    all
 }

@@ -9,7 +9,8 @@ use packetcapture_api::http::routes;
 use packetcapture_api::server::{self, Running};
 use packetcapture_domain::testing::StaticRouter;
 use packetcapture_domain::{
-    CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result, TarStream,
+    BaseName, CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
+    TarStream,
 };
 
 use crate::support::*;
@@ -136,6 +137,29 @@ impl FileFetcher for CuttingFetcher {
         let chunks = futures_util::stream::iter([Ok(bytes::Bytes::from(bytes))]).chain(failure);
         Ok(Box::pin(chunks))
     }
+    /// The same scripted stream, whatever files are named.
+    async fn archive_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        _: &[BaseName],
+    ) -> Result<TarStream> {
+        self.archive(entry, dir).await
+    }
+
+    async fn read_file(
+        &self,
+        _: &EntryPoint,
+        _: &CaptureDir,
+        _: &BaseName,
+        _: u64,
+        _: u64,
+    ) -> Result<TarStream> {
+        Err(packetcapture_domain::Error::Internal(
+            "this test fetcher serves archives only".into(),
+        ))
+    }
+
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {
         Ok(Vec::new())
     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::spool::Pipe;
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, TarStream};
-use crate::types::{CaptureDir, EntryPoint};
+use crate::types::{BaseName, CaptureDir, EntryPoint};
 
 /// The size of the pieces small chunks are gathered into while a pipe spools.
 const GATHER: usize = 128 * 1024;
@@ -36,13 +36,26 @@ impl Default for FetchOptions {
     }
 }
 
-/// One node to put in the archive: how it is reached and which directory.
+/// One read of a node: how it is reached, which directory, and which files.
 #[derive(Clone, Debug)]
 pub struct NodeSource {
     /// Entry point resolved before anything was sent.
     pub entry: EntryPoint,
     /// The capture's directory on that node.
     pub dir: CaptureDir,
+    /// The files to read, in this order; `None`: every file of the directory.
+    pub files: Option<Vec<BaseName>>,
+}
+
+impl NodeSource {
+    /// Every file of `dir`.
+    pub fn whole(entry: EntryPoint, dir: CaptureDir) -> Self {
+        Self {
+            entry,
+            dir,
+            files: None,
+        }
+    }
 }
 
 /// The first failure of a download; announcing it stops everything.
@@ -119,7 +132,14 @@ async fn pump(
     failure: Arc<Failure>,
 ) {
     let result = async {
-        let stream = fetcher.archive(&source.entry, &source.dir).await?;
+        let stream = match &source.files {
+            None => fetcher.archive(&source.entry, &source.dir).await?,
+            Some(names) => {
+                fetcher
+                    .archive_files(&source.entry, &source.dir, names)
+                    .await?
+            }
+        };
         copy(stream, &pipe, &source, options.idle_timeout).await
     }
     .await;

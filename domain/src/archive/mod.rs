@@ -16,6 +16,7 @@
 //!   partial download can never open as a whole archive.
 
 mod fetch;
+mod merge;
 mod spool;
 mod tar;
 mod zip;
@@ -30,8 +31,10 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 pub use self::fetch::{FetchOptions, NodeSource};
+pub use self::merge::{MAX_STREAMS, StreamSource};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
 pub use self::tar::{TarError, TarEvent, TarParser};
+pub use self::zip::MANIFEST;
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, SpoolStorage};
 use crate::types::{Compression, NodeFiles, NodeName};
@@ -79,7 +82,7 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Decides each zip entry's name: the file's base name, or `{node}/{name}` when the name
-/// occurs on more than one node.
+/// occurs on more than one node (or is the manifest's, [`MANIFEST`]).
 #[derive(Debug, Default)]
 pub struct EntryNamer {
     colliding: HashSet<String>,
@@ -102,7 +105,8 @@ impl EntryNamer {
         }
         Self {
             colliding,
-            used: HashSet::new(),
+            // The manifest's name is taken: a node file of that name gets its node in front.
+            used: HashSet::from([zip::MANIFEST.to_owned()]),
         }
     }
 
@@ -127,7 +131,7 @@ impl EntryNamer {
 /// What an archive held, for logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZipSummary {
-    /// Files written.
+    /// Files written (packets, for a merge).
     pub files: u64,
     /// Bytes of file data written (before compression).
     pub bytes: u64,
@@ -156,19 +160,75 @@ pub async fn stream_zip(
         .into_iter()
         .map(|node| (node, spool::Pipe::new(spool.clone())))
         .collect();
+    let writer_pipes = with_pipes.clone();
+    launch(
+        fetcher,
+        with_pipes,
+        engine.fetch,
+        move |failure, tx| async move {
+            zip::assemble(writer_pipes, namer, compression, &failure, &tx).await
+        },
+    )
+    .await
+}
+
+/// Starts a merge of `streams` into one pcapng of the packets in `window`. Resolves once
+/// the first packet is known (`Some(stream)`), or once every stream was read and none held a
+/// packet in the window (`None`), or on an error before the first byte. Every stream is read
+/// at once (a merge needs each one's next packet), whatever the fetch concurrency; more than
+/// [`MAX_STREAMS`] is [`Error::TooManyStreams`].
+pub async fn stream_pcapng(
+    fetcher: Arc<dyn FileFetcher>,
+    streams: Vec<StreamSource>,
+    window: crate::pcap::Window,
+    engine: &Engine,
+) -> Result<Option<ZipStream>> {
+    if streams.len() > MAX_STREAMS {
+        return Err(Error::TooManyStreams {
+            streams: streams.len(),
+            max: MAX_STREAMS,
+        });
+    }
+    let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
+    let with_pipes: Vec<_> = streams
+        .into_iter()
+        .map(|stream| {
+            let pipe = spool::Pipe::with_window(spool.clone(), merge::STREAM_WINDOW);
+            (stream, pipe)
+        })
+        .collect();
+    let sources: Vec<_> = with_pipes
+        .iter()
+        .map(|(stream, pipe)| (stream.source.clone(), pipe.clone()))
+        .collect();
+    let options = FetchOptions {
+        concurrency: sources.len().max(1),
+        ..engine.fetch
+    };
+    launch(fetcher, sources, options, move |failure, tx| async move {
+        merge::assemble(with_pipes, window, &failure, &tx).await
+    })
+    .await
+}
+
+/// Runs the reads of `sources` and `writer` in one task (a chunk read is written without a
+/// thread hand-off) and resolves once the writer sent its first data, finished without any,
+/// or failed first.
+async fn launch<W, F>(
+    fetcher: Arc<dyn FileFetcher>,
+    sources: Vec<(NodeSource, Arc<spool::Pipe>)>,
+    options: FetchOptions,
+    writer: W,
+) -> Result<Option<ZipStream>>
+where
+    W: FnOnce(Arc<fetch::Failure>, mpsc::Sender<Msg>) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<ZipSummary>> + Send,
+{
     let failure = Arc::new(fetch::Failure::default());
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let options = engine.fetch;
     let task = tokio::spawn(async move {
-        // The reads and the writer share this task: a chunk read is written without a
-        // thread hand-off.
-        let mut reads = Box::pin(fetch::run(
-            fetcher,
-            with_pipes.clone(),
-            options,
-            failure.clone(),
-        ));
-        let write = zip::assemble(with_pipes, namer, compression, &failure, &tx);
+        let mut reads = Box::pin(fetch::run(fetcher, sources, options, failure.clone()));
+        let write = writer(failure, tx.clone());
         tokio::pin!(write);
         let mut reading = true;
         let result = loop {
@@ -244,7 +304,7 @@ impl Stream for ZipStream {
                 tracing::debug!(
                     files = summary.files,
                     bytes = summary.bytes,
-                    "zip archive complete"
+                    "download complete"
                 );
                 self.done = true;
                 Poll::Ready(None)

@@ -217,6 +217,8 @@ struct PipeState {
 /// One source's bytes, from its producer to the writer. One producer, one reader.
 pub(crate) struct Pipe {
     spool: Arc<Spool>,
+    /// Bytes a direct pipe may hold ahead of its reader.
+    window: u64,
     state: Mutex<PipeState>,
     /// Signalled when there is something to read.
     readable: Notify,
@@ -237,8 +239,14 @@ enum Step {
 
 impl Pipe {
     pub(crate) fn new(spool: Arc<Spool>) -> Arc<Self> {
+        Self::with_window(spool, DIRECT_WINDOW)
+    }
+
+    /// A pipe whose direct window is `window` bytes (a merge reads many pipes at once).
+    pub(crate) fn with_window(spool: Arc<Spool>, window: u64) -> Arc<Self> {
         Arc::new(Self {
             spool,
+            window,
             state: Mutex::new(PipeState::default()),
             readable: Notify::new(),
             writable: Notify::new(),
@@ -284,7 +292,7 @@ impl Pipe {
                 let mut state = lock(&self.state);
                 if state.is_direct {
                     // The reader is here: wait for it to drain the backlog, then use the window.
-                    if state.spooled.is_empty() && state.direct_bytes < DIRECT_WINDOW {
+                    if state.spooled.is_empty() && state.direct_bytes < self.window {
                         state.direct_bytes += n;
                         state.direct.push_back(chunk);
                         drop(state);

@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use zip::write::{FullFileOptions, StreamWriter, ZipWriter};
 
@@ -102,6 +103,9 @@ impl Write for Sink {
 
 type Writer = ZipWriter<StreamWriter<Sink>>;
 
+/// The name of the manifest entry, the zip's last.
+pub const MANIFEST: &str = "SHA256SUMS";
+
 /// The zip being written.
 struct Assembly {
     writer: Option<Writer>,
@@ -109,6 +113,12 @@ struct Assembly {
     compression: Compression,
     started: bool,
     summary: ZipSummary,
+    /// The entry being written and the digest of its data so far.
+    hashing: Option<(String, Sha256)>,
+    /// `sha256sum` lines of the entries written.
+    manifest: String,
+    /// The newest entry's modification time (the manifest's).
+    newest: u64,
 }
 
 impl Assembly {
@@ -120,6 +130,9 @@ impl Assembly {
             compression,
             started: false,
             summary: ZipSummary::default(),
+            hashing: None,
+            manifest: String::new(),
+            newest: 0,
         }
     }
 
@@ -133,11 +146,24 @@ impl Assembly {
         let options = entry_options(self.compression, size, mtime);
         self.writer()?.start_file(name, options).map_err(zip_err)?;
         self.started = true;
+        self.hashing = Some((name.to_owned(), Sha256::new()));
+        self.newest = self.newest.max(mtime);
         Ok(())
+    }
+
+    /// The current entry is complete: its line goes into the manifest.
+    fn end_file(&mut self) {
+        self.summary.files += 1;
+        if let Some((name, digest)) = self.hashing.take() {
+            manifest_line(&mut self.manifest, &digest.finalize(), &name);
+        }
     }
 
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.summary.bytes += data.len() as u64;
+        if let Some((_, digest)) = &mut self.hashing {
+            digest.update(&data);
+        }
         match self.compression {
             Compression::Stored => {
                 self.sink.set_current(Some(data.clone()));
@@ -173,8 +199,17 @@ impl Assembly {
         }
     }
 
-    /// Writes the central directory; the last of the output.
+    /// Writes the manifest entry, then the central directory; the last of the output.
     fn finish(mut self) -> Result<Vec<Bytes>> {
+        if self.started {
+            let manifest = std::mem::take(&mut self.manifest).into_bytes();
+            let options = entry_options(Compression::Stored, manifest.len() as u64, self.newest);
+            let writer = self.writer()?;
+            writer.start_file(MANIFEST, options).map_err(zip_err)?;
+            writer
+                .write_all(&manifest)
+                .map_err(|source| Error::ZipWrite { source })?;
+        }
         if let Some(writer) = self.writer.take()
             && self.started
         {
@@ -226,7 +261,7 @@ pub(crate) async fn assemble(
                         }
                     },
                     TarEvent::Data(data) if !skipping => zip.write(data).await?,
-                    TarEvent::FileEnd if !skipping => zip.summary.files += 1,
+                    TarEvent::FileEnd if !skipping => zip.end_file(),
                     TarEvent::Data(_) | TarEvent::FileEnd | TarEvent::End => {}
                 }
                 let out = zip.ready(first);
@@ -245,22 +280,49 @@ pub(crate) async fn assemble(
     Ok(summary)
 }
 
-fn base_name(path: &[u8]) -> Option<&str> {
+/// One `sha256sum` line: `{hex}  {name}`; a name with a backslash or a newline is escaped
+/// and the line starts with a backslash, as GNU `sha256sum` writes and `-c` reads.
+fn manifest_line(out: &mut String, digest: &[u8], name: &str) {
+    use std::fmt::Write as _;
+    let escaped = name.contains(['\\', '\n', '\r']);
+    if escaped {
+        out.push('\\');
+    }
+    for byte in digest {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out.push_str("  ");
+    if escaped {
+        for c in name.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    } else {
+        out.push_str(name);
+    }
+    out.push('\n');
+}
+
+pub(crate) fn base_name(path: &[u8]) -> Option<&str> {
     let name = path.rsplit(|b| *b == b'/').find(|part| !part.is_empty())?;
     std::str::from_utf8(name).ok()
 }
 
-async fn send(tx: &mpsc::Sender<Msg>, msg: Msg) -> Result<()> {
+pub(crate) async fn send(tx: &mpsc::Sender<Msg>, msg: Msg) -> Result<()> {
     tx.send(msg).await.map_err(|_| client_gone())
 }
 
-fn client_gone() -> Error {
+pub(crate) fn client_gone() -> Error {
     Error::ZipWrite {
         source: io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"),
     }
 }
 
-fn tar_error(node: &NodeName, e: TarError) -> Error {
+pub(crate) fn tar_error(node: &NodeName, e: TarError) -> Error {
     Error::TruncatedArchive {
         node: node.to_string(),
         reason: e.to_string(),

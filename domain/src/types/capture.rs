@@ -172,6 +172,22 @@ pub struct EntryPoint {
     pub handle: String,
 }
 
+/// Which part of a capture a download takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only these nodes (each must be in the capture's status); empty: every node.
+    pub nodes: Vec<NodeName>,
+    /// Only packets (or files that may hold packets) in this window.
+    pub window: crate::pcap::Window,
+}
+
+impl Selection {
+    /// True when `node` is selected.
+    pub fn has_node(&self, node: &str) -> bool {
+        self.nodes.is_empty() || self.nodes.iter().any(|n| n.as_str() == node)
+    }
+}
+
 /// Compression of zip entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {

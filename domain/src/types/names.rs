@@ -81,6 +81,22 @@ validated_name!(
     NodeName, "node name", is_dns1123_subdomain, "a DNS-1123 subdomain"
 );
 
+/// Checks a file's base name: 1 to 255 bytes, not `.` or `..`, no `/`, no control
+/// characters (NUL included).
+pub fn is_base_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s != "."
+        && s != ".."
+        && !s.contains('/')
+        && !s.chars().any(char::is_control)
+}
+
+validated_name!(
+    /// A capture file's base name (no path separator, not `.` or `..`, no control characters).
+    BaseName, "file name", is_base_name, "a file name without /, NUL or control characters, not . or .."
+);
+
 /// Renders hostile input safely for messages: control characters escaped, length capped.
 pub fn printable(value: &str) -> String {
     const MAX: usize = 80;

@@ -23,6 +23,7 @@ fn source(n: &str) -> NodeSource {
             handle: format!("mem-{n}"),
         },
         dir: CaptureDir::new(n, "/pcap", &reference).unwrap(),
+        files: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod archive;
 mod large_file;
+mod merge;
 mod properties;
 mod service;
 mod support;

@@ -53,6 +53,7 @@ fn download(scripts: Vec<Script>) -> (Vec<u8>, bool) {
                     handle: String::new(),
                 },
                 dir: CaptureDir::new(&node, "/pcap", &reference).unwrap(),
+                files: None,
             });
         }
         let started = stream_zip(

@@ -8,7 +8,7 @@ use packetcapture_domain::testing::{
 };
 use packetcapture_domain::{
     BearerToken, CaptureRef, CaptureService, CaptureState, ClusterTarget, Compression, Download,
-    Error, Impersonation, Request, User, Verb,
+    Error, Impersonation, Request, Selection, User, Verb,
 };
 
 use crate::support::{capture, unzip};
@@ -69,7 +69,11 @@ async fn zip_names(download: Download) -> Vec<String> {
 async fn an_allowed_user_downloads_every_node_file() {
     let local = cluster(CaptureState::Finished);
     let download = service(&local)
-        .download(&request("jane-token"), Compression::Stored)
+        .download(
+            &request("jane-token"),
+            Compression::Stored,
+            &Selection::default(),
+        )
         .await
         .unwrap();
     assert_eq!(zip_names(download).await, ["a.pcap", "b.pcap"]);
@@ -79,7 +83,7 @@ async fn an_allowed_user_downloads_every_node_file() {
 async fn an_unknown_token_is_unauthenticated_before_anything_else() {
     let local = cluster(CaptureState::Finished);
     let err = service(&local)
-        .download(&request("nope"), Compression::Stored)
+        .download(&request("nope"), Compression::Stored, &Selection::default())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
@@ -243,9 +247,13 @@ async fn delete_removes_files_clears_the_status_and_is_idempotent() {
     assert!(stored.files.iter().all(|n| n.file_names.is_empty()));
     svc.delete(&request("jane-token")).await.unwrap();
     assert!(matches!(
-        svc.download(&request("jane-token"), Compression::Stored)
-            .await
-            .unwrap(),
+        svc.download(
+            &request("jane-token"),
+            Compression::Stored,
+            &Selection::default()
+        )
+        .await
+        .unwrap(),
         Download::Empty
     ));
 }
@@ -340,7 +348,11 @@ async fn a_node_without_entry_pod_fails_before_anything_is_sent() {
             .without_entry("n2"),
     );
     let err = service(&local)
-        .download(&request("jane-token"), Compression::Stored)
+        .download(
+            &request("jane-token"),
+            Compression::Stored,
+            &Selection::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "no running entry pod found on node n2");
@@ -354,7 +366,11 @@ async fn files_gone_from_every_node_download_as_empty() {
         NodeFileTable::default(),
     );
     let download = service(&local)
-        .download(&request("jane-token"), Compression::Stored)
+        .download(
+            &request("jane-token"),
+            Compression::Stored,
+            &Selection::default(),
+        )
         .await
         .unwrap();
     assert!(matches!(download, Download::Empty));
@@ -381,7 +397,11 @@ async fn a_hostile_status_directory_is_refused() {
         NodeFileTable::default(),
     );
     let err = service(&local)
-        .download(&request("jane-token"), Compression::Stored)
+        .download(
+            &request("jane-token"),
+            Compression::Stored,
+            &Selection::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidStatus { .. }), "{err:?}");

@@ -3,6 +3,7 @@
 use std::io::{Cursor, Read};
 
 use packetcapture_domain::{Capture, CaptureRef, CaptureState, NodeFiles};
+use sha2::{Digest, Sha256};
 
 /// A tar stream (GNU format, as GNU tar writes it) holding `files` as `(path, data, mtime)`.
 pub fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
@@ -27,8 +28,27 @@ pub fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
 /// One zip entry: name, data, Unix mtime from the extended timestamp.
 pub type Entry = (String, Vec<u8>, Option<i64>);
 
-/// Every entry of a zip.
+/// Every entry of a zip but the manifest, which must come last and hold the SHA-256 of
+/// each entry before it, in order, in `sha256sum` format (checked here).
 pub fn unzip(bytes: &[u8]) -> zip::result::ZipResult<Vec<Entry>> {
+    let mut entries = unzip_all(bytes)?;
+    let (name, manifest, _) = entries.pop().expect("a zip with files has a manifest");
+    assert_eq!(name, "SHA256SUMS", "the manifest is the last entry");
+    let expected: String = entries
+        .iter()
+        .map(|(name, data, _)| format!("{}  {name}\n", hex(&Sha256::digest(data))))
+        .collect();
+    assert_eq!(String::from_utf8(manifest).unwrap(), expected);
+    Ok(entries)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every entry of a zip, the manifest included.
+pub fn unzip_all(bytes: &[u8]) -> zip::result::ZipResult<Vec<Entry>> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))?;
     let mut out = Vec::new();
     for i in 0..zip.len() {

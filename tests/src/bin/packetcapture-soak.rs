@@ -213,6 +213,28 @@ fn verify(body: &[u8], expected: &Expected) -> &'static str {
         }
         got.insert(f.name().unwrap_or_default().into_owned(), data);
     }
+    // The manifest must list every file's digest (its lines are checked against the files).
+    let Some(manifest) = got.remove("SHA256SUMS") else {
+        return "silent corruption";
+    };
+    let listed: std::collections::BTreeSet<String> = String::from_utf8_lossy(&manifest)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let computed: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|(name, data)| {
+            use sha2::Digest;
+            let digest: String = sha2::Sha256::digest(data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{digest}  {name}")
+        })
+        .collect();
+    if listed != computed {
+        return "silent corruption";
+    }
     if &got == expected {
         "verified"
     } else {

@@ -249,15 +249,27 @@ pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
 }
 
 /// Zip entries: full entry name → SHA-256 of the contents, sorted.
+/// The last entry, the `SHA256SUMS` manifest, must list every other entry's digest in order
+/// (checked here) and is left out.
 pub fn zip_digests(bytes: &[u8]) -> Vec<(String, String)> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let mut out = Vec::new();
-    for i in 0..zip.len() {
+    let mut manifest = None;
+    let count = zip.len();
+    for i in 0..count {
         let mut f = zip.by_index(i).unwrap();
         let mut data = Vec::new();
         f.read_to_end(&mut data).unwrap();
-        out.push((f.name().unwrap().into_owned(), hex(&Sha256::digest(&data))));
+        let name = f.name().unwrap().into_owned();
+        if i + 1 == count {
+            assert_eq!(name, "SHA256SUMS", "the manifest is the last entry");
+            manifest = Some(String::from_utf8(data).unwrap());
+        } else {
+            out.push((name, hex(&Sha256::digest(&data))));
+        }
     }
+    let listed: String = out.iter().map(|(n, d)| format!("{d}  {n}\n")).collect();
+    assert_eq!(manifest.unwrap_or_default(), listed);
     out.sort();
     out
 }
