@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -29,17 +29,14 @@ pub struct Reloading {
     current: RwLock<(Arc<CertifiedKey>, Stamp)>,
 }
 
-/// What the files looked like when loaded: their modification times and sizes. A secret
-/// update (Kubernetes swaps a symbolic link) changes them.
-type Stamp = Option<[(SystemTime, u64); 2]>;
+/// What the files held when loaded. Their bytes are compared, not their modification times
+/// and sizes: a rotated pair written within the clock's granularity, with keys of the same
+/// length, looks unchanged by metadata (it did on a CI file system). The files are a few
+/// kilobytes, read once per check.
+type Stamp = Option<[Vec<u8>; 2]>;
 
 fn stamp(cert: &Path, key: &Path) -> Stamp {
-    let one = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
-    };
-    Some([one(cert)?, one(key)?])
+    Some([std::fs::read(cert).ok()?, std::fs::read(key).ok()?])
 }
 
 impl Reloading {
@@ -56,12 +53,13 @@ impl Reloading {
     /// Loads the pair again if its files changed; keeps the old one if the new cannot be used.
     pub fn reload_if_changed(&self) {
         let now = stamp(&self.cert, &self.key);
-        let seen = self
+        let unchanged = self
             .current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1;
-        if now == seen || now.is_none() {
+            .1
+            == now;
+        if unchanged || now.is_none() {
             return;
         }
         match load(&self.cert, &self.key) {
