@@ -64,8 +64,44 @@ say "jane downloads the capture of the same name in managed cluster east (throug
   -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL/download/dev/web-traffic/files.zip"
 unzip -l "$DIR/east.zip" | sed 's/^/  /'
 
-say "What is on the nodes now (JSON listing)"
-"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$URL/files/dev/web-traffic" | head -c 400; echo " ..."
+say "The zip's last entry, SHA256SUMS, checks what was unzipped"
+(cd "$DIR/web-traffic" && sha256sum -c SHA256SUMS | sed 's/^/  /')
+
+say "jane merges the three nodes into one time-ordered pcapng (one interface per node and pod)"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -o "$DIR/web-traffic.pcapng" \
+  -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL/download/dev/web-traffic/merged.pcapng"
+if command -v capinfos >/dev/null; then
+  capinfos "$DIR/web-traffic.pcapng" 2>/dev/null \
+    | grep -E 'Number of packets|Strict time order|Number of interfaces|Name =|First packet|Last packet' | sed 's/^ */  /'
+  if command -v mergecap >/dev/null; then
+    # node-1's active file ends mid-record, as Felix's can: mergecap stops there.
+    mergecap -w "$DIR/mergecap.pcapng" "$DIR"/web-traffic/*.pcap 2>/dev/null || true
+    count() { capinfos -c -M "$1" 2>/dev/null | awk '/Number of packets/ {print $NF}'; }
+    echo "  For comparison, mergecap of the unzipped files stops at node-1's cut record:"
+    echo "  $(count "$DIR/mergecap.pcapng") of $(count "$DIR/web-traffic.pcapng") packets, and every node on one interface."
+  fi
+else
+  echo "  (install Wireshark's capinfos to see its packets and interfaces)"
+fi
+
+say "Only node-2, only 23:13:20.1 to 23:13:20.2 UTC on 15 November 2023 (RFC 3339; since inclusive, until exclusive)"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -o "$DIR/window.pcapng" \
+  -w '  HTTP %{http_code}, %{size_download} bytes\n' \
+  "$URL/download/dev/web-traffic/merged.pcapng?node=node-2&since=2023-11-15T23:13:20.1Z&until=2023-11-15T23:13:20.2Z"
+command -v capinfos >/dev/null && capinfos "$DIR/window.pcapng" 2>/dev/null \
+  | grep -E 'Number of packets|First packet|Last packet|Name =' | sed 's/^ */  /'
+
+say "What is on the nodes now (JSON listing: each file with its own path)"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$URL/files/dev/web-traffic" | head -c 600; echo " ..."
+
+say "One file, resumed: the first 1000 bytes, then curl -C - fetches the rest (Range)"
+FILE_PATH=$("${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$URL/files/dev/web-traffic" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["files"][0]["path"])')
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -r 0-999 -o "$DIR/one.pcap" \
+  -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL$FILE_PATH"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -C - -o "$DIR/one.pcap" \
+  -w '  HTTP %{http_code}, %{size_download} more bytes\n' "$URL$FILE_PATH"
+cmp "$DIR/one.pcap" "$DIR/web-traffic/$(basename "$FILE_PATH")" && echo "  identical to the file in the zip"
 
 cat <<EOT
 
@@ -78,6 +114,12 @@ cat <<EOT
   # the same capture in managed cluster east
   curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" -H "X-Cluster-ID: east" \\
     -o east.zip https://localhost:$PORT/download/dev/web-traffic/files.zip
+
+  # one time-ordered pcapng of every node; only node-2, only a window (RFC 3339)
+  curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" \\
+    -o web-traffic.pcapng https://localhost:$PORT/download/dev/web-traffic/merged.pcapng
+  curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" -o part.pcapng \\
+    "https://localhost:$PORT/download/dev/web-traffic/merged.pcapng?node=node-2&since=2023-11-15T23:13:20.1Z&until=2023-11-15T23:13:20.2Z"
 
   # list the files; deflate the zip; a running capture (still downloadable)
   curl --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:$PORT/files/dev/web-traffic

@@ -131,35 +131,41 @@ impl Cluster {
                     short_hash(&node.node, 5)
                 );
                 let mut names = Vec::new();
-                for i in 0..node.files {
-                    // The active file, then rotated ones with a microsecond suffix.
-                    let name = if i == 0 {
-                        format!(
-                            "{pod}_cali{}.pcap",
-                            short_hash(&format!("{}{i}", node.node), 11)
-                        )
-                    } else {
-                        format!(
-                            "{pod}_cali{}-{}.pcap",
-                            short_hash(&format!("{}0", node.node), 11),
-                            1_700_000_000_000_000u64 + u64::from(i) * 3_600_000_000
-                        )
-                    };
-                    let seed = seed_of(&format!(
-                        "{}/{}/{}/{}/{name}",
-                        spec.name, capture.namespace, capture.name, node.node
-                    ));
-                    let file = std::io::BufWriter::with_capacity(
-                        1 << 20,
-                        std::fs::File::create(dir.join(&name))?,
+                // Each interface is a series: rotated files oldest first, then the active one,
+                // an hour apart (Felix rotates hourly); interfaces capture at the same time.
+                for iface in 0..node.interfaces.max(1) {
+                    let stem = format!(
+                        "{pod}_cali{}",
+                        short_hash(&format!("{}{iface}", node.node), 11)
                     );
-                    pcap::write_pcap(
-                        file,
-                        node.size,
-                        seed,
-                        1_700_000_000 + (index * 10 + n) as u32 * 3600,
-                    )?;
-                    names.push(name);
+                    for j in 0..node.files {
+                        let hour = (index as u32 * 10 + n as u32) * 24 + j;
+                        let start = 1_700_000_000 + hour * 3600;
+                        let active = j + 1 == node.files;
+                        let name = if active {
+                            format!("{stem}.pcap")
+                        } else {
+                            // Rotated at the end of its hour.
+                            format!("{stem}-{}.pcap", u64::from(start + 3600) * 1_000_000)
+                        };
+                        let seed = seed_of(&format!(
+                            "{}/{}/{}/{}/{name}",
+                            spec.name, capture.namespace, capture.name, node.node
+                        ));
+                        let path = dir.join(&name);
+                        let file = std::io::BufWriter::with_capacity(
+                            1 << 20,
+                            std::fs::File::create(&path)?,
+                        );
+                        pcap::write_pcap(file, node.size, seed, start)?;
+                        if active && node.cut_last_record {
+                            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                            let len = f.metadata()?.len();
+                            // Every record is over 60 bytes: 7 bytes less cuts the last one.
+                            f.set_len(len.saturating_sub(7).max(24))?;
+                        }
+                        names.push(name);
+                    }
                 }
                 names.sort();
                 let mut entry =

@@ -126,21 +126,32 @@ pub fn write_pcap(mut out: impl Write, size: u64, seed: u64, start_secs: u32) ->
 
 /// Counts the packets of a pcap, checking its structure; `None` if it is not a valid pcap.
 pub fn count_packets(data: &[u8]) -> Option<u64> {
+    match inspect(data)? {
+        (n, 0) => Some(n),
+        _ => None,
+    }
+}
+
+/// The whole packets of a pcap and the bytes of a cut last record after them (what Felix's
+/// active file can end with), or `None` when the data is not a little-endian pcap.
+pub fn inspect(data: &[u8]) -> Option<(u64, usize)> {
     if data.len() < 24 || data[..4] != 0xa1b2_c3d4u32.to_le_bytes() {
         return None;
     }
     let mut at = 24;
     let mut n = 0;
     while at < data.len() {
-        let header = data.get(at..at + 16)?;
-        let incl = u32::from_le_bytes(header[8..12].try_into().ok()?) as usize;
-        at += 16 + incl;
-        if at > data.len() {
-            return None;
+        let whole = data.get(at..at + 16).and_then(|header| {
+            let incl = u32::from_le_bytes(header[8..12].try_into().ok()?) as usize;
+            Some(at + 16 + incl).filter(|end| *end <= data.len())
+        });
+        match whole {
+            Some(end) => at = end,
+            None => return Some((n, data.len() - at)),
         }
         n += 1;
     }
-    Some(n)
+    Some((n, 0))
 }
 
 #[cfg(test)]
@@ -157,5 +168,9 @@ mod tests {
         write_pcap(&mut again, 200_000, 7, 1_700_000_000).unwrap();
         assert_eq!(out, again, "deterministic for a seed");
         assert_eq!(count_packets(&out[..out.len() - 3]), None);
+        let (whole, cut) = inspect(&out[..out.len() - 3]).unwrap();
+        assert_eq!(whole, packets - 1);
+        assert!(cut > 0);
+        assert_eq!(inspect(b"not a pcap at all, not at all"), None);
     }
 }

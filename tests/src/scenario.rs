@@ -20,6 +20,8 @@
 //!         directory: /var/log/calico/pcap     # default
 //!         nodes:
 //!           - {node: node-1, state: Finished, files: 3, size: 200000}   # size: bytes per file
+//!           # interfaces: file series (pods) on the node (1); cutLastRecord: active files end
+//!           # mid-record (false)
 //!     rbac:
 //!       - subjects: [user:jane, group:capture-readers, serviceaccount:ns:name]
 //!         verbs: [get, delete]               # "*" for any
@@ -184,12 +186,19 @@ pub struct CaptureNodeSpec {
     /// Its state (`Finished`, `Capturing`, ...); absent leaves the state out.
     #[serde(default)]
     pub state: Option<String>,
-    /// How many files (the active one plus rotated ones).
+    /// How many files per interface (the active one plus rotated ones).
     #[serde(default)]
     pub files: u32,
     /// Bytes per file (each a valid pcap of about this size).
     #[serde(default = "default_size")]
     pub size: u64,
+    /// Interfaces (pods) captured on the node, each its own file series; 1 when absent.
+    #[serde(default)]
+    pub interfaces: u32,
+    /// Active files end in the middle of their last record, as Felix's can (it writes a
+    /// record's header and data in two writes).
+    #[serde(default, rename = "cutLastRecord")]
+    pub cut_last_record: bool,
 }
 
 fn default_size() -> u64 {
@@ -390,7 +399,7 @@ clusters:
       - namespace: dev
         name: web-traffic
         nodes:
-          - {node: node-1, state: Finished, files: 3, size: 300000}
+          - {node: node-1, state: Finished, files: 3, size: 300000, cutLastRecord: true}
           - {node: node-2, state: Finished, files: 2, size: 200000}
           - {node: node-3, state: Finished, files: 1, size: 100000}
       - namespace: dev

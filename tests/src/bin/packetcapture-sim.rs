@@ -1,5 +1,6 @@
 //! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed.
-//! `packetcapture-sim pcap-info FILE...`: checks pcap files and prints their packet counts.
+//! `packetcapture-sim pcap-info FILE...`: checks pcap files and prints their packet
+//! counts (and the bytes of a cut last record).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,8 +18,12 @@ fn pcap_info(files: impl Iterator<Item = String>) -> ExitCode {
     let mut ok = true;
     for f in files {
         match std::fs::read(&f) {
-            Ok(data) => match packetcapture_tests::pcap::count_packets(&data) {
-                Some(n) => println!("{n:>8} packets  {:>10} bytes  {f}", data.len()),
+            Ok(data) => match packetcapture_tests::pcap::inspect(&data) {
+                Some((n, 0)) => println!("{n:>8} packets  {:>10} bytes  {f}", data.len()),
+                Some((n, cut)) => println!(
+                    "{n:>8} packets  {:>10} bytes  {f} (ends with {cut} bytes of a cut record, as an active file can)",
+                    data.len()
+                ),
                 None => {
                     println!(
                         "{:>8}  {:>10} bytes  {f}: not a valid pcap",

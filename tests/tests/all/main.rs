@@ -1,6 +1,7 @@
 //! Integration tests, one binary: the simulation itself, the port contracts, end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod beyond;
 mod contract;
 mod dex;
 mod e2e;

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
     Api, ApiResource, AttachParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
-use packetcapture_tests::pcap::count_packets;
+use packetcapture_tests::pcap::{count_packets, inspect};
 use tokio::io::AsyncReadExt;
 
 use crate::support::*;
@@ -198,8 +198,9 @@ async fn kubectl_gets_pods_and_captures_and_execs_tar_byte_for_byte() {
     );
     for (name, _) in &node_files {
         let path = walk_find(&extract, name);
+        // An active file may end with a cut record (the default scenario cuts node-1's).
         assert!(
-            count_packets(&std::fs::read(path).unwrap()).is_some(),
+            inspect(&std::fs::read(path).unwrap()).is_some_and(|(packets, _)| packets > 0),
             "{name} parses as pcap"
         );
     }
