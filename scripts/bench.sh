@@ -38,7 +38,9 @@ scenario() {
 # Capped exec streams (16 MB/s each): one node, and eight nodes of the same size.
 { capture one-node 1 $((24 * 1000 * 1000)) 1; capture eight-nodes 8 $((24 * 1000 * 1000)) 1; } \
   | scenario 8 "execBandwidth: $((16 * 1000 * 1000))" >"$OUT/capped.yaml"
-capture sixty-four 64 $((4 * MiB)) 2 | scenario 64 >"$OUT/wide.yaml"
+# merge-eight: 8 nodes x 64 MiB captured at the same time (their packets interleave).
+{ capture sixty-four 64 $((4 * MiB)) 2; capture merge-eight 8 $((64 * MiB)) 1 | sed '2a\        sameClock: true'; } \
+  | scenario 64 >"$OUT/wide.yaml"
 
 start_sim() { # name scenario
   "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
@@ -67,7 +69,7 @@ fetch() { # sim path: prints "seconds bytes"
     -w '%{time_total} %{size_download}\n' "https://localhost:$PORT$2"
 }
 
-say "Generating the captures (1 GiB, 4 GiB, 8 x 24 MB capped, 64 x 8 MiB)"
+say "Generating the captures (1 GiB, 4 GiB, 8 x 24 MB capped, 64 x 8 MiB, 8 x 64 MiB)"
 start_sim sim-fast "$OUT/fast.yaml"
 start_sim sim-capped "$OUT/capped.yaml"
 start_sim sim-wide "$OUT/wide.yaml"
@@ -130,6 +132,17 @@ read -r wide_s wide_bytes < <(fetch sim-wide /download/bench/sixty-four/files.zi
 rss_64=$(peak_rss_mib)
 stop_api
 
+say "7. 8 nodes x 64 MiB, interleaved in time: merged.pcapng against files.zip"
+start_api sim-wide
+read -r zip8_s zip8_bytes < <(fetch sim-wide /download/bench/merge-eight/files.zip)
+read -r merged_s merged_bytes < <(fetch sim-wide /download/bench/merge-eight/merged.pcapng)
+rss_merged=$(peak_rss_mib)
+curl -sS --fail --cacert "$OUT/sim-wide/ca.crt" -H "Authorization: Bearer $TOKEN" -o "$OUT/merged.pcapng" \
+  "https://localhost:$PORT/download/bench/merge-eight/merged.pcapng"
+stop_api
+merged_packets=$("$R/packetcapture-sim" pcapng-count "$OUT/merged.pcapng")
+rm -f "$OUT/merged.pcapng"
+
 {
   echo "# make bench, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, loopback TLS, simulated cluster"
   echo
@@ -141,6 +154,7 @@ stop_api
   echo "| 3 | 8 nodes x 24 MB, each exec capped at 16 MB/s: API | $eight_s s | 1 such node: $one_s s | $(ratio "$eight_s" "$one_s")x (target <= 1.25x) |"
   echo "| 3 | | | same, FETCH_CONCURRENCY=1 (one node at a time): $serial_s s | $(ratio "$serial_s" "$eight_s")x faster |"
   echo "| 4 | 64 nodes x 2 files x 4 MiB | $wide_s s, $(mbps "$wide_bytes" "$wide_s") MB/s | | |"
+  echo "| 7 | 8 nodes x 64 MiB, same hours: merged.pcapng | $merged_s s, $(mbps "$merged_bytes" "$merged_s") MB/s, $(awk -v p="$merged_packets" -v s="$merged_s" 'BEGIN {printf "%.2f", p / s / 1e6}') M packets/s ($merged_packets), peak RSS $rss_merged MiB | files.zip of the same: $zip8_s s, $(mbps "$zip8_bytes" "$zip8_s") MB/s | $(ratio "$zip8_s" "$merged_s")x |"
   echo "| 5 | small capture, 1 client: TTFB p50 / p99 | $(val "$OUT/latency-1.txt" ttfb_p50_ms) / $(val "$OUT/latency-1.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-1.txt" total_p50_ms) / $(val "$OUT/latency-1.txt" total_p99_ms) ms | |"
   echo "| 5 | small capture, 32 clients: TTFB p50 / p99 | $(val "$OUT/latency-32.txt" ttfb_p50_ms) / $(val "$OUT/latency-32.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-32.txt" total_p50_ms) / $(val "$OUT/latency-32.txt" total_p99_ms) ms | $(val "$OUT/latency-32.txt" rps) req/s (TTFB p99 target <= 50 ms) |"
   echo "| 6 | 1 GiB Stored | $(mbps "$st_bytes" "$st_s") MB/s, $st_bytes bytes | | |"

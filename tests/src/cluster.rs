@@ -139,7 +139,8 @@ impl Cluster {
                         short_hash(&format!("{}{iface}", node.node), 11)
                     );
                     for j in 0..node.files {
-                        let hour = (index as u32 * 10 + n as u32) * 24 + j;
+                        let day = index as u32 * 10 + if capture.same_clock { 0 } else { n as u32 };
+                        let hour = day * 24 + j;
                         let start = 1_700_000_000 + hour * 3600;
                         let active = j + 1 == node.files;
                         let name = if active {

@@ -154,6 +154,25 @@ pub fn inspect(data: &[u8]) -> Option<(u64, usize)> {
     Some((n, 0))
 }
 
+/// The Enhanced Packet Blocks of a little-endian pcapng, or `None` when the blocks do not
+/// chain to the end of the data.
+pub fn count_pcapng_packets(data: &[u8]) -> Option<u64> {
+    if data.get(..4)? != 0x0A0D_0D0Au32.to_le_bytes() {
+        return None;
+    }
+    let (mut at, mut n) = (0usize, 0u64);
+    while at < data.len() {
+        let kind = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?);
+        let len = u32::from_le_bytes(data.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        if len < 12 || !len.is_multiple_of(4) || at + len > data.len() {
+            return None;
+        }
+        n += u64::from(kind == 6);
+        at += len;
+    }
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,6 +171,11 @@ pub struct CaptureSpec {
     /// Per node.
     #[serde(default)]
     pub nodes: Vec<CaptureNodeSpec>,
+    /// Every node captures in the same hours, so packets interleave across nodes (what a
+    /// capture over many nodes looks like); by default each node starts a day after the
+    /// previous one, which keeps the nodes' packets apart in time.
+    #[serde(default, rename = "sameClock")]
+    pub same_clock: bool,
 }
 
 fn default_directory() -> String {

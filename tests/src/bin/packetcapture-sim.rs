@@ -1,6 +1,7 @@
 //! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed.
 //! `packetcapture-sim pcap-info FILE...`: checks pcap files and prints their packet
 //! counts (and the bytes of a cut last record).
+//! `packetcapture-sim pcapng-count FILE`: prints the packets of a pcapng (`make bench`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use packetcapture_tests::{Scenario, Sim};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: packetcapture-sim [--scenario FILE] --out DIR\n       packetcapture-sim pcap-info FILE..."
+        "usage: packetcapture-sim [--scenario FILE] --out DIR\n       packetcapture-sim pcap-info FILE...\n       packetcapture-sim pcapng-count FILE"
     );
     ExitCode::from(64)
 }
@@ -55,6 +56,23 @@ async fn main() -> ExitCode {
     if args.peek().map(String::as_str) == Some("pcap-info") {
         args.next();
         return pcap_info(args);
+    }
+    if args.peek().map(String::as_str) == Some("pcapng-count") {
+        args.next();
+        let counted = args
+            .next()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|d| packetcapture_tests::pcap::count_pcapng_packets(&d));
+        return match counted {
+            Some(n) => {
+                println!("{n}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("pcapng-count FILE: not a readable pcapng");
+                ExitCode::FAILURE
+            }
+        };
     }
     let (mut scenario_file, mut out) = (None::<PathBuf>, None::<PathBuf>);
     while let Some(a) = args.next() {

@@ -21,6 +21,7 @@ clusters:
     captures:
       - namespace: dev
         name: mesh
+        sameClock: true
         nodes:
           - {node: node-1, state: Finished, files: 2, size: 60000, interfaces: 2, cutLastRecord: true}
           - {node: node-2, state: Finished, files: 2, size: 60000, cutLastRecord: true}
@@ -161,6 +162,11 @@ async fn the_merged_file_holds_every_whole_packet_in_time_order_one_interface_pe
         "every whole packet, the cut ones dropped ({total}):\n{info}"
     );
     assert!(info.contains("Number of interfaces in file: 4"), "{info}");
+    assert_eq!(
+        packetcapture_tests::pcap::count_pcapng_packets(&std::fs::read(&file).unwrap()),
+        Some(total as u64),
+        "the bench's own counter agrees with capinfos"
+    );
     assert!(info.contains("nanoseconds (9)"), "{info}");
     let packets = tshark_packets(&file);
     let mut by_interface: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -176,6 +182,12 @@ async fn the_merged_file_holds_every_whole_packet_in_time_order_one_interface_pe
         "each stream's packets, to the nanosecond, under its node/interface name"
     );
     assert!(packets.windows(2).all(|w| w[0].0 <= w[1].0));
+    // The nodes capture at the same time (sameClock), so time order interleaves them.
+    let switches = packets.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert!(
+        switches > total / 4,
+        "{switches} changes of interface in {total} packets"
+    );
     let cut = api
         .log_text()
         .matches("dropped the cut last record")
