@@ -57,6 +57,11 @@ pub struct Config {
     pub port: u16,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// Log lines as text or as JSON objects.
+    pub log_format: LogFormat,
+    /// The plain-HTTP port serving `GET /metrics` (0 turns it off).
+    #[default(9091)]
+    pub metrics_port: u16,
     /// Server certificate chain (PEM).
     #[default("/certs/https/tls.crt")]
     pub https_cert: PathBuf,
@@ -215,6 +220,21 @@ impl LogLevel {
         }
     }
 }
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde_with::DeserializeFromStr)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+one_of!(LogFormat {
+    Text => ["text"],
+    Json => ["json"],
+});
 
 /// How the caller's token is reviewed when it is not a Dex token.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde_with::DeserializeFromStr)]

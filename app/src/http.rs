@@ -23,6 +23,7 @@ use warp::http::header::{
 };
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use crate::observe::{EndHook, Metrics, RequestEnd};
 use crate::version::VersionInfo;
 
 /// What the routes need.
@@ -32,7 +33,15 @@ pub struct Edge {
     pub service: Arc<CaptureService>,
     /// What `/version` reports.
     pub version: VersionInfo,
+    /// Counted for every request.
+    pub metrics: Arc<Metrics>,
 }
+
+/// The OpenAPI document of every route (`GET /openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The longest `X-Request-ID` taken from a request; a longer or non-printable one is replaced.
+const MAX_REQUEST_ID: usize = 128;
 
 /// Every route of the service as one warp filter that never rejects.
 pub fn routes(
@@ -46,9 +55,69 @@ pub fn routes(
         .then(
             move |method: Method, path: warp::path::FullPath, headers: HeaderMap, query: String| {
                 let edge = edge.clone();
-                async move { handle(&edge, &method, path.as_str(), &headers, &query).await }
+                async move { observed(&edge, method, path.as_str(), &headers, &query).await }
             },
         )
+}
+
+/// Answers a request inside its span (request id, and the user and cluster once known), echoes
+/// its `X-Request-ID`, and hands the server what counts and logs the request when its body
+/// ends.
+async fn observed(
+    edge: &Edge,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    query: &str,
+) -> warp::reply::Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let id = request_id(headers);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        user = tracing::field::Empty,
+        cluster = tracing::field::Empty
+    );
+    let (route, format) = match parse_route(path) {
+        Ok(route) => (route.template(), route.format()),
+        Err(_) => ("other", None),
+    };
+    let mut response = handle(edge, &method, path, headers, query)
+        .instrument(span.clone())
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    // Only a download that answers with a body is counted in flight and in bytes.
+    let format = format.filter(|_| response.status().is_success());
+    let end = RequestEnd::new(
+        edge.metrics.clone(),
+        span,
+        method,
+        route,
+        format,
+        response.status(),
+        started,
+    );
+    response.extensions_mut().insert(EndHook::new(end));
+    response
+}
+
+/// The request's `X-Request-ID` when it is one printable token of at most 128 characters,
+/// else a new UUID.
+fn request_id(headers: &HeaderMap) -> String {
+    let mut values = headers.get_all("x-request-id").iter();
+    match (values.next().and_then(|v| v.to_str().ok()), values.next()) {
+        (Some(v), None)
+            if !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID
+                && v.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            v.to_owned()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
 }
 
 /// What a download route serves.
@@ -65,12 +134,37 @@ enum Format {
 enum Route {
     Health,
     Version,
+    OpenApi,
     Download(CaptureRef, Format),
     Files(CaptureRef),
     File(CaptureRef, NodeName, BaseName),
 }
 
 impl Route {
+    /// The route's template: the `route` label of metrics and logs (never a name from the
+    /// path).
+    fn template(&self) -> &'static str {
+        match self {
+            Self::Health => "/health",
+            Self::Version => "/version",
+            Self::OpenApi => "/openapi.json",
+            Self::Download(_, Format::Zip) => "/download/{namespace}/{name}/files.zip",
+            Self::Download(_, Format::Pcapng) => "/download/{namespace}/{name}/merged.pcapng",
+            Self::Files(_) => "/files/{namespace}/{name}",
+            Self::File(..) => "/files/{namespace}/{name}/{node}/{file}",
+        }
+    }
+
+    /// What a download route serves (the `format` label of the bytes counted).
+    fn format(&self) -> Option<&'static str> {
+        match self {
+            Self::Download(_, Format::Zip) => Some("zip"),
+            Self::Download(_, Format::Pcapng) => Some("pcapng"),
+            Self::File(..) => Some("file"),
+            _ => None,
+        }
+    }
+
     /// The methods the route answers.
     fn allowed(&self) -> &'static [Method] {
         match self {
@@ -117,6 +211,7 @@ fn parse_route(path: &str) -> Result<Route, Failure> {
     match segments.as_slice() {
         ["health"] => Ok(Route::Health),
         ["version"] => Ok(Route::Version),
+        ["openapi.json"] => Ok(Route::OpenApi),
         ["download", ns, name, "files.zip"] => Ok(Route::Download(capture(ns, name)?, Format::Zip)),
         ["download", ns, name, "merged.pcapng"] => {
             Ok(Route::Download(capture(ns, name)?, Format::Pcapng))
@@ -142,7 +237,12 @@ async fn handle(
 ) -> warp::reply::Response {
     answer(edge, method, path, headers, query)
         .await
-        .unwrap_or_else(|failure| error_response(&failure, method, path))
+        .unwrap_or_else(|failure| {
+            if let Failure::Domain(error) = &failure {
+                edge.metrics.node_failure(error);
+            }
+            error_response(&failure, method, path)
+        })
 }
 
 async fn answer(
@@ -159,11 +259,18 @@ async fn answer(
     Ok(match route {
         Route::Health => json(StatusCode::OK, &serde_json::json!({ "status": "Ok" })),
         Route::Version => json(StatusCode::OK, &edge.version),
+        Route::OpenApi => {
+            let mut response = Response::new(OPENAPI.into());
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
         Route::Download(capture, format) => download(edge, capture, format, headers, query).await?,
         Route::File(capture, node, name) => {
             let request = request(capture, headers)?;
             let file = edge.service.file(&request, &node, &name).await?;
-            serve_file(&request, file, headers).await?
+            serve_file(&request, file, headers, edge.metrics.clone()).await?
         }
         Route::Files(capture) if method == Method::DELETE => {
             edge.service.delete(&request(capture, headers)?).await?;
@@ -213,7 +320,7 @@ async fn download(
     };
     let capture = request.capture.to_string();
     let cluster = request.cluster.to_string();
-    let body = log_failures(stream, capture, cluster);
+    let body = log_failures(stream, capture, cluster, edge.metrics.clone());
     let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -323,6 +430,7 @@ async fn serve_file(
     request: &Request,
     file: NodeFile,
     headers: &HeaderMap,
+    metrics: Arc<Metrics>,
 ) -> Result<warp::reply::Response, Error> {
     let size = file.info.size;
     let (etag, modified) = validators(&file);
@@ -354,6 +462,7 @@ async fn serve_file(
     let name = file.info.name.clone();
     let body = stream.map(move |item| {
         item.inspect_err(|e| {
+            metrics.count_node_failure("file_read");
             tracing::warn!(capture = %capture, cluster = %cluster, file = %name, error = %packetcapture_domain::error::chain(e), "file transfer aborted after the status line was sent");
         })
     });
@@ -396,9 +505,11 @@ fn log_failures(
     zip: impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static,
     capture: String,
     cluster: String,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static {
     zip.map(move |item| {
         if let Err(e) = &item {
+            metrics.node_failure(e);
             tracing::warn!(capture = %capture, cluster = %cluster, error = %e.chain(), "download aborted after the status line was sent");
         }
         item
@@ -484,6 +595,7 @@ fn request(capture: CaptureRef, headers: &HeaderMap) -> Result<Request, Error> {
     let cluster = cluster_target(single(headers, "x-cluster-id")?.as_deref())?;
     let token = bearer(headers)?;
     let impersonation = impersonation(headers)?;
+    tracing::Span::current().record("cluster", tracing::field::display(&cluster));
     Ok(Request {
         token,
         impersonation,

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod http;
+pub mod observe;
 pub mod server;
 pub mod startup;
 pub mod version;
@@ -15,7 +16,8 @@ use config::Config;
 use startup::StartupError;
 use tracing_subscriber::EnvFilter;
 
-/// Sets up logging: `LOG_LEVEL` for this service, `RUST_LOG` to override.
+/// Sets up logging: `LOG_LEVEL` for this service, `RUST_LOG` to override; `LOG_FORMAT` text
+/// or JSON.
 pub fn init_logging(config: &Config) {
     use std::io::IsTerminal;
     // kube-client logs connection failures at ERROR itself; this service logs them once, with
@@ -30,11 +32,26 @@ pub fn init_logging(config: &Config) {
         config.log_level.as_filter().into()
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .try_init();
+    match config.log_format {
+        config::LogFormat::Text => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .with_ansi(std::io::stdout().is_terminal())
+                .try_init();
+        }
+        config::LogFormat::Json => {
+            // One object a line: timestamp, level, target, the message and fields at the top,
+            // and the request span's fields (request_id, user, cluster) under "span".
+            let _ = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_env_filter(filter)
+                .try_init();
+        }
+    }
 }
 
 /// Runs the service until SIGINT or SIGTERM, then drains it: requests in flight finish within
@@ -49,7 +66,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         .map_err(|e| StartupError::failure("cannot start the runtime").because(e))?;
     runtime.block_on(async move {
         let running = startup::start(&config).await?;
-        tracing::info!(addr = %running.addr, version = %version::VersionInfo::current(), "listening");
+        tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, version = %version::VersionInfo::current(), "listening");
         let signal = shutdown_signal().await;
         tracing::info!(signal, grace = ?config.shutdown_grace.0, "shutting down: no new connections; requests in flight may finish");
         let report = running.stop().await;

@@ -7,6 +7,7 @@ use packetcapture_domain::BoxError;
 use packetcapture_domain::error::chain;
 
 use crate::config::{Config, variable};
+use crate::observe::{self, Metrics};
 use crate::server::{self, Running};
 use crate::version::VersionInfo;
 use crate::{http, wiring};
@@ -84,17 +85,33 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
             StartupError::setting(variable(key), "the server's TLS material cannot be used")
                 .because(e)
         })?;
-    let service = wiring::build(config).await?;
+    let metrics = Metrics::new();
+    let service = wiring::build(config, &metrics).await?;
     let edge = http::Edge {
         service: Arc::new(service),
         version: VersionInfo::current(),
+        metrics: metrics.clone(),
     };
-    server::serve(
-        config.host.map(|h| h.0),
+    let host = config.host.map(|h| h.0);
+    let running = server::serve(
+        host,
         config.port,
         certs,
         http::routes(edge),
         config.server_options(),
     )
-    .await
+    .await?;
+    if config.metrics_port == 0 {
+        return Ok(running);
+    }
+    let (addr, task) = observe::serve(host, config.metrics_port, metrics)
+        .await
+        .map_err(|e| {
+            StartupError::setting(
+                variable("metrics_port"),
+                format!("cannot listen on port {}", config.metrics_port),
+            )
+            .because(e)
+        })?;
+    Ok(running.with_metrics(addr, task))
 }

@@ -19,6 +19,7 @@ use packetcapture_local_fs::{LocalFetcher, TempSpool};
 use packetcapture_voltron::{PortsFactory, VoltronRouter};
 
 use crate::config::{AuthnReview, Config, FetchBackend, variable};
+use crate::observe::Metrics;
 use crate::startup::StartupError;
 
 /// How long a successful authentication is reused.
@@ -29,7 +30,10 @@ pub const ALLOWED_TTL: Duration = Duration::from_secs(10);
 pub const DENIED_TTL: Duration = Duration::from_secs(5);
 
 /// Builds the service against the local cluster (and Voltron for managed clusters).
-pub async fn build(config: &Config) -> std::result::Result<CaptureService, StartupError> {
+pub async fn build(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> std::result::Result<CaptureService, StartupError> {
     let kubeconfig = || {
         StartupError::setting(
             "KUBECONFIG",
@@ -59,8 +63,11 @@ pub async fn build(config: &Config) -> std::result::Result<CaptureService, Start
     } else {
         reviewer
     };
-    let authenticator = Arc::new(CachedAuthenticator::new(reviewer, AUTHN_TTL));
-    let factory = ports_factory(config);
+    let authenticator = Arc::new(
+        CachedAuthenticator::new(reviewer, AUTHN_TTL)
+            .observed(metrics.cache_observer("authentication")),
+    );
+    let factory = ports_factory(config, metrics);
     let local_ports = factory(local.clone());
     let voltron = &config.multi_cluster_forwarding;
     let router: Arc<dyn ClusterRouter> = match VoltronRouter::new(
@@ -115,8 +122,10 @@ fn engine(config: &Config) -> std::result::Result<Engine, StartupError> {
 }
 
 /// Builds one cluster's ports from its client, per configuration.
-fn ports_factory(config: &Config) -> PortsFactory {
+fn ports_factory(config: &Config, metrics: &Arc<Metrics>) -> PortsFactory {
     let entry = config.entry_pod.clone();
+    // One observer for every cluster's authorization cache.
+    let observer = metrics.cache_observer("authorization");
     let backend = config.fetch_backend;
     let root = config.local_root.clone().unwrap_or_default();
     Arc::new(move |client: ClusterClient| {
@@ -128,11 +137,14 @@ fn ports_factory(config: &Config) -> PortsFactory {
             FetchBackend::Local => Arc::new(LocalFetcher::new(root.clone())),
         };
         ClusterPorts {
-            authorizer: Arc::new(CachedAuthorizer::new(
-                Arc::new(SubjectAccessReviewAuthorizer::new(client.clone())),
-                ALLOWED_TTL,
-                DENIED_TTL,
-            )),
+            authorizer: Arc::new(
+                CachedAuthorizer::new(
+                    Arc::new(SubjectAccessReviewAuthorizer::new(client.clone())),
+                    ALLOWED_TTL,
+                    DENIED_TTL,
+                )
+                .observed(observer.clone()),
+            ),
             locator: Arc::new(PacketCaptureLocator::new(client)),
             fetcher,
         }

@@ -20,11 +20,19 @@ use crate::types::{BearerToken, ResourceAttributes, User};
 /// Most entries a cache holds.
 pub const MAX_ENTRIES: usize = 10_000;
 
+/// Told of every lookup: `true` for a hit, `false` for a miss (the caller counts them).
+pub type LookupObserver = Arc<dyn Fn(bool) + Send + Sync>;
+
+fn unobserved() -> LookupObserver {
+    Arc::new(|_| {})
+}
+
 /// Caches an [`Authenticator`]'s successes.
 pub struct CachedAuthenticator {
     inner: Arc<dyn Authenticator>,
     ttl: Duration,
     cache: ExpiringCache<[u8; 32], User>,
+    observer: LookupObserver,
 }
 
 impl CachedAuthenticator {
@@ -34,7 +42,15 @@ impl CachedAuthenticator {
             inner,
             ttl,
             cache: ExpiringCache::new(MAX_ENTRIES),
+            observer: unobserved(),
         }
+    }
+
+    /// Tells `observer` of every lookup, hit or miss.
+    #[must_use]
+    pub fn observed(mut self, observer: LookupObserver) -> Self {
+        self.observer = observer;
+        self
     }
 }
 
@@ -42,7 +58,9 @@ impl CachedAuthenticator {
 impl Authenticator for CachedAuthenticator {
     async fn authenticate(&self, token: &BearerToken) -> Result<User> {
         let key: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
-        if let Some(user) = self.cache.get(&key) {
+        let cached = self.cache.get(&key);
+        (self.observer)(cached.is_some());
+        if let Some(user) = cached {
             return Ok(user);
         }
         let user = self.inner.authenticate(token).await?;
@@ -64,6 +82,7 @@ pub struct CachedAuthorizer {
     allowed_ttl: Duration,
     denied_ttl: Duration,
     cache: ExpiringCache<(User, ResourceAttributes), bool>,
+    observer: LookupObserver,
 }
 
 impl CachedAuthorizer {
@@ -74,7 +93,15 @@ impl CachedAuthorizer {
             allowed_ttl,
             denied_ttl,
             cache: ExpiringCache::new(MAX_ENTRIES),
+            observer: unobserved(),
         }
+    }
+
+    /// Tells `observer` of every lookup, hit or miss.
+    #[must_use]
+    pub fn observed(mut self, observer: LookupObserver) -> Self {
+        self.observer = observer;
+        self
     }
 }
 
@@ -82,7 +109,9 @@ impl CachedAuthorizer {
 impl Authorizer for CachedAuthorizer {
     async fn allowed(&self, user: &User, attributes: &ResourceAttributes) -> Result<bool> {
         let key = (user.clone(), attributes.clone());
-        if let Some(decision) = self.cache.get(&key) {
+        let cached = self.cache.get(&key);
+        (self.observer)(cached.is_some());
+        if let Some(decision) = cached {
             return Ok(decision);
         }
         let decision = self.inner.allowed(user, attributes).await?;

@@ -558,6 +558,8 @@ impl CaptureService {
     async fn authorize(&self, request: &Request, verb: Verb) -> Result<Authorized> {
         let caller = self.authenticator.authenticate(&request.token).await?;
         let user = self.impersonate(caller, &request.impersonation).await?;
+        // The request's span (opened by the edge) names who it runs for, in every line after.
+        tracing::Span::current().record("user", user.name.as_str());
         let ports = self.router.route(&request.cluster).await?;
         let attributes = ResourceAttributes::capture_files(verb, &request.capture);
         if !ports.authorizer.allowed(&user, &attributes).await? {

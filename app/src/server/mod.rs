@@ -100,15 +100,30 @@ pub struct StopReport {
 pub struct Running {
     /// The bound address (with the real port when 0 was asked).
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     task: JoinHandle<StopReport>,
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, drains the requests in flight up to the grace, cuts the rest.
+    /// Also serving metrics at `addr` (the listener task stops with the service).
+    pub fn with_metrics(mut self, addr: SocketAddr, task: JoinHandle<()>) -> Self {
+        self.metrics_addr = Some(addr);
+        self.metrics_task = Some(task);
+        self
+    }
+
+    /// Stops accepting, drains the requests in flight up to the grace, cuts the rest; the
+    /// metrics are served until then.
     pub async fn stop(self) -> StopReport {
         let _ = self.stop.send(true);
-        self.task.await.unwrap_or_default()
+        let report = self.task.await.unwrap_or_default();
+        if let Some(metrics) = self.metrics_task {
+            metrics.abort();
+        }
+        report
     }
 }
 
@@ -154,7 +169,13 @@ where
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(certs.clone())));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run(listener, acceptor, certs, routes, options, stopped));
-    Ok(Running { addr, stop, task })
+    Ok(Running {
+        addr,
+        metrics_addr: None,
+        stop,
+        task,
+        metrics_task: None,
+    })
 }
 
 async fn run<F>(
@@ -287,7 +308,11 @@ async fn serve_connection<S, B>(
             let service = service.clone();
             async move {
                 let response = service.call(request).await?;
-                Ok::<_, S::Error>(response.map(|body| tracking::Tracked::new(body, guard)))
+                let hook = response
+                    .extensions()
+                    .get::<crate::observe::EndHook>()
+                    .cloned();
+                Ok::<_, S::Error>(response.map(|body| tracking::Tracked::new(body, guard, hook)))
             }
         })
     };

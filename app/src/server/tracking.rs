@@ -83,19 +83,34 @@ impl Drop for Guard {
     }
 }
 
-/// A response body that keeps its request counted in flight until it is done or dropped.
+/// A response body that keeps its request counted in flight until it is done or dropped,
+/// and reports its end (bytes sent, whole or not) to the request's
+/// [`crate::observe::EndHook`].
 #[derive(Debug)]
 pub struct Tracked<B> {
     inner: B,
     guard: Option<Guard>,
+    end: Option<crate::observe::RequestEnd>,
+    bytes: u64,
+    empty: bool,
 }
 
-impl<B> Tracked<B> {
-    /// `inner`, counted by `guard`.
-    pub fn new(inner: B, guard: Guard) -> Self {
+impl<B: Body> Tracked<B> {
+    /// `inner`, counted by `guard`, ending `hook` (from the response's extensions).
+    pub fn new(inner: B, guard: Guard, hook: Option<crate::observe::EndHook>) -> Self {
         Self {
+            empty: inner.is_end_stream(),
             inner,
             guard: Some(guard),
+            end: hook.and_then(|h| h.take()),
+            bytes: 0,
+        }
+    }
+
+    fn ended(&mut self, whole: bool) {
+        self.guard = None;
+        if let Some(end) = self.end.take() {
+            end.finish(self.bytes, whole);
         }
     }
 }
@@ -109,8 +124,15 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.guard = None;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += bytes::Buf::remaining(data) as u64;
+                }
+            }
+            Poll::Ready(None) => self.ended(true),
+            Poll::Ready(Some(Err(_))) => self.ended(false),
+            Poll::Pending => {}
         }
         polled
     }
@@ -121,5 +143,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            // An empty body is not always polled; any other body dropped here was cut.
+            end.finish(self.bytes, self.empty);
+        }
     }
 }

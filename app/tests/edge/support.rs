@@ -95,6 +95,7 @@ pub fn edge_with(router: Arc<dyn ClusterRouter>) -> Edge {
     Edge {
         service: Arc::new(CaptureService::new(Arc::new(tokens()), router)),
         version: VersionInfo::current(),
+        metrics: packetcapture_api::observe::Metrics::new(),
     }
 }
 

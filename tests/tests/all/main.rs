@@ -8,5 +8,6 @@ mod e2e;
 mod engine;
 mod faults;
 mod managed;
+mod observe;
 mod simulation;
 mod support;

@@ -102,6 +102,8 @@ pub fn files_under(dir: &Path) -> Vec<(String, String)> {
 pub struct ApiProcess {
     child: std::process::Child,
     pub url: String,
+    /// `http://127.0.0.1:{metrics port}`.
+    pub metrics_url: String,
     pub http: reqwest::Client,
     pub log: PathBuf,
 }
@@ -211,6 +213,7 @@ pub fn sim_env(sim: &Sim) -> Vec<(String, String)> {
 pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let port = free_port();
+    let metrics_port = free_port();
     let log = sim.dir.path().join(format!("api-{port}.log"));
     let file = std::fs::File::create(&log).unwrap();
     let child = std::process::Command::new(api_binary())
@@ -218,6 +221,7 @@ pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(sim_env(sim))
         .env("PACKETCAPTURE_API_PORT", port.to_string())
+        .env("PACKETCAPTURE_API_METRICS_PORT", metrics_port.to_string())
         .env("PACKETCAPTURE_API_LOG_LEVEL", "debug")
         .envs(extra.iter().copied())
         .stdout(file.try_clone().unwrap())
@@ -234,6 +238,7 @@ pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
     let api = ApiProcess {
         child,
         url,
+        metrics_url: format!("http://127.0.0.1:{metrics_port}"),
         http,
         log,
     };

@@ -1,0 +1,356 @@
+//! What an operator watches: the Prometheus metrics (served on a port of their own) and the one
+//! log line every request ends with, carrying its request id.
+//!
+//! No label carries a namespace, capture, node, user or token: `route` is the route's
+//! template, `reason` and `format` are fixed words.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use packetcapture_domain::Error;
+use packetcapture_domain::cache::LookupObserver;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+/// The content type of what `/metrics` serves.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabel {
+    format: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabel {
+    cache: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily,
+    download_bytes: Family<FormatLabel, Counter>,
+    downloads_in_flight: Gauge,
+    node_failures: Family<ReasonLabel, Counter>,
+    cache_hits: Family<CacheLabel, Counter>,
+    cache_misses: Family<CacheLabel, Counter>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms to about 9 minutes: small answers and whole-capture downloads.
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
+impl Metrics {
+    /// Every metric at zero.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("packetcapture_api");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route template, method and status code",
+            requests.clone(),
+        );
+        let durations = HistogramFamily::new_with_constructor(duration_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response body, by route template",
+            durations.clone(),
+        );
+        let download_bytes = Family::<FormatLabel, Counter>::default();
+        registry.register(
+            "download_bytes",
+            "Response body bytes sent by downloads: zip, pcapng or file",
+            download_bytes.clone(),
+        );
+        let downloads_in_flight = Gauge::default();
+        registry.register(
+            "downloads_in_flight",
+            "Downloads whose response has not ended",
+            downloads_in_flight.clone(),
+        );
+        let node_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "node_fetch_failures",
+            "Reads of node files that failed, by reason",
+            node_failures.clone(),
+        );
+        let cache_hits = Family::<CacheLabel, Counter>::default();
+        registry.register(
+            "cache_hits",
+            "Lookups answered by the authentication or authorization cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Family::<CacheLabel, Counter>::default();
+        registry.register(
+            "cache_misses",
+            "Lookups the authentication or authorization cache passed on",
+            cache_misses.clone(),
+        );
+        for cache in ["authentication", "authorization"] {
+            // Present from the start, so a rate() has a zero to start from.
+            let _ = cache_hits.get_or_create(&CacheLabel { cache });
+            let _ = cache_misses.get_or_create(&CacheLabel { cache });
+        }
+        Arc::new(Self {
+            registry,
+            requests,
+            durations,
+            download_bytes,
+            downloads_in_flight,
+            node_failures,
+            cache_hits,
+            cache_misses,
+        })
+    }
+
+    /// The metrics in the OpenMetrics text format (which Prometheus scrapes).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        out
+    }
+
+    /// A hook for a cache's lookups (`cache`: `authentication` or `authorization`).
+    pub fn cache_observer(self: &Arc<Self>, cache: &'static str) -> LookupObserver {
+        let this = self.clone();
+        Arc::new(move |hit| {
+            let family = if hit {
+                &this.cache_hits
+            } else {
+                &this.cache_misses
+            };
+            family.get_or_create(&CacheLabel { cache }).inc();
+        })
+    }
+
+    /// Counts a node's failure that has no [`Error`] (a short file read: `file_read`).
+    pub fn count_node_failure(&self, reason: &'static str) {
+        self.node_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a failure if it is a node's.
+    pub fn node_failure(&self, error: &Error) {
+        if let Some(reason) = node_failure_reason(error) {
+            self.count_node_failure(reason);
+        }
+    }
+}
+
+/// The reason label of a failure to read a node's files, or `None` for other failures.
+pub fn node_failure_reason(error: &Error) -> Option<&'static str> {
+    Some(match error {
+        Error::NoEntryPod { .. } => "no_entry_pod",
+        Error::NodeFiles { .. } => "exec_failed",
+        Error::TruncatedArchive { .. } => "truncated",
+        Error::FileUnreadable { .. } => "file_unreadable",
+        Error::NodeStalled { .. } => "stalled",
+        Error::NotACapture { .. } => "not_a_pcap",
+        _ => return None,
+    })
+}
+
+/// What the metrics and the last log line of a request need to know from its start.
+#[derive(Debug)]
+pub struct RequestEnd {
+    metrics: Arc<Metrics>,
+    span: tracing::Span,
+    method: Method,
+    route: &'static str,
+    format: Option<&'static str>,
+    status: StatusCode,
+    started: Instant,
+    done: bool,
+}
+
+impl RequestEnd {
+    /// A request on `route` (its template) answered `status`; `format` names a download's
+    /// kind (counted in flight until the end).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        span: tracing::Span,
+        method: Method,
+        route: &'static str,
+        format: Option<&'static str>,
+        status: StatusCode,
+        started: Instant,
+    ) -> Self {
+        if format.is_some() {
+            metrics.downloads_in_flight.inc();
+        }
+        Self {
+            metrics,
+            span,
+            method,
+            route,
+            format,
+            status,
+            started,
+            done: false,
+        }
+    }
+
+    /// The response body ended (`whole`: it was sent to its end; otherwise it failed or the
+    /// client left) after `bytes` bytes: counts it and writes the request's last line.
+    pub fn finish(mut self, bytes: u64, whole: bool) {
+        self.record(bytes, whole);
+    }
+
+    fn record(&mut self, bytes: u64, whole: bool) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        let m = &self.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: self.route,
+                method: self.method.as_str().to_owned(),
+                code: self.status.as_u16(),
+            })
+            .inc();
+        m.durations
+            .get_or_create(&RouteLabel { route: self.route })
+            .observe(seconds);
+        if let Some(format) = self.format {
+            m.downloads_in_flight.dec();
+            m.download_bytes
+                .get_or_create(&FormatLabel { format })
+                .inc_by(bytes);
+        }
+        self.span.in_scope(|| {
+            tracing::info!(
+                method = %self.method,
+                route = self.route,
+                status = self.status.as_u16(),
+                bytes,
+                duration_ms = (seconds * 1000.0 * 1000.0).round() / 1000.0,
+                whole,
+                "request finished"
+            );
+        });
+    }
+}
+
+impl Drop for RequestEnd {
+    fn drop(&mut self) {
+        // A response dropped before its body was polled (the connection closed first).
+        self.record(0, false);
+    }
+}
+
+/// Carries a request's [`RequestEnd`] from the edge to the server in the
+/// response's extensions (which must be `Clone`); taken once.
+#[derive(Clone, Debug)]
+pub struct EndHook(Arc<std::sync::Mutex<Option<RequestEnd>>>);
+
+impl EndHook {
+    /// Wraps `end`.
+    pub fn new(end: RequestEnd) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(end))))
+    }
+
+    pub(crate) fn take(&self) -> Option<RequestEnd> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Serves `GET /metrics` in plain HTTP on `host:port` until the task is aborted.
+pub async fn serve(
+    host: Option<IpAddr>,
+    port: u16,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = SocketAddr::new(
+        host.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+        port,
+    );
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Err(e) if host.is_none() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await?
+        }
+        other => other?,
+    };
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+fn answer<B>(
+    metrics: &Metrics,
+    request: &http::Request<B>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, metrics.encode()),
+        (_, "/metrics") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "method not allowed: GET /metrics\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: this port serves GET /metrics\n".to_owned(),
+        ),
+    };
+    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
