@@ -863,6 +863,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_openapi_document_has_every_route_with_its_methods_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let c = || CaptureRef::parse("dev", "cap").unwrap();
+        let node = || NodeName::new("node-1").unwrap();
+        let file = || BaseName::new("a.pcap").unwrap();
+        let routes = [
+            Route::Health,
+            Route::Version,
+            Route::OpenApi,
+            Route::Download(c(), Format::Zip),
+            Route::Download(c(), Format::Pcapng),
+            Route::Files(c()),
+            Route::File(c(), node(), file()),
+        ];
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), routes.len(), "{:?}", paths.keys());
+        for route in &routes {
+            let item = paths
+                .get(route.template())
+                .unwrap_or_else(|| panic!("{} is not in the document", route.template()));
+            let mut documented: Vec<String> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
+            documented.sort();
+            let mut answered: Vec<String> =
+                route.allowed().iter().map(|m| m.to_string()).collect();
+            answered.sort();
+            assert_eq!(documented, answered, "{}", route.template());
+        }
+    }
+
+    #[test]
     fn paths_parse_strictly() {
         let c = |ns: &str, n: &str| CaptureRef::parse(ns, n).unwrap();
         assert_eq!(

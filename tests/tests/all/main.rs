@@ -9,5 +9,6 @@ mod engine;
 mod faults;
 mod managed;
 mod observe;
+mod openapi;
 mod simulation;
 mod support;
