@@ -890,8 +890,7 @@ mod tests {
                 .map(|m| m.to_ascii_uppercase())
                 .collect();
             documented.sort();
-            let mut answered: Vec<String> =
-                route.allowed().iter().map(|m| m.to_string()).collect();
+            let mut answered: Vec<String> = route.allowed().iter().map(|m| m.to_string()).collect();
             answered.sort();
             assert_eq!(documented, answered, "{}", route.template());
         }

@@ -3,6 +3,7 @@
 
 mod beyond;
 mod contract;
+mod deploy;
 mod dex;
 mod e2e;
 mod engine;

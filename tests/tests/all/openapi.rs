@@ -17,14 +17,27 @@ async fn schemathesis_finds_the_service_and_its_openapi_document_in_agreement() 
         .unwrap();
     assert_eq!(document.status(), 200, "served without a token");
     let token = std::fs::read_to_string(sim.out.join("tokens/jane")).unwrap();
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/schemathesis/schemathesis.toml");
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemathesis/schemathesis.toml"
+    );
     let out = Command::new("schemathesis")
         .args(["--config-file", config, "run"])
         .arg(format!("{}/openapi.json", api.url))
         .arg("--tls-verify")
         .arg(sim.out.join("ca.crt"))
-        .args(["--header", &format!("Authorization: Bearer {}", token.trim())])
-        .args(["--checks", "all", "--max-examples", "25", "--seed", "20261130"])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", token.trim()),
+        ])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "25",
+            "--seed",
+            "20261130",
+        ])
         .args(["--no-color"])
         .current_dir(sim.dir.path())
         .output()

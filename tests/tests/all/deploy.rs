@@ -1,0 +1,219 @@
+//! The deploy/ manifests: rendered by kubectl's kustomize, every object validated offline
+//! against Kubernetes 1.33's schemas (`kubernetes-validate --strict`), the settings the
+//! service depends on checked, and the Deployment's variables accepted by the real binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_norway::Value;
+
+use crate::support::*;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Renders a kustomization and validates every object; returns the objects.
+fn render_and_validate(dir: &str) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo().join(dir))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rendered.path(), &out.stdout).unwrap();
+    let check = Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.33.0", "--quiet"])
+        .arg(rendered.path())
+        .output()
+        .expect("kubernetes-validate runs (pip install kubernetes-validate; .ci/run installs it)");
+    assert!(
+        check.status.success(),
+        "{dir} does not validate against Kubernetes 1.33:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("\n---\n")
+        .map(|doc| serde_norway::from_str::<Value>(doc).unwrap())
+        .collect()
+}
+
+fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn env_of(deployment: &Value) -> Vec<(String, String)> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `30s`, `2m` or a number of seconds, as the binary reads durations.
+fn seconds(text: &str) -> u64 {
+    if let Some(s) = text.strip_suffix('s') {
+        s.parse().unwrap()
+    } else if let Some(m) = text.strip_suffix('m') {
+        m.parse::<u64>().unwrap() * 60
+    } else {
+        text.parse().unwrap()
+    }
+}
+
+#[test]
+fn the_base_renders_validates_and_runs_as_the_service_needs() {
+    let objects = render_and_validate("deploy");
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+    let d = object(&objects, "Deployment", "packetcapture-api");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(pod["enableServiceLinks"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 1001);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/health");
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS");
+    }
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    let env = env_of(d);
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} not set"))
+    };
+    let grace = seconds(&var("PACKETCAPTURE_API_SHUTDOWN_GRACE"));
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap() > grace,
+        "the pod outlives the shutdown grace"
+    );
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let mounted = |path: &str| {
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("nothing mounted at {path}"));
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap()
+            .clone()
+    };
+    assert!(mounted(&var("PACKETCAPTURE_API_SPOOL_DIR"))["emptyDir"].is_mapping());
+    let cert_dir = Path::new(&var("PACKETCAPTURE_API_HTTPS_CERT"))
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(mounted(&cert_dir)["secret"]["secretName"].is_string());
+
+    let s = object(&objects, "Service", "packetcapture-api");
+    let ports = s["spec"]["ports"].as_sequence().unwrap();
+    let https = ports.iter().find(|p| p["name"] == "https").unwrap();
+    assert_eq!(https["port"], 443);
+    let container_port = |name: &str| {
+        c["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        container_port("https").to_string(),
+        var("PACKETCAPTURE_API_PORT")
+    );
+    assert_eq!(
+        container_port("metrics").to_string(),
+        var("PACKETCAPTURE_API_METRICS_PORT")
+    );
+    assert_eq!(
+        s["metadata"]["annotations"]["prometheus.io/port"],
+        var("PACKETCAPTURE_API_METRICS_PORT")
+    );
+    assert_eq!(
+        object(&objects, "Role", "packetcapture-api-exec")["metadata"]["namespace"],
+        "tigera-fluentd"
+    );
+
+    // The real binary accepts every variable the Deployment sets: it gets as far as loading
+    // the certificate (absent here), which is checked after the variables are read.
+    let out = Command::new(api_binary())
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PACKETCAPTURE_API_METRICS_PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("PACKETCAPTURE_API_HTTPS_CERT"), "{stderr}");
+}
+
+#[test]
+fn the_calico_node_overlay_moves_the_exec_role_and_names_calico_node() {
+    let objects = render_and_validate("deploy/overlays/calico-node");
+    for kind in ["Role", "RoleBinding"] {
+        assert_eq!(
+            object(&objects, kind, "packetcapture-api-exec")["metadata"]["namespace"],
+            "calico-system"
+        );
+    }
+    let env = env_of(object(&objects, "Deployment", "packetcapture-api"));
+    for (name, value) in [
+        ("PACKETCAPTURE_API_ENTRY_POD_NAMESPACE", "calico-system"),
+        (
+            "PACKETCAPTURE_API_ENTRY_POD_SELECTOR",
+            "k8s-app=calico-node",
+        ),
+        ("PACKETCAPTURE_API_ENTRY_POD_CONTAINER", "calico-node"),
+    ] {
+        assert!(
+            env.iter().any(|(k, v)| k == name && v == value),
+            "{name}={value} missing: {env:?}"
+        );
+    }
+}
