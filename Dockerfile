@@ -8,5 +8,5 @@ RUN cargo build --release --locked -p packetcapture-api
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/packetcapture-api /usr/bin/packetcapture-api
 USER 1001:1001
-EXPOSE 8444
+EXPOSE 8444 9091
 ENTRYPOINT ["/usr/bin/packetcapture-api"]

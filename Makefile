@@ -58,6 +58,10 @@ soak: ## Mixed traffic, faults and a restart for SOAK_MINUTES (default 10) again
 	$(CARGO) build --release --locked -p packetcapture-api -p packetcapture-tests --bins
 	target/release/packetcapture-soak --api target/release/packetcapture-api --minutes $${SOAK_MINUTES:-10}
 
+.PHONY: image-check
+image-check: ## Without a Docker engine: a static binary in an image FROM scratch (buildah), checked and run as UID 1001
+	bash scripts/image-check.sh
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine)
 	docker build -t packetcapture-api:dev .

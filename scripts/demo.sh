@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT="${DEMO_PORT:-8444}"
+METRICS_PORT="${DEMO_METRICS_PORT:-9091}"
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -30,7 +31,7 @@ sed 's/^/  /' "$DIR/sim.log"
 say "Starting packetcapture-api on https://localhost:$PORT (configuration: $DIR/env)"
 # shellcheck disable=SC1091
 source "$DIR/env"
-export PACKETCAPTURE_API_PORT="$PORT"
+export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_METRICS_PORT="$METRICS_PORT"
 "$BIN/packetcapture-api" >"$DIR/api.log" 2>&1 &
 API_PID=$!
 for _ in $(seq 1 100); do
@@ -103,6 +104,11 @@ FILE_PATH=$("${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$
   -w '  HTTP %{http_code}, %{size_download} more bytes\n' "$URL$FILE_PATH"
 cmp "$DIR/one.pcap" "$DIR/web-traffic/$(basename "$FILE_PATH")" && echo "  identical to the file in the zip"
 
+say "What an operator sees: Prometheus metrics on :$METRICS_PORT (no names in labels) and each request's last log line"
+curl -sS "http://localhost:$METRICS_PORT/metrics" \
+  | grep -E '^packetcapture_api_(http_requests_total|download_bytes_total|cache_hits_total)' | sed 's/^/  /'
+grep 'request finished' "$DIR/api.log" | tail -1 | sed 's/^/  /'
+
 cat <<EOT
 
 == Running until Ctrl-C. Try these (copy and paste into another terminal):
@@ -129,6 +135,10 @@ cat <<EOT
   # ops-admin may delete a finished capture's files (then downloading it answers 204)
   curl --cacert $DIR/ca.crt -X DELETE -H "Authorization: Bearer \$(cat $DIR/tokens/ops-admin)" \\
     -w '%{http_code}\n' https://localhost:$PORT/files/payments/checkout
+
+  # metrics, and the OpenAPI document of every route
+  curl http://localhost:$METRICS_PORT/metrics
+  curl --cacert $DIR/ca.crt https://localhost:$PORT/openapi.json
 
   # the simulated cluster also serves kubectl
   kubectl --kubeconfig $DIR/kubeconfig get pods -n tigera-fluentd
