@@ -33,13 +33,15 @@ clippy: ## Lint, warnings as errors (CI gate)
 
 .PHONY: unit
 unit: ## Run every test (no format or lint gate); end-to-end tests run the built binary
-	$(CARGO) build --locked -p packetcapture-api -p packetcapture-tests --bins
+	$(CARGO) build --locked -p packetcapture-api -p packetcapture-tests -p kubectl-packetcapture --bins
 	$(CARGO) test --workspace --locked --no-fail-fast
 
 .PHONY: domain-boundary
-domain-boundary: ## Check the domain crate depends on no kube, warp, hyper or reqwest
+domain-boundary: ## Check the domain depends on no kube, warp, hyper or reqwest, and the CLI on no service crate
 	@if $(CARGO) tree -p packetcapture-domain -e normal --prefix none --locked | grep -E '^(kube|warp|hyper|reqwest)[ -]'; then \
 		echo "packetcapture-domain must not depend on these"; exit 1; else echo "domain boundary: ok"; fi
+	@if $(CARGO) tree -p kubectl-packetcapture -e normal --prefix none --locked | grep -E '^packetcapture-'; then \
+		echo "kubectl-packetcapture must depend on no service crate (it is a client of the HTTP API)"; exit 1; else echo "cli boundary: ok"; fi
 
 .PHONY: test
 test: fmt-check clippy domain-boundary unit ## Everything CI checks: format, lint, boundary, all tests

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod beyond;
+mod cli;
 mod contract;
 mod deploy;
 mod dex;

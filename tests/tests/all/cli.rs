@@ -1,0 +1,353 @@
+//! `kubectl packetcapture` end to end: found by `kubectl plugin list`, run through kubectl,
+//! against the real service on the simulated cluster: ls, the zip, one node, the merge, a
+//! refused user, a single file resumed after a cut, the progress bar in a pseudo-terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use packetcapture_tests::Scenario;
+
+use crate::support::*;
+
+const SCENARIO: &str = r#"
+users:
+  - name: jane
+    token: jane-token
+  - name: bob
+    token: bob-token
+clusters:
+  - name: cluster
+    nodes: [node-1, node-2]
+    captures:
+      - namespace: dev
+        name: mesh
+        nodes:
+          - {node: node-1, state: Finished, files: 2, size: 400000}
+          - {node: node-2, state: Finished, files: 1, size: 300000}
+    rbac:
+      - subjects: [user:jane]
+        verbs: [get]
+        apiGroups: [projectcalico.org]
+        resources: [packetcaptures/files]
+        namespaces: [dev]
+"#;
+
+/// The directory of the built binaries (`make test` builds the plugin first).
+fn bin_dir() -> PathBuf {
+    let dir = api_binary().parent().unwrap().to_owned();
+    assert!(
+        dir.join("kubectl-packetcapture").exists(),
+        "kubectl-packetcapture is missing: run `cargo build -p kubectl-packetcapture` (make test does)"
+    );
+    dir
+}
+
+fn path_with_plugin() -> String {
+    format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+struct World {
+    sim: TestSim,
+    api: ApiProcess,
+    work: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let sim = start(&Scenario::from_yaml(SCENARIO).unwrap()).await;
+    let api = start_api(&sim, &[]).await;
+    World {
+        sim,
+        api,
+        work: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl World {
+    /// `kubectl-packetcapture --server … --certificate-authority … ARGS`, in the work dir.
+    fn plugin(&self, args: &[&str]) -> Output {
+        self.plugin_command(args).output().unwrap()
+    }
+
+    fn plugin_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin_dir().join("kubectl-packetcapture"));
+        c.env_clear()
+            .env("PATH", path_with_plugin())
+            .env("HOME", self.work.path())
+            .env("PACKETCAPTURE_SERVER", &self.api.url)
+            .arg("--certificate-authority")
+            .arg(self.sim.out.join("ca.crt"))
+            .args(args)
+            .current_dir(self.work.path());
+        c
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn node_file(sim: &TestSim, node: &str, name: &str) -> PathBuf {
+    sim.node_dir("cluster", node)
+        .join("var/log/calico/pcap/dev/mesh")
+        .join(name)
+}
+
+fn names_on(sim: &TestSim, node: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(node_file(sim, node, ""))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_finds_the_plugin_and_runs_it() {
+    let w = world().await;
+    let listed = Command::new("kubectl")
+        .args(["plugin", "list"])
+        .env("PATH", path_with_plugin())
+        .env("HOME", w.work.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        out.lines().any(|l| l.ends_with("/kubectl-packetcapture")),
+        "kubectl plugin list: {out}{}",
+        stderr(&listed)
+    );
+    let help = Command::new("kubectl")
+        .args(["packetcapture", "--help"])
+        .env("PATH", path_with_plugin())
+        .env("HOME", w.work.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{}", stderr(&help));
+    assert!(text.contains("Exit codes"), "{text}");
+    // Through kubectl, with the token from --token.
+    let ls = Command::new("kubectl")
+        .args(["packetcapture", "--token", "jane-token", "ls", "dev/mesh"])
+        .args(["--server", &w.api.url, "--certificate-authority"])
+        .arg(w.sim.out.join("ca.crt"))
+        .env("PATH", path_with_plugin())
+        .env("HOME", w.work.path())
+        .output()
+        .unwrap();
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    let table = String::from_utf8_lossy(&ls.stdout);
+    assert!(table.starts_with("NODE"), "{table}");
+    for node in ["node-1", "node-2"] {
+        for name in names_on(&w.sim, node) {
+            let size = std::fs::metadata(node_file(&w.sim, node, &name))
+                .unwrap()
+                .len();
+            assert!(
+                table.lines().any(|l| l.starts_with(node)
+                    && l.contains(&name)
+                    && l.contains("Finished")
+                    && l.contains(&size.to_string())),
+                "{node} {name} {size} missing:\n{table}"
+            );
+        }
+    }
+    let bash = w.plugin(&["completion", "bash"]);
+    assert!(bash.status.success());
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F"));
+    let zsh = w.plugin(&["completion", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_saves_the_zip_one_node_and_the_merge_from_a_kubeconfig_user() {
+    let w = world().await;
+    // The token comes from the kubeconfig's exec credential plugin (read by kube-rs).
+    let kubeconfig = w.file("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        r#"apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: jane
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: sh
+      args: ["-c", "echo '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"jane-token\"}}'"]
+      interactiveMode: Never
+contexts:
+- name: c
+  context: {cluster: c, user: jane}
+current-context: c
+"#,
+    )
+    .unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    let whole = w.plugin(&["--kubeconfig", kc, "get", "dev/mesh"]);
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    assert!(
+        stderr(&whole).contains("saved dev_mesh.zip"),
+        "a plain summary when not a terminal: {}",
+        stderr(&whole)
+    );
+    assert!(!stderr(&whole).contains("ETA"));
+    let zip = std::fs::read(w.file("dev_mesh.zip")).unwrap();
+    assert_eq!(
+        zip_digests(&zip),
+        capture_dir(&w.sim, "cluster", "dev", "mesh")
+    );
+    assert!(!w.file("dev_mesh.zip.part").exists());
+
+    let one = w.plugin(&[
+        "--kubeconfig",
+        kc,
+        "get",
+        "dev/mesh",
+        "--node",
+        "node-2",
+        "-o",
+        "node-2.zip",
+    ]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    let entries: Vec<String> = zip_digests(&std::fs::read(w.file("node-2.zip")).unwrap())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(entries, names_on(&w.sim, "node-2"));
+
+    let merged = w.plugin(&["--kubeconfig", kc, "get", "dev/mesh", "--merged"]);
+    assert!(merged.status.success(), "{}", stderr(&merged));
+    let packets: u64 = ["node-1", "node-2"]
+        .iter()
+        .flat_map(|n| names_on(&w.sim, n).into_iter().map(move |f| (*n, f)))
+        .map(|(n, f)| {
+            packetcapture_tests::pcap::count_packets(
+                &std::fs::read(node_file(&w.sim, n, &f)).unwrap(),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        packetcapture_tests::pcap::count_pcapng_packets(
+            &std::fs::read(w.file("dev_mesh.pcapng")).unwrap()
+        ),
+        Some(packets)
+    );
+
+    let to_stdout = w.plugin(&["--token", "jane-token", "get", "dev/mesh", "-o", "-"]);
+    assert!(to_stdout.status.success());
+    assert_eq!(zip_digests(&to_stdout.stdout), zip_digests(&zip));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_user_gets_the_servers_words_and_a_documented_exit_code() {
+    let w = world().await;
+    let refused = w.plugin(&["--token", "bob-token", "get", "dev/mesh"]);
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused)
+            .contains("bob is not authorized to get packetcaptures/files in namespace dev"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!w.file("dev_mesh.zip").exists());
+    assert!(!w.file("dev_mesh.zip.part").exists());
+    let unknown = w.plugin(&["--token", "nobody", "ls", "dev/mesh"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+    let missing = w.plugin(&["--token", "jane-token", "ls", "dev/nope"]);
+    assert_eq!(missing.status.code(), Some(5), "{}", stderr(&missing));
+    let no_rm = w.plugin(&["--token", "jane-token", "rm", "dev/mesh"]);
+    assert_eq!(no_rm.status.code(), Some(4), "{}", stderr(&no_rm));
+    let usage = w.plugin(&["--token", "jane-token", "get", "dev"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_file_cut_mid_transfer_resumes_to_the_exact_file() {
+    let w = world().await;
+    let name = names_on(&w.sim, "node-1").pop().unwrap();
+    let original = std::fs::read(node_file(&w.sim, "node-1", &name)).unwrap();
+    let target = format!("dev/mesh/node-1/{name}");
+    // The node's stream is cut after 150 kB: the server aborts the transfer.
+    w.sim
+        .local()
+        .set_faults(|f| f.exec_cut_after = Some(150_000));
+    let cut = w.plugin(&["--token", "jane-token", "get", &target]);
+    assert_eq!(cut.status.code(), Some(8), "{}", stderr(&cut));
+    assert!(stderr(&cut).contains("run the same command again to resume"));
+    assert!(!w.file(&name).exists(), "nothing that looks whole");
+    let part = w.file(&format!("{name}.part"));
+    let kept = std::fs::read(&part).unwrap();
+    assert!(
+        !kept.is_empty() && kept.len() < original.len(),
+        "{} of {} bytes kept",
+        kept.len(),
+        original.len()
+    );
+    assert_eq!(
+        kept,
+        original[..kept.len()],
+        "what was kept is the file's start"
+    );
+
+    w.sim.local().set_faults(|f| f.exec_cut_after = None);
+    let resumed = w.plugin(&["--token", "jane-token", "get", &target]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains(&format!("at byte {}", kept.len())),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(std::fs::read(w.file(&name)).unwrap(), original);
+    assert!(!part.exists());
+    assert!(!Path::new(&format!("{}.etag", part.display())).exists());
+    assert!(
+        w.api.log_text().contains("status=206"),
+        "the second run asked for a range"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_a_progress_bar() {
+    let w = world().await;
+    // Slow enough that the bar draws a few times.
+    w.sim
+        .local()
+        .set_faults(|f| f.exec_bandwidth = Some(600_000));
+    let command = format!(
+        "{} --server {} --certificate-authority {} --token jane-token get dev/mesh -o pty.zip",
+        bin_dir().join("kubectl-packetcapture").display(),
+        w.api.url,
+        w.sim.out.join("ca.crt").display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("PATH", path_with_plugin())
+        .env("HOME", w.work.path())
+        .env("TERM", "xterm")
+        .current_dir(w.work.path())
+        .output()
+        .expect("script (util-linux) runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("ETA"), "{screen}");
+    assert!(screen.contains("B/s"), "{screen}");
+    assert!(screen.contains('='), "the bar fills: {screen}");
+    assert!(screen.contains("saved pty.zip"), "{screen}");
+    assert_eq!(
+        zip_digests(&std::fs::read(w.file("pty.zip")).unwrap()),
+        capture_dir(&w.sim, "cluster", "dev", "mesh")
+    );
+}
