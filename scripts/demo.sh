@@ -9,7 +9,7 @@ BIN="${CARGO_TARGET_DIR:-target}/debug"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Building the service and the simulated cluster"
-cargo build --locked -p packetcapture-api -p packetcapture-tests --bins
+cargo build --locked -p packetcapture-api -p packetcapture-tests -p kubectl-packetcapture --bins
 
 DIR="$(mktemp -d /tmp/packetcapture-demo.XXXXXX)"
 cleanup() {
@@ -44,7 +44,20 @@ curl -sS --cacert "$DIR/ca.crt" "https://localhost:$PORT/version"; echo
 CURL=(curl -sS --cacert "$DIR/ca.crt")
 URL="https://localhost:$PORT"
 
-say "jane (group capture-readers) downloads dev/web-traffic, captured on three nodes"
+say "jane lists dev/web-traffic with the kubectl plugin (kubectl-packetcapture, on PATH)"
+PLUGIN_DIR="$(cd "$BIN" && pwd)"
+export PATH="$PLUGIN_DIR:$PATH" PACKETCAPTURE_SERVER="$URL"
+PC=(kubectl packetcapture --certificate-authority "$DIR/ca.crt" --token "$(cat "$DIR/tokens/jane")")
+"${PC[@]}" ls dev/web-traffic | sed 's/^/  /'
+say "... and gets node-1 and node-2 as one time-ordered pcapng (a bar on a terminal, a line otherwise)"
+(cd "$DIR" && "${PC[@]}" get dev/web-traffic --merged --node node-1 --node node-2 -o plugin.pcapng 2>&1 | sed 's/^/  /')
+say "... and bob gets the server's own words and exit code 4"
+set +e
+(cd "$DIR" && kubectl packetcapture --certificate-authority "$DIR/ca.crt" --token "$(cat "$DIR/tokens/bob")" get dev/web-traffic 2>&1)
+echo "  exit code $?"
+set -e
+
+say "jane (group capture-readers) downloads dev/web-traffic with curl, captured on three nodes"
 "${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -o "$DIR/web-traffic.zip" \
   -w '  HTTP %{http_code}, %{size_download} bytes\n' "$URL/download/dev/web-traffic/files.zip"
 unzip -l "$DIR/web-traffic.zip"
@@ -113,6 +126,12 @@ cat <<EOT
 
 == Running until Ctrl-C. Try these (copy and paste into another terminal):
 
+  # the kubectl plugin
+  export PATH="$PLUGIN_DIR:\$PATH" PACKETCAPTURE_SERVER=https://localhost:$PORT
+  kubectl packetcapture --certificate-authority $DIR/ca.crt --token \$(cat $DIR/tokens/jane) ls dev/web-traffic
+  kubectl packetcapture --certificate-authority $DIR/ca.crt --token \$(cat $DIR/tokens/jane) get dev/web-traffic --merged
+
+  # curl
   TOKEN=\$(cat $DIR/tokens/jane)
   curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" \\
     -o files.zip https://localhost:$PORT/download/dev/web-traffic/files.zip
