@@ -79,11 +79,12 @@ async fn observed(
         user = tracing::field::Empty,
         cluster = tracing::field::Empty
     );
-    let (route, format) = match parse_route(path) {
+    let parsed = parse_route(path);
+    let (route, format) = match &parsed {
         Ok(route) => (route.template(), route.format()),
         Err(_) => ("other", None),
     };
-    let mut response = handle(edge, &method, path, headers, query)
+    let mut response = handle(edge, &method, path, parsed, headers, query)
         .instrument(span.clone())
         .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -232,10 +233,11 @@ async fn handle(
     edge: &Edge,
     method: &Method,
     path: &str,
+    route: Result<Route, Failure>,
     headers: &HeaderMap,
     query: &str,
 ) -> warp::reply::Response {
-    answer(edge, method, path, headers, query)
+    answer(edge, method, route, headers, query)
         .await
         .unwrap_or_else(|failure| {
             if let Failure::Domain(error) = &failure {
@@ -248,11 +250,11 @@ async fn handle(
 async fn answer(
     edge: &Edge,
     method: &Method,
-    path: &str,
+    route: Result<Route, Failure>,
     headers: &HeaderMap,
     query: &str,
 ) -> Result<warp::reply::Response, Failure> {
-    let route = parse_route(path)?;
+    let route = route?;
     if !route.allowed().contains(method) {
         return Err(Failure::MethodNotAllowed(route.allowed()));
     }
