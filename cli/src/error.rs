@@ -14,7 +14,8 @@ Exit codes:
   6  refused (400, 409, 416): the request, or the capture's state, does not allow it
   7  the server, a cluster or a node failed (5xx), or the server cannot be reached
   8  the transfer was cut after it started: nothing was saved as whole (a single file
-     keeps FILE.part; run the same command again to resume)";
+     keeps FILE.part; run the same command again to resume)
+  130 interrupted (Ctrl-C): the same as 8";
 
 /// A failure of one command.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,14 @@ pub enum CliError {
         status: StatusCode,
         /// Its one-line message.
         message: String,
+    },
+    /// Ctrl-C during a transfer.
+    #[error("interrupted after {bytes} bytes: {kept}")]
+    Interrupted {
+        /// Bytes received.
+        bytes: u64,
+        /// What was kept.
+        kept: String,
     },
     /// The body stopped before its end.
     #[error("the transfer was cut after {bytes} bytes: {reason}")]
@@ -61,6 +70,7 @@ impl CliError {
             },
             Self::Network(_) => 7,
             Self::Cut { .. } => 8,
+            Self::Interrupted { .. } => 130,
         }
     }
 }

@@ -66,9 +66,25 @@ pub fn progress(total: Option<u64>, already: u64, label: &str) -> ProgressBar {
     bar
 }
 
-/// Writes `response`'s body to `out` (appending when `append`), counting on `bar`. Returns
-/// the bytes written by this call.
+/// Writes `response`'s body to `out`, counting on `bar`, until it ends, fails or Ctrl-C
+/// comes. Returns the bytes written by this call; `kept` says what a cut leaves behind.
 pub async fn receive(
+    response: http::Response<kube::client::Body>,
+    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    bar: &ProgressBar,
+    kept: &str,
+) -> Result<u64, CliError> {
+    let from = bar.position();
+    tokio::select! {
+        result = body_to(response, out, bar, kept) => result,
+        _ = tokio::signal::ctrl_c() => {
+            bar.abandon();
+            Err(CliError::Interrupted { bytes: bar.position() - from, kept: kept.to_owned() })
+        }
+    }
+}
+
+async fn body_to(
     response: http::Response<kube::client::Body>,
     out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     bar: &ProgressBar,

@@ -351,3 +351,53 @@ async fn a_terminal_gets_a_progress_bar() {
         capture_dir(&w.sim, "cluster", "dev", "mesh")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_leaves_no_download_that_looks_whole_and_a_resumable_single_file() {
+    let w = world().await;
+    w.sim
+        .local()
+        .set_faults(|f| f.exec_bandwidth = Some(100_000));
+    let interrupt = |args: &[&str], watch: PathBuf| {
+        let child = w
+            .plugin_command(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Interrupted once bytes have arrived.
+        for _ in 0..100 {
+            if std::fs::metadata(&watch).is_ok_and(|m| m.len() > 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let zip = interrupt(
+        &["--token", "jane-token", "get", "dev/mesh"],
+        w.file("dev_mesh.zip.part"),
+    );
+    assert_eq!(zip.status.code(), Some(130), "{}", stderr(&zip));
+    assert!(stderr(&zip).contains("interrupted"), "{}", stderr(&zip));
+    assert!(!w.file("dev_mesh.zip").exists());
+    assert!(!w.file("dev_mesh.zip.part").exists());
+
+    let name = names_on(&w.sim, "node-2").pop().unwrap();
+    let one = interrupt(
+        &[
+            "--token",
+            "jane-token",
+            "get",
+            &format!("dev/mesh/node-2/{name}"),
+        ],
+        w.file(&format!("{name}.part")),
+    );
+    assert_eq!(one.status.code(), Some(130), "{}", stderr(&one));
+    assert!(!w.file(&name).exists());
+    assert!(
+        w.file(&format!("{name}.part")).exists(),
+        "kept for a resume"
+    );
+}
