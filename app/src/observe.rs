@@ -21,6 +21,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
+/// How long the metrics listener waits for a request head.
+const SCRAPE_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a metrics connection stays open.
+const SCRAPE_CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The content type of what `/metrics` serves.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -320,9 +325,15 @@ pub async fn serve(
                     let metrics = metrics.clone();
                     async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // A scraper sends its head at once; a connection that does not is closed.
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(SCRAPE_HEAD_TIMEOUT);
+                let connection = builder.serve_connection(TokioIo::new(tcp), service);
+                // A scrape is one short request; nothing keeps a connection past a minute.
+                let _ = tokio::time::timeout(SCRAPE_CONNECTION_LIMIT, connection).await;
             });
         }
     });
