@@ -43,8 +43,12 @@ domain-boundary: ## Check the domain depends on no kube, warp, hyper or reqwest,
 	@if $(CARGO) tree -p kubectl-packetcapture -e normal --prefix none --locked | grep -E '^packetcapture-'; then \
 		echo "kubectl-packetcapture must depend on no service crate (it is a client of the HTTP API)"; exit 1; else echo "cli boundary: ok"; fi
 
+.PHONY: tools
+tools: ## Install what the tests use when missing (Debian packages, PyPI tools)
+	bash scripts/test-tools.sh
+
 .PHONY: test
-test: fmt-check clippy domain-boundary unit ## Everything CI checks: format, lint, boundary, all tests
+test: tools fmt-check clippy domain-boundary unit ## Everything CI checks (tools first): format, lint, boundary, all tests
 
 .PHONY: rss
 rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/time)
