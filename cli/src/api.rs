@@ -136,10 +136,16 @@ impl Api {
         let request = request
             .body(kube::client::Body::empty())
             .map_err(|e| CliError::Local(format!("cannot build the request: {e}")))?;
-        self.client
-            .send(request)
-            .await
-            .map_err(|e| CliError::Network(error_chain(&e)))
+        self.client.send(request).await.map_err(|e| {
+            let mut message = error_chain(&e);
+            if message.contains("certificate") {
+                message.push_str(
+                    " (trust the server's CA with --certificate-authority FILE, or pass \
+                     --insecure-skip-tls-verify)",
+                );
+            }
+            CliError::Network(message)
+        })
     }
 
     /// Sends a request and reads a JSON answer; any status but 200 is the server's error.

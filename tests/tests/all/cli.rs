@@ -270,6 +270,26 @@ async fn a_refused_user_gets_the_servers_words_and_a_documented_exit_code() {
     assert_eq!(missing.status.code(), Some(5), "{}", stderr(&missing));
     let no_rm = w.plugin(&["--token", "jane-token", "rm", "dev/mesh"]);
     assert_eq!(no_rm.status.code(), Some(4), "{}", stderr(&no_rm));
+    // A server whose CA is not trusted: the error says how to trust it.
+    let untrusted = Command::new(bin_dir().join("kubectl-packetcapture"))
+        .env_clear()
+        .env("HOME", w.work.path())
+        .args([
+            "--server",
+            &w.api.url,
+            "--token",
+            "jane-token",
+            "ls",
+            "dev/mesh",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(untrusted.status.code(), Some(7), "{}", stderr(&untrusted));
+    assert!(
+        stderr(&untrusted).contains("--certificate-authority"),
+        "{}",
+        stderr(&untrusted)
+    );
     let usage = w.plugin(&["--token", "jane-token", "get", "dev"]);
     assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
 }
