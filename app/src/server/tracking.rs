@@ -109,6 +109,12 @@ impl<B: Body> Tracked<B> {
 
     fn ended(&mut self, whole: bool) {
         self.guard = None;
+        self.report(whole);
+    }
+
+    /// Counts and logs the request's end (once); the request stays in flight until the body
+    /// is done or dropped.
+    fn report(&mut self, whole: bool) {
         if let Some(end) = self.end.take() {
             end.finish(self.bytes, whole);
         }
@@ -128,6 +134,10 @@ impl<B: Body + Unpin> Body for Tracked<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += bytes::Buf::remaining(data) as u64;
+                }
+                // A body that knows it is done (a whole JSON answer) may not be polled again.
+                if self.inner.is_end_stream() {
+                    self.report(true);
                 }
             }
             Poll::Ready(None) => self.ended(true),

@@ -307,6 +307,7 @@ async fn json_logs_end_each_request_with_one_line_and_its_id_and_never_a_token()
     assert_eq!(download["span"]["cluster"], "cluster");
     let refused = finished(&generated);
     assert_eq!(refused["status"], 403);
+    assert_eq!(refused["whole"], true, "a whole error body: {refused}");
     assert_eq!(refused["route"], "/files/{namespace}/{name}");
     assert_eq!(refused["span"]["user"], "bob");
     // Every line written while the download ran carries its id.

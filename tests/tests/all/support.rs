@@ -210,7 +210,31 @@ pub fn sim_env(sim: &Sim) -> Vec<(String, String)> {
 }
 
 /// Starts the API from the simulation's `env` (plus `extra`) and waits until it is healthy.
+/// Its ports are free ones picked here; another process may take one before the API binds it
+/// (tests run in parallel), so a start that fails with "Address already in use" is retried
+/// on new ports.
 pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
+    for _ in 0..5 {
+        let mut api = spawn_api(sim, extra);
+        for _ in 0..150 {
+            if let Ok(r) = api.http.get(format!("{}/health", api.url)).send().await
+                && r.status() == 200
+            {
+                return api;
+            }
+            if let Ok(Some(_)) = api.child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if !api.log_text().contains("Address already in use") {
+            panic!("the API did not become healthy:\n{}", api.log_text());
+        }
+    }
+    panic!("the API found no free ports in five tries");
+}
+
+fn spawn_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let port = free_port();
     let metrics_port = free_port();
@@ -234,23 +258,13 @@ pub async fn start_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
         .tls_certs_only([ca])
         .build()
         .unwrap();
-    let url = format!("https://localhost:{port}");
-    let api = ApiProcess {
+    ApiProcess {
         child,
-        url,
+        url: format!("https://localhost:{port}"),
         metrics_url: format!("http://127.0.0.1:{metrics_port}"),
         http,
         log,
-    };
-    for _ in 0..150 {
-        if let Ok(r) = api.http.get(format!("{}/health", api.url)).send().await
-            && r.status() == 200
-        {
-            return api;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("the API did not become healthy:\n{}", api.log_text());
 }
 
 /// Zip entries: full entry name → SHA-256 of the contents, sorted.
