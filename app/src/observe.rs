@@ -303,16 +303,7 @@ pub async fn serve(
     port: u16,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let addr = SocketAddr::new(
-        host.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
-        port,
-    );
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Err(e) if host.is_none() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-            tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await?
-        }
-        other => other?,
-    };
+    let listener = crate::server::listen(host, port).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {

@@ -156,13 +156,10 @@ where
         + 'static,
     F::Future: Send,
 {
-    let listener = match host {
-        Some(ip) => bind(SocketAddr::new(ip, port)).await?,
-        None => match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)).await {
-            Ok(l) => l,
-            Err(_) => bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)).await?,
-        },
-    };
+    let listener = listen(host, port).await.map_err(|e| {
+        let on = host.map_or_else(|| "every address".to_owned(), |h| h.to_string());
+        StartupError::failure(format!("cannot listen on port {port} of {on}")).because(e)
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartupError::failure("cannot read the listening address").because(e))?;
@@ -351,8 +348,16 @@ async fn serve_connection<S, B>(
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartupError::failure(format!("cannot listen on {addr}")).because(e))
+/// Binds `host:port`; without a host, every address (IPv6 and IPv4, or IPv4 alone where the
+/// machine has no IPv6).
+pub async fn listen(host: Option<IpAddr>, port: u16) -> std::io::Result<TcpListener> {
+    match host {
+        Some(ip) => TcpListener::bind(SocketAddr::new(ip, port)).await,
+        None => match TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
+            .await
+        {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)).await,
+        },
+    }
 }
