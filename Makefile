@@ -47,8 +47,12 @@ domain-boundary: ## Check the domain depends on no kube, warp, hyper or reqwest,
 tools: ## Install what the tests use when missing (Debian packages, PyPI tools)
 	bash scripts/test-tools.sh
 
+.PHONY: openapi-check
+openapi-check: ## Check app/src/openapi.json is what scripts/openapi.py writes
+	@python3 scripts/openapi.py | diff -u app/src/openapi.json - && echo "openapi document: ok"
+
 .PHONY: test
-test: tools fmt-check clippy domain-boundary unit ## Everything CI checks (tools first): format, lint, boundary, all tests
+test: tools fmt-check clippy domain-boundary openapi-check unit ## Everything CI checks (tools first): format, lint, boundary, all tests
 
 .PHONY: rss
 rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/time)

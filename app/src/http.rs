@@ -170,6 +170,7 @@ impl Route {
     fn allowed(&self) -> &'static [Method] {
         match self {
             Self::Files(_) => &[Method::GET, Method::DELETE],
+            Self::File(..) => &[Method::GET, Method::HEAD],
             _ => &[Method::GET],
         }
     }
@@ -272,7 +273,8 @@ async fn answer(
         Route::File(capture, node, name) => {
             let request = request(capture, headers)?;
             let file = edge.service.file(&request, &node, &name).await?;
-            serve_file(&request, file, headers, edge.metrics.clone()).await?
+            let head = method == Method::HEAD;
+            serve_file(&request, file, headers, head, edge.metrics.clone()).await?
         }
         Route::Files(capture) if method == Method::DELETE => {
             edge.service.delete(&request(capture, headers)?).await?;
@@ -432,6 +434,7 @@ async fn serve_file(
     request: &Request,
     file: NodeFile,
     headers: &HeaderMap,
+    head: bool,
     metrics: Arc<Metrics>,
 ) -> Result<warp::reply::Response, Error> {
     let size = file.info.size;
@@ -458,20 +461,25 @@ async fn serve_file(
             return Ok(response);
         }
     };
-    let stream = file.read(start, len).await?;
-    let capture = request.capture.to_string();
-    let cluster = request.cluster.to_string();
-    let name = file.info.name.clone();
-    let body = stream.map(move |item| {
-        item.inspect_err(|e| {
-            metrics.count_node_failure("file_read");
-            tracing::warn!(capture = %capture, cluster = %cluster, file = %name, error = %packetcapture_domain::error::chain(e), "file transfer aborted after the status line was sent");
-        })
-    });
-    // warp's bodies must be Sync; a stream is polled by one task at a time, which
-    // SyncStream states without a lock.
-    let body = sync_wrapper::SyncStream::new(body);
-    let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
+    // HEAD: the same headers, and no read on the node.
+    let mut response = if head {
+        Response::new(warp::hyper::body::Bytes::new().into())
+    } else {
+        let stream = file.read(start, len).await?;
+        let capture = request.capture.to_string();
+        let cluster = request.cluster.to_string();
+        let name = file.info.name.clone();
+        let body = stream.map(move |item| {
+            item.inspect_err(|e| {
+                metrics.count_node_failure("file_read");
+                tracing::warn!(capture = %capture, cluster = %cluster, file = %name, error = %packetcapture_domain::error::chain(e), "file transfer aborted after the status line was sent");
+            })
+        });
+        // warp's bodies must be Sync; a stream is polled by one task at a time, which
+        // SyncStream states without a lock.
+        let body = sync_wrapper::SyncStream::new(body);
+        warp::reply::Reply::into_response(warp::reply::stream(body))
+    };
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));

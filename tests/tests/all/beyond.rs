@@ -401,9 +401,32 @@ async fn one_file_answers_every_range_case_and_curl_resumes_it() {
     );
     assert!(header_value(&h, "last-modified").unwrap().ends_with(" GMT"));
 
+    // HEAD: the same headers, no body, and no read on the node.
+    let reads = || {
+        sim.local()
+            .requests()
+            .iter()
+            .filter(|r| r.uri.contains("/exec") && r.uri.contains("command=dd"))
+            .count()
+    };
+    let before = reads();
+    let (h, body) = curl(&api, &sim, &["-I", &url]);
+    assert!(h.starts_with("HTTP/2 200"), "{h}");
+    assert!(body.is_empty() || String::from_utf8_lossy(&body).starts_with("HTTP/"));
+    assert_eq!(
+        header_value(&h, "content-length"),
+        Some(size.to_string().as_str())
+    );
+    assert_eq!(header_value(&h, "etag"), Some(etag.as_str()));
+    assert_eq!(reads(), before, "HEAD reads nothing on the node");
+    let (h, _) = curl(&api, &sim, &["-I", "-r", "0-9", &url]);
+    assert!(h.starts_with("HTTP/2 206"), "{h}");
+    assert_eq!(header_value(&h, "content-length"), Some("10"));
+
     let (h, body) = curl(&api, &sim, &["-r", "100-199", &url]);
     assert!(h.starts_with("HTTP/2 206"), "{h}");
     assert_eq!(body, &disk[100..200]);
+    assert_eq!(reads(), before + 1, "a GET reads on the node");
     assert_eq!(
         header_value(&h, "content-range"),
         Some(format!("bytes 100-199/{size}").as_str())
