@@ -477,10 +477,7 @@ async fn one_file(
     let response = api.send(Method::GET, &path, &headers).await?;
     let (mut out, offset) = match (response.status(), &have) {
         (StatusCode::PARTIAL_CONTENT, Some((len, _))) => {
-            let starts_at = response
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
+            let starts_at = content_range(&response)
                 .and_then(|v| v.strip_prefix("bytes "))
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok());
@@ -499,10 +496,7 @@ async fn one_file(
         }
         (StatusCode::RANGE_NOT_SATISFIABLE, Some((len, _))) => {
             // The partial file is already as long as the file: it is whole.
-            let size = response
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
+            let size = content_range(&response)
                 .and_then(|v| v.strip_prefix("bytes */"))
                 .and_then(|v| v.parse::<u64>().ok());
             if size != Some(*len) {
@@ -516,11 +510,7 @@ async fn one_file(
             if have.is_some() {
                 eprintln!("the file changed since the partial download; starting again");
             }
-            let etag = response
-                .headers()
-                .get(ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let etag = header(&response, ETAG).map(str::to_owned);
             match etag {
                 Some(etag) => tokio::fs::write(&validator, etag).await,
                 None => tokio::fs::remove_file(&validator).await.or(Ok(())),
@@ -554,12 +544,19 @@ async fn one_file(
     Ok(())
 }
 
+fn header(
+    response: &http::Response<kube::client::Body>,
+    name: http::header::HeaderName,
+) -> Option<&str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 fn content_length(response: &http::Response<kube::client::Body>) -> Option<u64> {
-    response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    header(response, CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+fn content_range(response: &http::Response<kube::client::Body>) -> Option<&str> {
+    header(response, CONTENT_RANGE)
 }
 
 async fn finish(
