@@ -23,7 +23,7 @@ use warp::http::header::{
 };
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use crate::observe::{EndHook, Metrics, RequestEnd};
+use crate::observe::{Answered, EndHook, Metrics, RequestEnd};
 use crate::version::VersionInfo;
 
 /// What the routes need.
@@ -92,15 +92,14 @@ async fn observed(
     }
     // Only a download that answers with a body is counted in flight and in bytes.
     let format = format.filter(|_| response.status().is_success());
-    let end = RequestEnd::new(
-        edge.metrics.clone(),
-        span,
+    let answered = Answered {
         method,
         route,
         format,
-        response.status(),
+        status: response.status(),
         started,
-    );
+    };
+    let end = RequestEnd::new(edge.metrics.clone(), span, answered);
     response.extensions_mut().insert(EndHook::new(end));
     response
 }

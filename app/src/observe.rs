@@ -189,42 +189,40 @@ pub fn node_failure_reason(error: &Error) -> Option<&'static str> {
     })
 }
 
-/// What the metrics and the last log line of a request need to know from its start.
+/// What is known of a request once it is answered (its body may still be on its way).
+#[derive(Debug)]
+pub struct Answered {
+    /// The request's method.
+    pub method: Method,
+    /// Its route template (`other` when no route matched).
+    pub route: &'static str,
+    /// A download's kind, counted in flight until its body ends.
+    pub format: Option<&'static str>,
+    /// The status answered.
+    pub status: StatusCode,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// What the metrics and the last log line of a request need when its body ends.
 #[derive(Debug)]
 pub struct RequestEnd {
     metrics: Arc<Metrics>,
     span: tracing::Span,
-    method: Method,
-    route: &'static str,
-    format: Option<&'static str>,
-    status: StatusCode,
-    started: Instant,
+    request: Answered,
     done: bool,
 }
 
 impl RequestEnd {
-    /// A request on `route` (its template) answered `status`; `format` names a download's
-    /// kind (counted in flight until the end).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        span: tracing::Span,
-        method: Method,
-        route: &'static str,
-        format: Option<&'static str>,
-        status: StatusCode,
-        started: Instant,
-    ) -> Self {
-        if format.is_some() {
+    /// Starts counting `request` (a download is in flight from now) for its end.
+    pub fn new(metrics: Arc<Metrics>, span: tracing::Span, request: Answered) -> Self {
+        if request.format.is_some() {
             metrics.downloads_in_flight.inc();
         }
         Self {
             metrics,
             span,
-            method,
-            route,
-            format,
-            status,
-            started,
+            request,
             done: false,
         }
     }
@@ -239,19 +237,21 @@ impl RequestEnd {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let seconds = self.started.elapsed().as_secs_f64();
+        let seconds = self.request.started.elapsed().as_secs_f64();
         let m = &self.metrics;
         m.requests
             .get_or_create(&RequestLabels {
-                route: self.route,
-                method: self.method.as_str().to_owned(),
-                code: self.status.as_u16(),
+                route: self.request.route,
+                method: self.request.method.as_str().to_owned(),
+                code: self.request.status.as_u16(),
             })
             .inc();
         m.durations
-            .get_or_create(&RouteLabel { route: self.route })
+            .get_or_create(&RouteLabel {
+                route: self.request.route,
+            })
             .observe(seconds);
-        if let Some(format) = self.format {
+        if let Some(format) = self.request.format {
             m.downloads_in_flight.dec();
             m.download_bytes
                 .get_or_create(&FormatLabel { format })
@@ -259,9 +259,9 @@ impl RequestEnd {
         }
         self.span.in_scope(|| {
             tracing::info!(
-                method = %self.method,
-                route = self.route,
-                status = self.status.as_u16(),
+                method = %self.request.method,
+                route = self.request.route,
+                status = self.request.status.as_u16(),
                 bytes,
                 duration_ms = (seconds * 1000.0 * 1000.0).round() / 1000.0,
                 whole,

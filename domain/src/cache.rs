@@ -6,6 +6,7 @@
 //! and denied for their own durations, keyed by the whole user (name, uid, groups, extra) and
 //! the whole question. Failures are never cached. Both caches are bounded.
 
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,20 +28,28 @@ fn unobserved() -> LookupObserver {
     Arc::new(|_| {})
 }
 
-/// Caches an [`Authenticator`]'s successes.
-pub struct CachedAuthenticator {
-    inner: Arc<dyn Authenticator>,
-    ttl: Duration,
-    cache: ExpiringCache<[u8; 32], User>,
+/// A port behind a bounded cache of its answers: successes live for `kept`, and where the
+/// answer is a denial, denials for `denied`.
+pub struct Cached<P: ?Sized, K, V> {
+    inner: Arc<P>,
+    kept: Duration,
+    denied: Duration,
+    cache: ExpiringCache<K, V>,
     observer: LookupObserver,
 }
 
-impl CachedAuthenticator {
-    /// Keeps successes for `ttl` (never past the token's expiry).
-    pub fn new(inner: Arc<dyn Authenticator>, ttl: Duration) -> Self {
+/// Caches an [`Authenticator`]'s successes, keyed by the token's SHA-256.
+pub type CachedAuthenticator = Cached<dyn Authenticator, [u8; 32], User>;
+
+/// Caches an [`Authorizer`]'s decisions, keyed by the whole user and question.
+pub type CachedAuthorizer = Cached<dyn Authorizer, (User, ResourceAttributes), bool>;
+
+impl<P: ?Sized, K: Eq + Hash + Clone, V: Clone> Cached<P, K, V> {
+    fn with(inner: Arc<P>, kept: Duration, denied: Duration) -> Self {
         Self {
             inner,
-            ttl,
+            kept,
+            denied,
             cache: ExpiringCache::new(MAX_ENTRIES),
             observer: unobserved(),
         }
@@ -51,6 +60,19 @@ impl CachedAuthenticator {
     pub fn observed(mut self, observer: LookupObserver) -> Self {
         self.observer = observer;
         self
+    }
+
+    fn lookup(&self, key: &K) -> Option<V> {
+        let cached = self.cache.get(key);
+        (self.observer)(cached.is_some());
+        cached
+    }
+}
+
+impl CachedAuthenticator {
+    /// Keeps successes for `ttl` (never past the token's expiry).
+    pub fn new(inner: Arc<dyn Authenticator>, ttl: Duration) -> Self {
+        Self::with(inner, ttl, Duration::ZERO)
     }
 }
 
@@ -58,9 +80,7 @@ impl CachedAuthenticator {
 impl Authenticator for CachedAuthenticator {
     async fn authenticate(&self, token: &BearerToken) -> Result<User> {
         let key: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
-        let cached = self.cache.get(&key);
-        (self.observer)(cached.is_some());
-        if let Some(user) = cached {
+        if let Some(user) = self.lookup(&key) {
             return Ok(user);
         }
         let user = self.inner.authenticate(token).await?;
@@ -68,40 +88,18 @@ impl Authenticator for CachedAuthenticator {
             Some(exp) => exp
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
-                .min(self.ttl),
-            None => self.ttl,
+                .min(self.kept),
+            None => self.kept,
         };
         self.cache.insert(key, user.clone(), ttl);
         Ok(user)
     }
 }
 
-/// Caches an [`Authorizer`]'s decisions.
-pub struct CachedAuthorizer {
-    inner: Arc<dyn Authorizer>,
-    allowed_ttl: Duration,
-    denied_ttl: Duration,
-    cache: ExpiringCache<(User, ResourceAttributes), bool>,
-    observer: LookupObserver,
-}
-
 impl CachedAuthorizer {
     /// Keeps "allowed" for `allowed_ttl` and "denied" for `denied_ttl`.
     pub fn new(inner: Arc<dyn Authorizer>, allowed_ttl: Duration, denied_ttl: Duration) -> Self {
-        Self {
-            inner,
-            allowed_ttl,
-            denied_ttl,
-            cache: ExpiringCache::new(MAX_ENTRIES),
-            observer: unobserved(),
-        }
-    }
-
-    /// Tells `observer` of every lookup, hit or miss.
-    #[must_use]
-    pub fn observed(mut self, observer: LookupObserver) -> Self {
-        self.observer = observer;
-        self
+        Self::with(inner, allowed_ttl, denied_ttl)
     }
 }
 
@@ -109,17 +107,11 @@ impl CachedAuthorizer {
 impl Authorizer for CachedAuthorizer {
     async fn allowed(&self, user: &User, attributes: &ResourceAttributes) -> Result<bool> {
         let key = (user.clone(), attributes.clone());
-        let cached = self.cache.get(&key);
-        (self.observer)(cached.is_some());
-        if let Some(decision) = cached {
+        if let Some(decision) = self.lookup(&key) {
             return Ok(decision);
         }
         let decision = self.inner.allowed(user, attributes).await?;
-        let ttl = if decision {
-            self.allowed_ttl
-        } else {
-            self.denied_ttl
-        };
+        let ttl = if decision { self.kept } else { self.denied };
         self.cache.insert(key, decision, ttl);
         Ok(decision)
     }

@@ -9,8 +9,8 @@ use futures_util::Stream;
 
 use crate::error::Result;
 use crate::types::{
-    BaseName, BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo,
-    NodeName, ResourceAttributes, User,
+    BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo, FileSet,
+    FileSlice, NodeName, ResourceAttributes, User,
 };
 
 /// A node's files as a tar stream, in chunks. It must end with an `Err` item if the producer
@@ -76,30 +76,15 @@ pub trait FileFetcher: Send + Sync {
         Ok(entries)
     }
 
-    /// The directory's regular files as a tar stream. A directory that does not exist is a
-    /// complete tar stream with no file.
-    async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream>;
-
-    /// The named files of the directory, in the order given, as a tar stream. A named file
-    /// that does not exist (or cannot be read whole) fails the stream with
+    /// The files of `set` as a tar stream. Every regular file of the directory: a directory
+    /// that does not exist is a complete tar stream with no file. Named files, in the order
+    /// given: one that does not exist (or cannot be read whole) fails the stream with
     /// [`crate::Error::FileUnreadable`] naming it.
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        names: &[BaseName],
-    ) -> Result<TarStream>;
+    async fn archive(&self, entry: &EntryPoint, set: &FileSet) -> Result<TarStream>;
 
-    /// `len` bytes of the file `name` from byte `start` (the caller checked they exist). The
-    /// stream may end early when the file is shorter; the caller counts.
-    async fn read_file(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        name: &BaseName,
-        start: u64,
-        len: u64,
-    ) -> Result<ByteStream>;
+    /// The bytes of `slice` (the caller checked they exist). The stream may end early when the
+    /// file is shorter; the caller counts.
+    async fn read_file(&self, entry: &EntryPoint, slice: &FileSlice) -> Result<ByteStream>;
 
     /// The directory's regular files now; a directory that does not exist has none.
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>>;

@@ -19,8 +19,8 @@ use crate::ports::{
 };
 use crate::types::{
     BaseName, BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget,
-    Compression, EntryPoint, FileInfo, Impersonation, NodeFiles, NodeName, ResourceAttributes,
-    Selection, User, Verb, printable, service_account,
+    Compression, EntryPoint, FileInfo, FileSlice, Impersonation, NodeFiles, NodeName,
+    ResourceAttributes, Selection, User, Verb, printable, service_account,
 };
 
 /// How many times a conflicting status update is tried before giving up.
@@ -60,8 +60,7 @@ pub struct NodeFile {
     pub finished: bool,
     fetcher: std::sync::Arc<dyn FileFetcher>,
     entry: EntryPoint,
-    dir: CaptureDir,
-    name: BaseName,
+    slice: FileSlice,
 }
 
 impl std::fmt::Debug for NodeFile {
@@ -81,16 +80,18 @@ impl NodeFile {
         if len == 0 {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
-        let inner = self
-            .fetcher
-            .read_file(&self.entry, &self.dir, &self.name, start, len)
-            .await?;
+        let slice = FileSlice {
+            start,
+            len,
+            ..self.slice.clone()
+        };
+        let inner = self.fetcher.read_file(&self.entry, &slice).await?;
         Ok(Box::pin(Counted {
             inner,
             left: len,
             expected: len,
             node: self.node.to_string(),
-            file: self.name.to_string(),
+            file: self.slice.name.to_string(),
             done: false,
         }))
     }
@@ -457,8 +458,12 @@ impl CaptureService {
             finished: status.state == Some(CaptureState::Finished),
             fetcher,
             entry,
-            dir,
-            name: name.clone(),
+            slice: FileSlice {
+                dir,
+                name: name.clone(),
+                start: 0,
+                len: 0,
+            },
         })
     }
 

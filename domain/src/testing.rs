@@ -18,9 +18,22 @@ pub use crate::ports::{
     MockAuthenticator, MockAuthorizer, MockCaptureLocator, MockClusterRouter, MockFileFetcher,
 };
 use crate::types::{
-    BaseName, BearerToken, Capture, CaptureDir, CaptureRef, ClusterId, ClusterTarget, EntryPoint,
-    FileInfo, NodeName, ResourceAttributes, User, Verb,
+    BearerToken, Capture, CaptureDir, CaptureRef, ClusterId, ClusterTarget, EntryPoint, FileInfo,
+    FileSet, FileSlice, NodeName, ResourceAttributes, User, Verb,
 };
+
+/// The bytes of `slice` out of a whole file's `data` (fewer when the file is shorter), in one
+/// piece.
+fn one_piece(data: &[u8], slice: &FileSlice) -> ByteStream {
+    let from = usize::try_from(slice.start)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let to = usize::try_from(slice.start.saturating_add(slice.len))
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let piece = bytes::Bytes::copy_from_slice(&data[from..to]);
+    Box::pin(futures_util::stream::iter([Ok(piece)]))
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -260,21 +273,14 @@ impl FileFetcher for NodeFileTable {
         })
     }
 
-    async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
-        let files = self.files_in(entry.node.as_str(), dir.path());
-        Ok(tar_of(
-            files.iter().map(|(name, file)| (name.as_str(), file)),
-            None,
-        ))
-    }
-
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        names: &[BaseName],
-    ) -> Result<TarStream> {
-        let files = self.files_in(entry.node.as_str(), dir.path());
+    async fn archive(&self, entry: &EntryPoint, set: &FileSet) -> Result<TarStream> {
+        let files = self.files_in(entry.node.as_str(), set.dir.path());
+        let Some(names) = &set.names else {
+            return Ok(tar_of(
+                files.iter().map(|(name, file)| (name.as_str(), file)),
+                None,
+            ));
+        };
         let mut present = Vec::new();
         let mut missing = None;
         for name in names {
@@ -294,14 +300,8 @@ impl FileFetcher for NodeFileTable {
         Ok(tar_of(present.into_iter(), missing))
     }
 
-    async fn read_file(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        name: &BaseName,
-        start: u64,
-        len: u64,
-    ) -> Result<ByteStream> {
+    async fn read_file(&self, entry: &EntryPoint, slice: &FileSlice) -> Result<ByteStream> {
+        let FileSlice { dir, name, .. } = slice;
         let files = self.files_in(entry.node.as_str(), dir.path());
         let data = files.get(name.as_str()).map(|f| f.data.clone());
         let Some(data) = data else {
@@ -311,12 +311,7 @@ impl FileFetcher for NodeFileTable {
                 capture: dir.path().to_owned(),
             });
         };
-        let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
-        let to = usize::try_from(start.saturating_add(len))
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let piece = bytes::Bytes::copy_from_slice(&data[from..to]);
-        Ok(Box::pin(futures_util::stream::iter([Ok(piece)])))
+        Ok(one_piece(&data, slice))
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
@@ -480,7 +475,7 @@ impl FileFetcher for ScriptedFetcher {
         })
     }
 
-    async fn archive(&self, entry: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+    async fn archive(&self, entry: &EntryPoint, _: &FileSet) -> Result<TarStream> {
         let script = lock(&self.scripts)
             .get(entry.node.as_str())
             .cloned()
@@ -519,36 +514,13 @@ impl FileFetcher for ScriptedFetcher {
         Ok(Box::pin(chunks))
     }
 
-    /// A node's scripted stream, whatever files are named: scripts stand for a node's reads.
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        _: &[BaseName],
-    ) -> Result<TarStream> {
-        self.archive(entry, dir).await
-    }
-
     /// The node's scripted bytes from `start`, at most `len`, in one piece.
-    async fn read_file(
-        &self,
-        entry: &EntryPoint,
-        _: &CaptureDir,
-        _: &BaseName,
-        start: u64,
-        len: u64,
-    ) -> Result<ByteStream> {
+    async fn read_file(&self, entry: &EntryPoint, slice: &FileSlice) -> Result<ByteStream> {
         let data = lock(&self.scripts)
             .get(entry.node.as_str())
             .map(|s| s.data.clone())
             .unwrap_or_default();
-        let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
-        let to = usize::try_from(start.saturating_add(len))
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        Ok(Box::pin(futures_util::stream::iter([Ok(
-            bytes::Bytes::copy_from_slice(&data[from..to]),
-        )])))
+        Ok(one_piece(&data, slice))
     }
 
     async fn list(&self, _: &EntryPoint, _: &CaptureDir) -> Result<Vec<FileInfo>> {

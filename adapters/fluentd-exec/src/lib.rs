@@ -12,8 +12,8 @@ use std::io;
 
 use async_trait::async_trait;
 use packetcapture_domain::{
-    BaseName, ByteStream, CaptureDir, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
-    TarStream,
+    BaseName, ByteStream, CaptureDir, EntryPoint, FileFetcher, FileInfo, FileSet, FileSlice,
+    NodeName, Result, TarStream,
 };
 use packetcapture_kubernetes::EntryPods;
 use running::Exec;
@@ -85,17 +85,8 @@ pub enum Command {
     Archive(CaptureDir),
     /// The named files of the directory, in that order, as a tar stream (`tar`).
     ArchiveFiles(CaptureDir, Vec<BaseName>),
-    /// `len` bytes of one file from byte `start` (`dd`).
-    Read {
-        /// The directory.
-        dir: CaptureDir,
-        /// The file.
-        name: BaseName,
-        /// The first byte.
-        start: u64,
-        /// How many bytes.
-        len: u64,
-    },
+    /// A slice of one file (`dd`).
+    Read(FileSlice),
     /// The directory's regular files with size and modification time (`find` and `stat`).
     List(CaptureDir),
     /// The directory and everything in it removed (`rm`).
@@ -107,7 +98,7 @@ impl Command {
     pub fn program(&self) -> &'static str {
         match self {
             Self::Archive(_) | Self::ArchiveFiles(..) => "tar",
-            Self::Read { .. } => "dd",
+            Self::Read(_) => "dd",
             Self::List(_) => "find",
             Self::Remove(_) => "rm",
         }
@@ -116,7 +107,7 @@ impl Command {
     /// What it does, for messages: "{action} on node N failed".
     pub fn action(&self) -> &'static str {
         match self {
-            Self::Archive(_) | Self::ArchiveFiles(..) | Self::Read { .. } => "reading files",
+            Self::Archive(_) | Self::ArchiveFiles(..) | Self::Read(_) => "reading files",
             Self::List(_) => "listing files",
             Self::Remove(_) => "removing files",
         }
@@ -139,12 +130,12 @@ impl Command {
             }
             // Byte offsets (GNU and BusyBox dd both take iflag=skip_bytes,count_bytes); the
             // path is an operand of its own, never parsed by a shell.
-            Self::Read {
+            Self::Read(FileSlice {
                 dir,
                 name,
                 start,
                 len,
-            } => {
+            }) => {
                 owned = vec![
                     format!("if={}/{name}", dir.path()),
                     format!("skip={start}"),
@@ -190,7 +181,7 @@ impl Command {
         match self {
             Self::Archive(dir) => verdict::archive(relative(dir), exit, stderr),
             Self::ArchiveFiles(dir, _) => verdict::archive_files(relative(dir), exit, stderr),
-            Self::Read { .. } => verdict::read(exit, stderr),
+            Self::Read(_) => verdict::read(exit, stderr),
             Self::List(dir) => verdict::listing(dir.path(), exit, stderr),
             Self::Remove(_) => verdict::removal(exit, stderr),
         }
@@ -288,35 +279,16 @@ impl FileFetcher for ExecFetcher {
         self.pods.find_all(nodes).await
     }
 
-    async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
-        let command = Command::Archive(dir.clone());
-        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
-    }
-
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        names: &[BaseName],
-    ) -> Result<TarStream> {
-        let command = Command::ArchiveFiles(dir.clone(), names.to_vec());
-        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
-    }
-
-    async fn read_file(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        name: &BaseName,
-        start: u64,
-        len: u64,
-    ) -> Result<ByteStream> {
-        let command = Command::Read {
-            dir: dir.clone(),
-            name: name.clone(),
-            start,
-            len,
+    async fn archive(&self, entry: &EntryPoint, set: &FileSet) -> Result<TarStream> {
+        let command = match &set.names {
+            None => Command::Archive(set.dir.clone()),
+            Some(names) => Command::ArchiveFiles(set.dir.clone(), names.clone()),
         };
+        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
+    }
+
+    async fn read_file(&self, entry: &EntryPoint, slice: &FileSlice) -> Result<ByteStream> {
+        let command = Command::Read(slice.clone());
         Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
     }
 
@@ -418,12 +390,12 @@ mod tests {
             "names after --, joined to the validated directory"
         );
         assert_eq!(
-            Command::Read {
+            Command::Read(FileSlice {
                 dir,
                 name: names[0].clone(),
                 start: 5,
                 len: 100
-            }
+            })
             .argv()[2..],
             [
                 "dd",

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use packetcapture_domain::{
-    BaseName, ByteStream, CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo,
-    NodeName, Result, TarStream,
+    ByteStream, CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo, FileSet,
+    FileSlice, NodeName, Result, TarStream,
 };
 use tokio::sync::mpsc;
 
@@ -303,35 +303,21 @@ impl FileFetcher for LocalFetcher {
         }
     }
 
-    async fn archive(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<TarStream> {
-        let path = self.dir(entry, dir);
+    async fn archive(&self, entry: &EntryPoint, set: &FileSet) -> Result<TarStream> {
+        let path = self.dir(entry, &set.dir);
         let node = entry.node.clone();
-        Ok(produce(move |sink| write_tar(&node, &path, sink)))
-    }
-
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        names: &[BaseName],
-    ) -> Result<TarStream> {
-        let path = self.dir(entry, dir);
-        let node = entry.node.clone();
+        let Some(names) = &set.names else {
+            return Ok(produce(move |sink| write_tar(&node, &path, sink)));
+        };
         let names = names.iter().map(|n| n.as_str().to_owned()).collect();
         Ok(produce(move |sink| write_files(&node, &path, names, sink)))
     }
 
-    async fn read_file(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        name: &BaseName,
-        start: u64,
-        len: u64,
-    ) -> Result<ByteStream> {
-        let path = self.dir(entry, dir).join(name.as_str());
+    async fn read_file(&self, entry: &EntryPoint, slice: &FileSlice) -> Result<ByteStream> {
+        let path = self.dir(entry, &slice.dir).join(slice.name.as_str());
+        let (start, len) = (slice.start, slice.len);
         let node = entry.node.clone();
-        let file = name.to_string();
+        let file = slice.name.to_string();
         Ok(produce(move |sink| {
             use std::io::{Seek, Write};
             let unreadable = |reason: String| DomainError::FileUnreadable {

@@ -15,6 +15,7 @@
 pub mod certs;
 mod tracking;
 
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
+use warp::reply::Response;
 
 use crate::startup::StartupError;
 
@@ -140,6 +142,25 @@ pub fn tls_config(certs: Arc<certs::Reloading>) -> rustls::ServerConfig {
     config
 }
 
+/// What the server serves: warp routes that answer every request.
+pub trait Routes:
+    warp::Filter<Extract = (Response,), Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> Routes for F where
+    F: warp::Filter<Extract = (Response,), Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Binds `host:port` (all addresses when `host` is `None`) and serves `routes` over TLS.
 pub async fn serve<F>(
     host: Option<IpAddr>,
@@ -149,12 +170,7 @@ pub async fn serve<F>(
     options: Options,
 ) -> Result<Running, StartupError>
 where
-    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    F::Future: Send,
+    F: Routes,
 {
     let listener = listen(host, port).await.map_err(|e| {
         let on = host.map_or_else(|| "every address".to_owned(), |h| h.to_string());
@@ -184,12 +200,7 @@ async fn run<F>(
     mut stopped: watch::Receiver<bool>,
 ) -> StopReport
 where
-    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    F::Future: Send,
+    F: Routes,
 {
     let reload = certs.watch(options.tls_reload_interval);
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));

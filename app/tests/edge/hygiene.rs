@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use packetcapture_api::server::{self, Options, Running};
 use packetcapture_domain::testing::StaticRouter;
 use packetcapture_domain::{
-    BaseName, CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
-    TarStream,
+    CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, FileSet, FileSlice, NodeName,
+    Result, TarStream,
 };
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -470,7 +470,7 @@ impl FileFetcher for SlowFetcher {
         })
     }
 
-    async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+    async fn archive(&self, _: &EntryPoint, _: &FileSet) -> Result<TarStream> {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(Self::SIZE as u64);
@@ -498,24 +498,7 @@ impl FileFetcher for SlowFetcher {
         Ok(Box::pin(stream))
     }
 
-    /// The same scripted stream, whatever files are named.
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        _: &[BaseName],
-    ) -> Result<TarStream> {
-        self.archive(entry, dir).await
-    }
-
-    async fn read_file(
-        &self,
-        _: &EntryPoint,
-        _: &CaptureDir,
-        _: &BaseName,
-        _: u64,
-        _: u64,
-    ) -> Result<TarStream> {
+    async fn read_file(&self, _: &EntryPoint, _: &FileSlice) -> Result<TarStream> {
         Err(packetcapture_domain::Error::Internal(
             "this test fetcher serves archives only".into(),
         ))

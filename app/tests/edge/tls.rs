@@ -9,8 +9,8 @@ use packetcapture_api::http::routes;
 use packetcapture_api::server::{self, Running};
 use packetcapture_domain::testing::StaticRouter;
 use packetcapture_domain::{
-    BaseName, CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, NodeName, Result,
-    TarStream,
+    CaptureDir, ClusterPorts, EntryPoint, FileFetcher, FileInfo, FileSet, FileSlice, NodeName,
+    Result, TarStream,
 };
 
 use crate::support::*;
@@ -114,7 +114,7 @@ impl FileFetcher for CuttingFetcher {
             handle: "pod".into(),
         })
     }
-    async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+    async fn archive(&self, _: &EntryPoint, _: &FileSet) -> Result<TarStream> {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(300_000);
@@ -137,24 +137,8 @@ impl FileFetcher for CuttingFetcher {
         let chunks = futures_util::stream::iter([Ok(bytes::Bytes::from(bytes))]).chain(failure);
         Ok(Box::pin(chunks))
     }
-    /// The same scripted stream, whatever files are named.
-    async fn archive_files(
-        &self,
-        entry: &EntryPoint,
-        dir: &CaptureDir,
-        _: &[BaseName],
-    ) -> Result<TarStream> {
-        self.archive(entry, dir).await
-    }
 
-    async fn read_file(
-        &self,
-        _: &EntryPoint,
-        _: &CaptureDir,
-        _: &BaseName,
-        _: u64,
-        _: u64,
-    ) -> Result<TarStream> {
+    async fn read_file(&self, _: &EntryPoint, _: &FileSlice) -> Result<TarStream> {
         Err(packetcapture_domain::Error::Internal(
             "this test fetcher serves archives only".into(),
         ))

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::spool::Pipe;
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, TarStream};
-use crate::types::{BaseName, CaptureDir, EntryPoint};
+use crate::types::{BaseName, CaptureDir, EntryPoint, FileSet};
 
 /// The size of the pieces small chunks are gathered into while a pipe spools.
 const GATHER: usize = 128 * 1024;
@@ -132,14 +132,11 @@ async fn pump(
     failure: Arc<Failure>,
 ) {
     let result = async {
-        let stream = match &source.files {
-            None => fetcher.archive(&source.entry, &source.dir).await?,
-            Some(names) => {
-                fetcher
-                    .archive_files(&source.entry, &source.dir, names)
-                    .await?
-            }
+        let set = FileSet {
+            dir: source.dir.clone(),
+            names: source.files.clone(),
         };
+        let stream = fetcher.archive(&source.entry, &set).await?;
         copy(stream, &pipe, &source, options.idle_timeout).await
     }
     .await;

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::error::Error;
-use crate::types::{CaptureName, Namespace, NodeName, printable};
+use crate::types::{BaseName, CaptureName, Namespace, NodeName, printable};
 
 /// Names one PacketCapture.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -96,6 +96,35 @@ pub struct Capture {
     pub resource_version: String,
     /// `status.files`, in order.
     pub files: Vec<NodeFiles>,
+}
+
+/// Files of a capture's directory to read: all of its regular files, or those named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSet {
+    /// The capture's directory on the node.
+    pub dir: CaptureDir,
+    /// The files, in this order; `None`: every regular file of the directory.
+    pub names: Option<Vec<BaseName>>,
+}
+
+impl FileSet {
+    /// Every regular file of `dir`.
+    pub fn all(dir: CaptureDir) -> Self {
+        Self { dir, names: None }
+    }
+}
+
+/// `len` bytes of one file of a capture's directory, from byte `start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSlice {
+    /// The capture's directory on the node.
+    pub dir: CaptureDir,
+    /// The file.
+    pub name: BaseName,
+    /// The first byte.
+    pub start: u64,
+    /// How many bytes.
+    pub len: u64,
 }
 
 /// Where a capture's files live on one node: `{directory}/{ns}/{name}`, validated.

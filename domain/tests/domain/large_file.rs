@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use packetcapture_domain::archive::{Engine, EntryNamer, NodeSource, stream_zip};
 use packetcapture_domain::{
-    BaseName, CaptureDir, CaptureRef, Compression, EntryPoint, Error, FileFetcher, FileInfo,
-    NodeName, Result, TarStream,
+    CaptureDir, CaptureRef, Compression, EntryPoint, Error, FileFetcher, FileInfo, FileSet,
+    FileSlice, NodeName, Result, TarStream,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -106,30 +106,13 @@ impl FileFetcher for Generating {
             handle: String::new(),
         })
     }
-    async fn archive(&self, _: &EntryPoint, _: &CaptureDir) -> Result<TarStream> {
+    async fn archive(&self, _: &EntryPoint, _: &FileSet) -> Result<TarStream> {
         Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
             GeneratedTar::new(),
             1 << 20,
         )))
     }
-    async fn archive_files(
-        &self,
-        _: &EntryPoint,
-        _: &CaptureDir,
-        _: &[BaseName],
-    ) -> Result<TarStream> {
-        Err(Error::Internal(
-            "the generator serves whole directories only".into(),
-        ))
-    }
-    async fn read_file(
-        &self,
-        _: &EntryPoint,
-        _: &CaptureDir,
-        _: &BaseName,
-        _: u64,
-        _: u64,
-    ) -> Result<TarStream> {
+    async fn read_file(&self, _: &EntryPoint, _: &FileSlice) -> Result<TarStream> {
         Err(Error::Internal(
             "the generator serves whole directories only".into(),
         ))

@@ -10,8 +10,8 @@ use packetcapture_domain::testing::{
 };
 use packetcapture_domain::{
     Authenticator, Authorizer, BearerToken, Capture, CaptureDir, CaptureLocator, CaptureRef,
-    ClusterPorts, ClusterRouter, ClusterTarget, Error, FileFetcher, NodeName, ResourceAttributes,
-    StatusUpdate, User, Verb,
+    ClusterPorts, ClusterRouter, ClusterTarget, Error, FileFetcher, FileSet, NodeName,
+    ResourceAttributes, StatusUpdate, User, Verb,
 };
 use packetcapture_fluentd_exec::ExecFetcher;
 use packetcapture_kubernetes::{
@@ -240,7 +240,7 @@ async fn tar_files(
     d: &CaptureDir,
 ) -> Vec<(String, Vec<u8>)> {
     let mut bytes = Vec::new();
-    let mut stream = f.archive(entry, d).await.unwrap();
+    let mut stream = f.archive(entry, &FileSet::all(d.clone())).await.unwrap();
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk.unwrap());
     }
@@ -392,7 +392,7 @@ async fn raw_archive(f: &dyn FileFetcher) -> (Vec<u8>, Option<std::io::Error>) {
     let node = NodeName::new("node-1").unwrap();
     let entry = f.entry_point(&node).await.unwrap();
     let mut stream = f
-        .archive(&entry, &dir("node-1", "web-traffic"))
+        .archive(&entry, &FileSet::all(dir("node-1", "web-traffic")))
         .await
         .unwrap();
     let mut bytes = Vec::new();
