@@ -45,6 +45,7 @@ scenario() {
 start_sim() { # name scenario
   "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
   PIDS+=($!)
+  echo $! >"$OUT/$1.pid"
   for _ in $(seq 1 900); do [ -f "$OUT/$1/ready" ] && return 0; sleep 0.2; done
   cat "$OUT/$1.log"; echo "simulation $1 did not start" >&2; exit 1
 }
@@ -108,12 +109,26 @@ rss_4g=$(peak_rss_mib)
 say "5. Latency, small capture, warm caches"
 LOAD=("$R/packetcapture-load" --url "https://localhost:$PORT/download/bench/small/files.zip" --token "$TOKEN" --cacert "$OUT/sim-fast/ca.crt")
 "${LOAD[@]}" --concurrency 1 --requests 200 >"$OUT/latency-1.txt"
+# CPU per request at 32 clients, by process: the API, the simulation, and the simulation's
+# children (the entry pods' tar processes), from /proc (clock ticks).
+ticks() { awk '{print $14 + $15, $16 + $17}' "/proc/$1/stat"; }
+SIM_FAST_PID=$(cat "$OUT/sim-fast.pid")
+read -r api_t0 _ < <(ticks "$API_PID"); read -r sim_t0 tar_t0 < <(ticks "$SIM_FAST_PID")
 "${LOAD[@]}" --concurrency 32 --requests 1000 >"$OUT/latency-32.txt"
+read -r api_t1 _ < <(ticks "$API_PID"); read -r sim_t1 tar_t1 < <(ticks "$SIM_FAST_PID")
+HZ=$(getconf CLK_TCK)
+per_req_ms() { awk -v t="$1" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz * 1000 / 1000}'; }
+cpu_api=$(per_req_ms $((api_t1 - api_t0))); cpu_sim=$(per_req_ms $((sim_t1 - sim_t0))); cpu_tar=$(per_req_ms $((tar_t1 - tar_t0)))
 val() { grep "^$2=" "$1" | cut -d= -f2; }
 
 say "6. Compression, 1 GiB"
 read -r st_s st_bytes < <(fetch sim-fast "/download/bench/one-gib/files.zip?compression=stored")
 read -r df_s df_bytes < <(fetch sim-fast "/download/bench/one-gib/files.zip?compression=deflate")
+stop_api
+
+say "5. Latency without exec: the same capture read by the local backend (the service's own part)"
+start_api sim-fast PACKETCAPTURE_API_FETCH_BACKEND=local "PACKETCAPTURE_API_LOCAL_ROOT=$(realpath "$OUT/sim-fast/nodes/cluster")"
+"${LOAD[@]}" --concurrency 32 --requests 2000 >"$OUT/latency-32-local.txt"
 stop_api
 
 say "3. Capped exec streams (16 MB/s): 1 node vs 8 nodes of 24 MB, then one node at a time"
@@ -157,6 +172,8 @@ rm -f "$OUT/merged.pcapng"
   echo "| 7 | 8 nodes x 64 MiB, same hours: merged.pcapng | $merged_s s, $(mbps "$merged_bytes" "$merged_s") MB/s, $(awk -v p="$merged_packets" -v s="$merged_s" 'BEGIN {printf "%.2f", p / s / 1e6}') M packets/s ($merged_packets), peak RSS $rss_merged MiB | files.zip of the same: $zip8_s s, $(mbps "$zip8_bytes" "$zip8_s") MB/s | $(ratio "$zip8_s" "$merged_s")x |"
   echo "| 5 | small capture, 1 client: TTFB p50 / p99 | $(val "$OUT/latency-1.txt" ttfb_p50_ms) / $(val "$OUT/latency-1.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-1.txt" total_p50_ms) / $(val "$OUT/latency-1.txt" total_p99_ms) ms | |"
   echo "| 5 | small capture, 32 clients: TTFB p50 / p99 | $(val "$OUT/latency-32.txt" ttfb_p50_ms) / $(val "$OUT/latency-32.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-32.txt" total_p50_ms) / $(val "$OUT/latency-32.txt" total_p99_ms) ms | $(val "$OUT/latency-32.txt" rps) req/s (TTFB p99 target <= 50 ms) |"
+  echo "| 5 | CPU per request at 32 clients: API / simulated API server / entry pods' tar | $cpu_api / $cpu_sim / $cpu_tar ms | 2 cores / total: $(awk -v a="$cpu_api" -v b="$cpu_sim" -v c="$cpu_tar" 'BEGIN {printf "%.0f", 2000 / (a + b + c)}') req/s at most | API share $(awk -v a="$cpu_api" -v b="$cpu_sim" -v c="$cpu_tar" 'BEGIN {printf "%.0f", 100 * a / (a + b + c)}')% |"
+  echo "| 5 | small capture, 32 clients, local backend (no exec: the service's own part): TTFB p50 / p99 | $(val "$OUT/latency-32-local.txt" ttfb_p50_ms) / $(val "$OUT/latency-32-local.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-32-local.txt" total_p50_ms) / $(val "$OUT/latency-32-local.txt" total_p99_ms) ms | $(val "$OUT/latency-32-local.txt" rps) req/s |"
   echo "| 6 | 1 GiB Stored | $(mbps "$st_bytes" "$st_s") MB/s, $st_bytes bytes | | |"
   echo "| 6 | 1 GiB Deflate | $(mbps "$st_bytes" "$df_s") MB/s of input, $df_bytes bytes | Stored | size $(ratio "$df_bytes" "$st_bytes")x, time $(ratio "$df_s" "$st_s")x |"
   if [ -s "$OUT/profile.txt" ]; then

@@ -59,7 +59,7 @@ pub fn init_logging(config: &Config) {
 pub fn run(config: Config) -> Result<(), StartupError> {
     init_logging(&config);
     server::raise_descriptor_limit();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = server::crypto_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -203,3 +203,57 @@ fn a_missing_certificate_is_an_error_naming_the_file() {
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
 }
+
+/// The negotiated cipher suite of a TLS connection to `running` by a client offering `suites`
+/// in that order.
+async fn negotiated(
+    tls: &Tls,
+    running: &Running,
+    suites: Vec<rustls::SupportedCipherSuite>,
+) -> rustls::CipherSuite {
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        ..rustls::crypto::ring::default_provider()
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    stream
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .unwrap()
+        .suite()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_chooses_aes_128_gcm_over_a_client_preferring_aes_256() {
+    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    let tls = self_signed();
+    let running = start(&tls, edge(&local_cluster())).await;
+    // curl and OpenSSL list AES-256 first; the server's order wins (fewer rounds per byte).
+    let both = vec![TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256];
+    assert_eq!(
+        negotiated(&tls, &running, both).await,
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    // A client that offers only AES-256 still connects.
+    assert_eq!(
+        negotiated(&tls, &running, vec![TLS13_AES_256_GCM_SHA384]).await,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    running.stop().await;
+}
