@@ -60,6 +60,7 @@ start_api() { # sim [VAR=value...]
   echo "the API did not start" >&2; exit 1
 }
 stop_api() { kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; }
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$API_PID/status"; }
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / s / 1e6}'; }
@@ -80,7 +81,9 @@ BYTES_1G=$(du -sb "$OUT/sim-fast/nodes/cluster/n1/var/log/calico/pcap/bench/one-
 
 say "1. One node, 1 GiB: the API, kubectl exec tar, kubectl cp"
 start_api sim-fast
+api_cpu0=$(cpu_s "$API_PID")
 read -r api_s api_bytes < <(fetch sim-fast /download/bench/one-gib/files.zip)
+api_cpu=$(awk -v a="$api_cpu0" -v b="$(cpu_s "$API_PID")" 'BEGIN {printf "%.2f", b - a}')
 rss_1g=$(peak_rss_mib)
 # A CPU profile of the same download (a separate run: the profiler slows what it watches).
 command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } >/dev/null 2>&1 || true
@@ -95,7 +98,8 @@ if command -v perf >/dev/null; then
 fi
 stop_api
 POD1=$(pod_on n1)
-t0=$(now); "${KC[@]}" exec "$POD1" -- tar cf - -C /var/log/calico/pcap/bench one-gib >/dev/null; t1=$(now)
+t0=$(now); /usr/bin/time -f '%U %S' -o "$OUT/kubectl-cpu" "${KC[@]}" exec "$POD1" -- tar cf - -C /var/log/calico/pcap/bench one-gib >/dev/null; t1=$(now)
+kubectl_cpu=$(awk '{printf "%.2f", $1 + $2}' "$OUT/kubectl-cpu")
 exec_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 rm -rf "$OUT/cp"; t0=$(now); "${KC[@]}" cp "$POD1:/var/log/calico/pcap/bench/one-gib" "$OUT/cp" >/dev/null 2>&1; t1=$(now)
 cp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
@@ -164,6 +168,7 @@ rm -f "$OUT/merged.pcapng"
   echo "| # | Measure | Figure | Baseline | Ratio |"
   echo "| --- | --- | --- | --- | --- |"
   echo "| 1 | 1 GiB, one node: API download (curl, HTTPS, zip) | $(mbps "$api_bytes" "$api_s") MB/s ($api_s s) | kubectl exec tar: $(mbps "$BYTES_1G" "$exec_s") MB/s ($exec_s s) | $(ratio "$exec_s" "$api_s")x |"
+  echo "| 1 | CPU of that download: the API (TLS both ways, tar to zip, CRC-32, SHA-256) | $api_cpu s | kubectl (TLS, WebSocket): $kubectl_cpu s | |"
   echo "| 1 | | | kubectl cp: $(mbps "$cp_bytes" "$cp_s") MB/s ($cp_s s) | $(ratio "$cp_s" "$api_s")x |"
   echo "| 2 | API peak RSS: 1 GiB / 4 GiB ($(mbps "$api4_bytes" "$api4_s") MB/s) / 8 capped nodes / 64 nodes | $rss_1g / $rss_4g / $rss_8 / $rss_64 MiB | target <= 32 MiB each | 4 GiB / 1 GiB: $(ratio "$rss_4g" "$rss_1g")x |"
   echo "| 3 | 8 nodes x 24 MB, each exec capped at 16 MB/s: API | $eight_s s | 1 such node: $one_s s | $(ratio "$eight_s" "$one_s")x (target <= 1.25x) |"

@@ -184,6 +184,8 @@ pub enum Failure {
     MalformedUrl,
     /// A known route with another method; the methods it answers.
     MethodNotAllowed(&'static [Method]),
+    /// The request's header fields are larger than the server takes.
+    HeadTooLarge,
     /// The use case failed.
     Domain(Error),
 }
@@ -254,6 +256,11 @@ async fn answer(
     headers: &HeaderMap,
     query: &str,
 ) -> Result<warp::reply::Response, Failure> {
+    // HTTP/1.1 heads past the limit never get here (hyper answers 431 itself); an HTTP/2 header
+    // list is decoded up to twice the limit and refused here with the same status.
+    if head_size(headers) > crate::server::MAX_HEAD {
+        return Err(Failure::HeadTooLarge);
+    }
     let route = route?;
     if !route.allowed().contains(method) {
         return Err(Failure::MethodNotAllowed(route.allowed()));
@@ -686,6 +693,15 @@ fn impersonation(headers: &HeaderMap) -> Result<Impersonation, Error> {
     })
 }
 
+/// The size of a header list as HTTP/2 counts it (RFC 9113 §6.5.2): name, value and 32 bytes
+/// per field.
+fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
 /// The status for a failure: the one place that decides it. Exhaustive over the domain's
 /// errors, so a new variant does not compile until it has a status.
 pub fn status_of(failure: &Failure) -> StatusCode {
@@ -693,6 +709,7 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         Failure::NotFound => return StatusCode::NOT_FOUND,
         Failure::MalformedUrl => return StatusCode::BAD_REQUEST,
         Failure::MethodNotAllowed(_) => return StatusCode::METHOD_NOT_ALLOWED,
+        Failure::HeadTooLarge => return StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Failure::Domain(error) => error,
     };
     match error {
@@ -735,6 +752,10 @@ fn message_of(failure: &Failure, status: StatusCode) -> String {
         Failure::NotFound => "not found".into(),
         Failure::MalformedUrl => "request URL is malformed".into(),
         Failure::MethodNotAllowed(_) => "method not allowed".into(),
+        Failure::HeadTooLarge => format!(
+            "request header fields are larger than {} KiB: send fewer or shorter headers",
+            crate::server::MAX_HEAD / 1024
+        ),
         Failure::Domain(_) if status == StatusCode::INTERNAL_SERVER_ERROR => {
             "internal server error".into()
         }
@@ -762,7 +783,7 @@ fn error_response(failure: &Failure, method: &Method, path: &str) -> warp::reply
                 response.headers_mut().insert(ALLOW, v);
             }
         }
-        Failure::NotFound | Failure::MalformedUrl => {}
+        Failure::NotFound | Failure::MalformedUrl | Failure::HeadTooLarge => {}
     }
     if status == StatusCode::UNAUTHORIZED {
         response

@@ -351,7 +351,9 @@ async fn serve_connection<S, B>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX))
+        // Decoded up to twice the limit so the edge can answer 431; past that h2 refuses the
+        // stream or the connection itself.
+        .max_header_list_size(u32::try_from(2 * MAX_HEAD).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let conn = builder.serve_connection(TokioIo::new(tls), tracked);
