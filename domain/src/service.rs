@@ -60,7 +60,8 @@ pub struct NodeFile {
     pub finished: bool,
     fetcher: std::sync::Arc<dyn FileFetcher>,
     entry: EntryPoint,
-    slice: FileSlice,
+    dir: CaptureDir,
+    name: BaseName,
 }
 
 impl std::fmt::Debug for NodeFile {
@@ -81,9 +82,10 @@ impl NodeFile {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
         let slice = FileSlice {
+            dir: self.dir.clone(),
+            name: self.name.clone(),
             start,
             len,
-            ..self.slice.clone()
         };
         let inner = self.fetcher.read_file(&self.entry, &slice).await?;
         Ok(Box::pin(Counted {
@@ -91,7 +93,7 @@ impl NodeFile {
             left: len,
             expected: len,
             node: self.node.to_string(),
-            file: self.slice.name.to_string(),
+            file: self.name.to_string(),
             done: false,
         }))
     }
@@ -458,12 +460,8 @@ impl CaptureService {
             finished: status.state == Some(CaptureState::Finished),
             fetcher,
             entry,
-            slice: FileSlice {
-                dir,
-                name: name.clone(),
-                start: 0,
-                len: 0,
-            },
+            dir,
+            name: name.clone(),
         })
     }
 
