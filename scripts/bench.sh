@@ -13,7 +13,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 say "Building release binaries"
-cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bins >&2
+cargo build --release --locked -p packetcapture-api -p packetcapture-tests -p kubectl-packetcapture --bins >&2
 
 MiB=1048576
 RBAC='    rbac:
@@ -85,6 +85,12 @@ api_cpu0=$(cpu_s "$API_PID")
 read -r api_s api_bytes < <(fetch sim-fast /download/bench/one-gib/files.zip)
 api_cpu=$(awk -v a="$api_cpu0" -v b="$(cpu_s "$API_PID")" 'BEGIN {printf "%.2f", b - a}')
 rss_1g=$(peak_rss_mib)
+# The same download through the plugin (kube's client: HTTP/1.1), written to /dev/null.
+t0=$(now)
+"$R/kubectl-packetcapture" --server "https://localhost:$PORT" --token "$TOKEN" \
+  --certificate-authority "$OUT/sim-fast/ca.crt" get bench/one-gib -o - >/dev/null 2>"$OUT/plugin.log"
+t1=$(now)
+plugin_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 # A CPU profile of the same download (a separate run: the profiler slows what it watches).
 command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } >/dev/null 2>&1 || true
 if command -v perf >/dev/null; then
@@ -168,6 +174,7 @@ rm -f "$OUT/merged.pcapng"
   echo "| # | Measure | Figure | Baseline | Ratio |"
   echo "| --- | --- | --- | --- | --- |"
   echo "| 1 | 1 GiB, one node: API download (curl, HTTPS, zip) | $(mbps "$api_bytes" "$api_s") MB/s ($api_s s) | kubectl exec tar: $(mbps "$BYTES_1G" "$exec_s") MB/s ($exec_s s) | $(ratio "$exec_s" "$api_s")x |"
+  echo "| 1 | the same through kubectl packetcapture (HTTP/1.1) | $(mbps "$api_bytes" "$plugin_s") MB/s ($plugin_s s) | kubectl exec tar | $(ratio "$exec_s" "$plugin_s")x |"
   echo "| 1 | CPU of that download: the API (TLS both ways, tar to zip, CRC-32, SHA-256) | $api_cpu s | kubectl (TLS, WebSocket): $kubectl_cpu s | |"
   echo "| 1 | | | kubectl cp: $(mbps "$cp_bytes" "$cp_s") MB/s ($cp_s s) | $(ratio "$cp_s" "$api_s")x |"
   echo "| 2 | API peak RSS: 1 GiB / 4 GiB ($(mbps "$api4_bytes" "$api4_s") MB/s) / 8 capped nodes / 64 nodes | $rss_1g / $rss_4g / $rss_8 / $rss_64 MiB | target <= 32 MiB each | 4 GiB / 1 GiB: $(ratio "$rss_4g" "$rss_1g")x |"

@@ -158,7 +158,7 @@ fn capture_only(text: &str) -> Result<(String, String), CliError> {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {

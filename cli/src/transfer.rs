@@ -75,18 +75,32 @@ pub async fn receive(
     kept: &str,
 ) -> Result<u64, CliError> {
     let from = bar.position();
-    tokio::select! {
-        result = body_to(response, out, bar, kept) => result,
+    // Written a megabyte at a time: tokio's files and stdout make every write a hand-off to a
+    // blocking thread, and the body arrives in pieces of about 16 KiB.
+    let mut buffered = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+    let result = tokio::select! {
+        result = body_to(response, &mut buffered, bar, kept) => result,
         _ = tokio::signal::ctrl_c() => {
             bar.abandon();
             Err(CliError::Interrupted { bytes: bar.position() - from, kept: kept.to_owned() })
         }
-    }
+    };
+    // What was received is kept whatever happened (a cut single file is resumed from it).
+    let flushed = buffered
+        .flush()
+        .await
+        .map_err(|e| CliError::Local(format!("cannot write the download: {e}")));
+    let written = result?;
+    flushed?;
+    Ok(written)
 }
+
+/// How much of a download is gathered before it is written out.
+const WRITE_BUFFER: usize = 1 << 20;
 
 async fn body_to(
     response: http::Response<kube::client::Body>,
-    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    out: &mut (impl tokio::io::AsyncWrite + Unpin + Send),
     bar: &ProgressBar,
     cut_note: &str,
 ) -> Result<u64, CliError> {
@@ -113,9 +127,6 @@ async fn body_to(
             }
         }
     }
-    out.flush()
-        .await
-        .map_err(|e| CliError::Local(format!("cannot write the download: {e}")))?;
     Ok(written)
 }
 

@@ -384,13 +384,15 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_a_resumable_single_file(
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Interrupted once bytes have arrived.
+        // Interrupted while bytes arrive (100 kB/s): the plugin gathers them before writing, so
+        // the file is watched for its creation, then some bytes are let in.
         for _ in 0..100 {
-            if std::fs::metadata(&watch).is_ok_and(|m| m.len() > 0) {
+            if std::fs::metadata(&watch).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        std::thread::sleep(std::time::Duration::from_millis(700));
         let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
         child.wait_with_output().unwrap()
@@ -416,8 +418,14 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_a_resumable_single_file(
     );
     assert_eq!(one.status.code(), Some(130), "{}", stderr(&one));
     assert!(!w.file(&name).exists());
+    // What arrived before Ctrl-C is on disk, kept for a resume.
+    let kept = std::fs::read(w.file(&format!("{name}.part"))).unwrap();
+    let whole = std::fs::read(node_file(&w.sim, "node-2", &name)).unwrap();
     assert!(
-        w.file(&format!("{name}.part")).exists(),
-        "kept for a resume"
+        !kept.is_empty() && kept.len() < whole.len(),
+        "{} of {} bytes kept",
+        kept.len(),
+        whole.len()
     );
+    assert_eq!(kept, whole[..kept.len()]);
 }
