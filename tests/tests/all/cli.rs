@@ -85,6 +85,16 @@ impl World {
         c
     }
 
+    /// `kubectl ARGS` with the plugin on its PATH, run to its end.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("PATH", path_with_plugin())
+            .env("HOME", self.work.path())
+            .output()
+            .unwrap()
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
     }
@@ -113,36 +123,30 @@ fn names_on(sim: &TestSim, node: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_finds_the_plugin_and_runs_it() {
     let w = world().await;
-    let listed = Command::new("kubectl")
-        .args(["plugin", "list"])
-        .env("PATH", path_with_plugin())
-        .env("HOME", w.work.path())
-        .output()
-        .unwrap();
+    let listed = w.kubectl(&["plugin", "list"]);
     let out = String::from_utf8_lossy(&listed.stdout);
     assert!(
         out.lines().any(|l| l.ends_with("/kubectl-packetcapture")),
         "kubectl plugin list: {out}{}",
         stderr(&listed)
     );
-    let help = Command::new("kubectl")
-        .args(["packetcapture", "--help"])
-        .env("PATH", path_with_plugin())
-        .env("HOME", w.work.path())
-        .output()
-        .unwrap();
+    let help = w.kubectl(&["packetcapture", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success(), "{}", stderr(&help));
     assert!(text.contains("Exit codes"), "{text}");
     // Through kubectl, with the token from --token.
-    let ls = Command::new("kubectl")
-        .args(["packetcapture", "--token", "jane-token", "ls", "dev/mesh"])
-        .args(["--server", &w.api.url, "--certificate-authority"])
-        .arg(w.sim.out.join("ca.crt"))
-        .env("PATH", path_with_plugin())
-        .env("HOME", w.work.path())
-        .output()
-        .unwrap();
+    let ca = w.sim.out.join("ca.crt");
+    let ls = w.kubectl(&[
+        "packetcapture",
+        "--token",
+        "jane-token",
+        "ls",
+        "dev/mesh",
+        "--server",
+        &w.api.url,
+        "--certificate-authority",
+        ca.to_str().unwrap(),
+    ]);
     assert!(ls.status.success(), "{}", stderr(&ls));
     let table = String::from_utf8_lossy(&ls.stdout);
     assert!(table.starts_with("NODE"), "{table}");
