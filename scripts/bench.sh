@@ -75,7 +75,7 @@ say "Generating the captures (1 GiB, 4 GiB, 8 x 24 MB capped, 64 x 8 MiB, 8 x 64
 start_sim sim-fast "$OUT/fast.yaml"
 start_sim sim-capped "$OUT/capped.yaml"
 start_sim sim-wide "$OUT/wide.yaml"
-KC=(kubectl --kubeconfig "$OUT/sim-fast/kubeconfig" --cache-dir "$OUT/kube-cache" -n tigera-fluentd)
+KC=(kubectl --kubeconfig "$OUT/sim-fast/admin.kubeconfig" --cache-dir "$OUT/kube-cache" -n tigera-fluentd)
 pod_on() { "${KC[@]}" get pods -o jsonpath="{.items[?(@.spec.nodeName==\"$1\")].metadata.name}"; }
 BYTES_1G=$(du -sb "$OUT/sim-fast/nodes/cluster/n1/var/log/calico/pcap/bench/one-gib" | cut -f1)
 

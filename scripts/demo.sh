@@ -160,7 +160,7 @@ cat <<EOT
   curl --cacert $DIR/ca.crt https://localhost:$PORT/openapi.json
 
   # the simulated cluster also serves kubectl
-  kubectl --kubeconfig $DIR/kubeconfig get pods -n tigera-fluentd
+  kubectl --kubeconfig $DIR/admin.kubeconfig get pods -n tigera-fluentd
 
 Logs: $DIR/api.log, $DIR/sim.log
 EOT

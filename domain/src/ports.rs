@@ -76,10 +76,12 @@ pub trait FileFetcher: Send + Sync {
         Ok(entries)
     }
 
-    /// The files of `set` as a tar stream. Every regular file of the directory: a directory
-    /// that does not exist is a complete tar stream with no file. Named files, in the order
-    /// given: one that does not exist (or cannot be read whole) fails the stream with
-    /// [`crate::Error::FileUnreadable`] naming it.
+    /// The files of `set` as a tar stream: every regular file of the directory, or the named
+    /// ones in the order given. The files are those on the node when the read reaches them: a
+    /// directory that does not exist is a complete tar stream with no file, and a file that is
+    /// not there (retention removed it after the capture's status listed it) is left out, with
+    /// a log line naming it. A file that is there but cannot be read whole fails the stream
+    /// with [`crate::Error::FileUnreadable`] naming it.
     async fn archive(&self, entry: &EntryPoint, set: &FileSet) -> Result<TarStream>;
 
     /// The bytes of `slice` (the caller checked they exist). The stream may end early when the

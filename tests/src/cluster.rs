@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 
 use crate::pcap;
-use crate::scenario::{ClusterSpec, EntryPodSpec, Faults, RuleSpec, Scenario, service_rules};
+use crate::rbac::{Decision, Policy};
+use crate::scenario::{ClusterSpec, EntryPodSpec, Faults, Scenario, UserKind};
 
 /// Locks, ignoring poisoning (a panicked test thread must not wedge the simulation).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -29,7 +30,7 @@ pub struct UserInfo {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
-/// What an API request asks to do, for RBAC.
+/// What an API request asks to do, for RBAC (kube-apiserver's authorizer attributes).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Attributes {
     /// Verb.
@@ -44,6 +45,8 @@ pub struct Attributes {
     pub namespace: String,
     /// Name.
     pub name: String,
+    /// The path of a non-resource request (`/version`); `None` for a resource request.
+    pub path: Option<String>,
 }
 
 /// One request as a cluster saw it.
@@ -57,6 +60,8 @@ pub struct RequestRecord {
     pub cluster_header: Option<String>,
     /// The authenticated user, if any.
     pub user: Option<String>,
+    /// Its headers but `Authorization`, names lower-cased, in the order sent.
+    pub headers: Vec<(String, String)>,
 }
 
 /// One simulated cluster.
@@ -76,8 +81,8 @@ pub struct Cluster {
     /// PacketCapture objects by `(namespace, name)`.
     pub captures: Mutex<BTreeMap<(String, String), Value>>,
     resource_version: AtomicU64,
-    /// RBAC allow rules.
-    pub rules: Vec<RuleSpec>,
+    /// RBAC objects, changeable at run time.
+    pub policy: Mutex<Policy>,
     /// Faults, changeable at run time.
     pub faults: Mutex<Faults>,
     /// Requests seen.
@@ -89,12 +94,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    fn new(
-        spec: &ClusterSpec,
-        local: bool,
-        out: &Path,
-        rules: Vec<RuleSpec>,
-    ) -> std::io::Result<Self> {
+    fn new(spec: &ClusterSpec, local: bool, out: &Path, policy: Policy) -> std::io::Result<Self> {
         let node_root = out.join("nodes").join(&spec.name);
         for node in &spec.nodes {
             std::fs::create_dir_all(node_root.join(node))?;
@@ -108,7 +108,7 @@ impl Cluster {
             entry: spec.entry_pods.clone(),
             captures: Mutex::new(BTreeMap::new()),
             resource_version: AtomicU64::new(1000),
-            rules,
+            policy: Mutex::new(policy),
             faults: Mutex::new(spec.faults.clone()),
             log: Mutex::new(Vec::new()),
             running_execs: AtomicU64::new(0),
@@ -214,6 +214,9 @@ impl Cluster {
 
     /// The entry pod name of a node.
     pub fn entry_pod_name(&self, node: &str) -> String {
+        if let Some(name) = self.entry.names.get(node) {
+            return name.clone();
+        }
         let prefix = self
             .entry
             .labels
@@ -222,6 +225,13 @@ impl Cluster {
             .map(String::as_str)
             .unwrap_or("entry");
         format!("{prefix}-{}", short_hash(node, 5))
+    }
+
+    /// The address of a node's kubelet (127.0.0.2 for the first node, as in the recording of
+    /// a real cluster).
+    pub fn kubelet_address(&self, node: &str) -> String {
+        let index = self.nodes.iter().position(|n| n == node).unwrap_or(0);
+        format!("127.0.0.{}", index + 2)
     }
 
     /// The entry pods that exist now (nodes whose pod is "missing" have none).
@@ -269,9 +279,34 @@ impl Cluster {
             .cloned()
     }
 
-    /// Whether `user` may act as `a` says.
-    pub fn allowed(&self, user: &UserInfo, a: &Attributes) -> bool {
-        self.rules.iter().any(|r| rule_allows(r, user, a))
+    /// What RBAC decides for `user` acting as `a` says.
+    pub fn authorize(&self, user: &UserInfo, a: &Attributes) -> Decision {
+        lock(&self.policy).authorize(user, a)
+    }
+
+    /// Adds RBAC objects (YAML) while the cluster runs, as `kubectl apply` would.
+    pub fn apply_rbac(&self, yaml: &str) -> Result<(), String> {
+        let more = Policy::from_yaml(yaml)?;
+        lock(&self.policy).extend(more);
+        Ok(())
+    }
+
+    /// Adds or replaces a PacketCapture (its `metadata.namespace` and `name` say which), with a
+    /// new resource version, as `kubectl apply` would.
+    pub fn put_capture(&self, mut object: Value) {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        object["metadata"]["resourceVersion"] = json!(self.next_version());
+        if object["metadata"]["uid"].is_null() {
+            object["metadata"]["uid"] = json!(short_hash(&format!("{ns}/{name}"), 16));
+        }
+        lock(&self.captures).insert((ns, name), object);
     }
 
     /// Records a request.
@@ -283,37 +318,6 @@ impl Cluster {
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.log).clone()
     }
-}
-
-fn matches(list: &[String], value: &str) -> bool {
-    list.iter().any(|v| v == "*" || v == value)
-}
-
-fn rule_allows(r: &RuleSpec, user: &UserInfo, a: &Attributes) -> bool {
-    let subject = r.subjects.iter().any(|s| match s.split_once(':') {
-        Some(("user", name)) => name == user.name,
-        Some(("group", group)) => user.groups.iter().any(|g| g == group),
-        Some(("serviceaccount", rest)) => format!("system:serviceaccount:{rest}") == user.name,
-        _ => false,
-    });
-    let full = if a.subresource.is_empty() {
-        a.resource.clone()
-    } else {
-        format!("{}/{}", a.resource, a.subresource)
-    };
-    let resource = r.resources.iter().any(|res| {
-        res == "*"
-            || *res == full
-            || (res.ends_with("/*")
-                && !a.subresource.is_empty()
-                && res.trim_end_matches("/*") == a.resource)
-    });
-    subject
-        && matches(&r.verbs, &a.verb)
-        && matches(&r.api_groups, &a.group)
-        && resource
-        && (r.namespaces.is_empty() || r.namespaces.contains(&a.namespace))
-        && (r.names.is_empty() || r.names.contains(&a.name))
 }
 
 /// Links every allowed program to BusyBox in `{out}/busybox-bin`, if BusyBox is installed.
@@ -367,7 +371,14 @@ pub struct World {
     pub service_user: String,
     /// The service account's token.
     pub service_token: String,
+    /// The administrator's token (`system:masters`).
+    pub admin_token: String,
+    /// The Kubernetes minor version the API servers report and authorize as.
+    pub minor: u32,
 }
+
+/// The administrator's user name.
+pub const ADMIN: &str = "kubernetes-admin";
 
 impl World {
     /// Builds the clusters and writes their node files under `out`.
@@ -381,20 +392,21 @@ impl World {
         let sa = &scenario.service_account;
         let service_user = sa.user_name();
         let service_token = format!("sim-sa-{}", random_token());
+        users.insert(service_token.clone(), service_account_user(&service_user));
+        tokens.insert(sa.name.clone(), service_token.clone());
+        // The cluster's administrator (kubeadm's name; `system:masters`), for tools and tests
+        // that look at the cluster rather than act as the service.
+        let admin_token = format!("sim-admin-{}", random_token());
         users.insert(
-            service_token.clone(),
+            admin_token.clone(),
             UserInfo {
-                name: service_user.clone(),
-                uid: short_hash(&service_user, 12),
-                groups: vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{}", sa.namespace),
-                    "system:authenticated".into(),
-                ],
+                name: ADMIN.into(),
+                uid: short_hash(ADMIN, 12),
+                groups: vec![crate::rbac::MASTERS.into(), "system:authenticated".into()],
                 extra: BTreeMap::new(),
             },
         );
-        tokens.insert(sa.name.clone(), service_token.clone());
+        tokens.insert(ADMIN.into(), admin_token.clone());
         for u in &scenario.users {
             let token = match (u.kind, &u.token) {
                 (crate::scenario::UserKind::Dex, _) => {
@@ -406,24 +418,27 @@ impl World {
             if token.is_empty() {
                 continue;
             }
-            let mut groups = u.groups.clone();
-            groups.push("system:authenticated".into());
-            users.insert(
-                token.clone(),
+            let user = if u.kind == UserKind::ServiceAccount {
+                let mut user = service_account_user(&u.name);
+                user.groups.splice(0..0, u.groups.iter().cloned());
+                user
+            } else {
+                let mut groups = u.groups.clone();
+                groups.push("system:authenticated".into());
                 UserInfo {
                     name: u.name.clone(),
                     uid: short_hash(&u.name, 12),
                     groups,
                     extra: BTreeMap::new(),
-                },
-            );
+                }
+            };
+            users.insert(token.clone(), user);
             tokens.insert(u.name.clone(), token);
         }
         let mut clusters = Vec::new();
         for (i, spec) in scenario.clusters.iter().enumerate() {
-            let mut rules = spec.rbac.clone();
-            rules.extend(service_rules(sa, &spec.entry_pods.namespace));
-            clusters.push(Arc::new(Cluster::new(spec, i == 0, out, rules)?));
+            let policy = scenario.policy(spec).map_err(std::io::Error::other)?;
+            clusters.push(Arc::new(Cluster::new(spec, i == 0, out, policy)?));
         }
         Ok(Self {
             users,
@@ -431,6 +446,8 @@ impl World {
             clusters,
             service_user,
             service_token,
+            admin_token,
+            minor: scenario.kubernetes_minor,
         })
     }
 
@@ -443,6 +460,43 @@ impl World {
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.iter().find(|c| c.name == name)
     }
+}
+
+/// A service account's user as its token authenticates: `system:serviceaccount:NS:NAME`, its
+/// groups, and the credential id a bound token carries.
+fn service_account_user(name: &str) -> UserInfo {
+    let ns = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, _)| ns)
+        .unwrap_or_default();
+    UserInfo {
+        name: name.to_owned(),
+        uid: short_hash(name, 12),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
+        extra: [(
+            "authentication.kubernetes.io/credential-id".to_owned(),
+            vec![format!("JTI={}", uuid_like(name))],
+        )]
+        .into(),
+    }
+}
+
+/// A UUID-shaped stable string.
+fn uuid_like(s: &str) -> String {
+    let h = format!("{:016x}{:016x}", seed_of(s), seed_of(&format!("{s}#")));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// 24 random hex characters.

@@ -3,8 +3,14 @@
 //! The command runs without a shell, with the entry pod's node directory standing in for the
 //! pod's file system: absolute paths in its arguments are mapped under the node's directory
 //! (for `tar`, an absolute member becomes `-C {node} relative`, so member names are what a real
-//! `tar` in the pod writes). Frames: 1 stdout, 2 stderr, 3 the `Status`; then close 1000. The
-//! socket is read all along (pings are answered, a client leaving kills the command).
+//! `tar` in the pod writes), and the node's directory is taken out of what it prints on stderr
+//! (and on stdout for the listing programs), so messages name the pod's paths.
+//!
+//! Framing as kube-apiserver's stream translator sends it (recorded from a real one): an empty
+//! stdout frame first, stdout in frames of at most 32 KiB, stderr as it comes, one channel-3
+//! `Status` (`command terminated with exit code N`; a command that cannot start is an
+//! `InternalError` with code 500), then close 1000 with an empty reason; no pings. The socket
+//! is read all along (pings are answered, a client leaving kills the command).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -65,22 +71,44 @@ pub struct Mapped {
 /// Subprotocols, in order of preference.
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
+/// The largest stdout frame kube-apiserver's stream translator sends (data bytes).
+pub const MAX_FRAME: usize = 32 * 1024;
+
+/// Programs whose stdout is text naming paths (the node's directory is taken out of it).
+const LISTINGS: &[&str] = &["find", "stat", "ls", "du", "sha256sum"];
+
+/// Why a command cannot be mapped into the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unmapped {
+    /// No command at all.
+    Empty,
+    /// The program is not in the pod: the container runtime refuses to start it.
+    NotFound(String),
+    /// `env` was asked to run a program the pod does not have: `env` exits 127.
+    EnvNotFound(String),
+}
+
 /// Maps a command's arguments into the node's directory; the program must be allowed. A
 /// leading `env NAME=VALUE...` sets variables for the command (as `env` itself would).
-pub fn map_command(root: &Path, argv: &[String]) -> Result<Mapped, String> {
+pub fn map_command(root: &Path, argv: &[String]) -> Result<Mapped, Unmapped> {
     let mut env = Vec::new();
     let mut argv = argv;
+    let mut through_env = false;
     if argv
         .first()
         .is_some_and(|p| p.rsplit('/').next() == Some("env"))
     {
+        through_env = true;
         argv = &argv[1..];
         while let Some((name, value)) = argv.first().and_then(|a| a.split_once('=')) {
             env.push((name.to_owned(), value.to_owned()));
             argv = &argv[1..];
         }
     }
-    let (program, args, target) = map_program(root, argv)?;
+    let (program, args, target) = map_program(root, argv).map_err(|e| match e {
+        Unmapped::NotFound(p) if through_env => Unmapped::EnvNotFound(p),
+        e => e,
+    })?;
     Ok(Mapped {
         program,
         args,
@@ -92,13 +120,11 @@ pub fn map_command(root: &Path, argv: &[String]) -> Result<Mapped, String> {
 fn map_program(
     root: &Path,
     argv: &[String],
-) -> Result<(String, Vec<String>, Option<PathBuf>), String> {
-    let program = argv.first().ok_or("you must specify at least 1 command")?;
+) -> Result<(String, Vec<String>, Option<PathBuf>), Unmapped> {
+    let program = argv.first().ok_or(Unmapped::Empty)?;
     let name = program.rsplit('/').next().unwrap_or(program);
     if !ALLOWED.contains(&name) {
-        return Err(format!(
-            "exec: \"{program}\": executable file not found in $PATH"
-        ));
+        return Err(Unmapped::NotFound(program.clone()));
     }
     let under = |p: &str| match p.trim_start_matches('/') {
         "" => root.display().to_string(),
@@ -269,13 +295,52 @@ pub async fn handle(
     };
     let root = cluster.node_root.join(&node);
     let mapped = map_command(&root, &command);
+    let kubelet = cluster.kubelet_address(&node);
+    let unreachable = cluster.faults().kubelet_down.contains(&node).then(|| {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(command.iter().map(|c| ("command", c.as_str())))
+            .append_pair("error", "1")
+            .append_pair("output", "1")
+            .finish();
+        let pod = cluster.entry_pod_name(&node);
+        let dial = format!("dial tcp {kubelet}:10250: connect: connection refused");
+        (
+            format!(
+                "error sending request: Post \"https://{kubelet}:10250/exec/{}/{pod}/{}?{query}\": {dial}",
+                cluster.entry.namespace, cluster.entry.container
+            ),
+            dial,
+        )
+    });
+    if let Some((_, dial)) = &unreachable
+        && *protocol != PROTOCOLS[0]
+    {
+        // Without the stream translator (v4 only) the API server dials the kubelet before it
+        // upgrades: a plain 500, with no reason.
+        return crate::http::json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &crate::http::status_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                &format!("error dialing backend: {dial}"),
+                None,
+            ),
+        );
+    }
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         cluster.running_execs.fetch_add(1, Ordering::SeqCst);
-        run(ws, &cluster, root, mapped, streams).await;
+        match unreachable {
+            Some((message, _)) => {
+                let (mut sink, _) = ws.split();
+                let _ = sink.send(frame(1, &[])).await;
+                end(&mut sink, internal_error(&message)).await;
+            }
+            None => run(ws, &cluster, root, mapped, streams).await,
+        }
         cluster.running_execs.fetch_sub(1, Ordering::SeqCst);
     });
     let mut r = Response::new(full(Bytes::new()));
@@ -357,27 +422,51 @@ fn exit_frame(code: i32) -> Message {
         json!({"metadata": {}, "status": "Success"})
     } else {
         json!({"metadata": {}, "status": "Failure",
-               "message": format!("command terminated with non-zero exit code: exit status {code}"),
+               "message": format!("command terminated with non-zero exit code: command terminated with exit code {code}"),
                "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
     };
     frame(3, status.to_string().as_bytes())
 }
 
-/// The status frame for a command that could not run.
-fn failure_frame(message: &str) -> Message {
-    let status = json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError",
-                        "details": {"causes": [{"message": message}]}});
+/// The status frame of an error the API server reports itself (`InternalError`, code 500):
+/// the cause is the error, the message says "Internal error occurred: " before it.
+fn internal_error(cause: &str) -> Message {
+    let status = json!({"metadata": {}, "status": "Failure", "message": format!("Internal error occurred: {cause}"),
+                        "reason": "InternalError", "details": {"causes": [{"message": cause}]}, "code": 500});
     frame(3, status.to_string().as_bytes())
+}
+
+/// The status frame for a command the container runtime could not start.
+fn cannot_start(program: &str, why: &str) -> Message {
+    internal_error(&format!(
+        "Internal error occurred: error executing command in container: exec: \"{program}\": {why}"
+    ))
+}
+
+/// `text` with every occurrence of the node's directory taken out, so paths read as the pod's.
+fn in_pod(text: &[u8], root: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.windows(root.len()).position(|w| w == root) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at + root.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 async fn run(
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
     cluster: &Cluster,
     root: PathBuf,
-    mapped: Result<Mapped, String>,
+    mapped: Result<Mapped, Unmapped>,
     streams: Streams,
 ) {
     let (mut sink, mut stream) = ws.split();
+    // kube-apiserver's translator opens every exec with an empty stdout frame.
+    if sink.send(frame(1, &[])).await.is_err() {
+        return;
+    }
     // Read all along: answers pings, and notices a client that leaves.
     let (gone_tx, mut gone) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(async move {
@@ -397,8 +486,21 @@ async fn run(
         target,
     } = match mapped {
         Ok(m) => m,
-        Err(message) => {
-            end(&mut sink, failure_frame(&message)).await;
+        Err(unmapped) => {
+            let status = match unmapped {
+                Unmapped::Empty => internal_error("you must specify at least 1 command"),
+                Unmapped::NotFound(p) => cannot_start(&p, "executable file not found in $PATH"),
+                Unmapped::EnvNotFound(p) => {
+                    let _ = sink
+                        .send(frame(
+                            2,
+                            format!("env: '{p}': No such file or directory\n").as_bytes(),
+                        ))
+                        .await;
+                    exit_frame(127)
+                }
+            };
+            end(&mut sink, status).await;
             reader.abort();
             return;
         }
@@ -407,8 +509,8 @@ async fn run(
     let (path, executable) = match (&cluster.busybox_bin, faults.busybox) {
         (Some(bin), true) => (bin.display().to_string(), bin.join(&program)),
         (None, true) => {
-            let message = "the busybox knob is on but busybox is not installed";
-            end(&mut sink, failure_frame(message)).await;
+            let why = "the busybox knob is on but busybox is not installed";
+            end(&mut sink, cannot_start(&program, why)).await;
             reader.abort();
             return;
         }
@@ -436,11 +538,7 @@ async fn run(
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            end(
-                &mut sink,
-                failure_frame(&format!("exec: \"{program}\": {e}")),
-            )
-            .await;
+            end(&mut sink, cannot_start(&program, &e.to_string())).await;
             reader.abort();
             return;
         }
@@ -454,9 +552,11 @@ async fn run(
         if faults.exec_bandwidth.is_some() {
             8 * 1024
         } else {
-            64 * 1024
+            MAX_FRAME
         }
     ];
+    let root_text = root.display().to_string().into_bytes();
+    let listing = LISTINGS.contains(&program.as_str());
     let mut err_buf = vec![0u8; 8 * 1024];
     let started = Instant::now();
     let mut sent: u64 = 0;
@@ -482,7 +582,16 @@ async fn run(
             }
             n = stdout.read(&mut out_buf), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => {
+                Ok(mut n) => {
+                    // A frame carries what the command has written by now, up to the frame
+                    // size (as the API server's copy from the kubelet's stream does), not one
+                    // pipe read: fill on while more is ready at once.
+                    while n < out_buf.len() {
+                        match stdout.read(&mut out_buf[n..]).now_or_never() {
+                            Some(Ok(more)) if more > 0 => n += more,
+                            _ => break,
+                        }
+                    }
                     let mut chunk = &out_buf[..n];
                     if let Some(cut) = faults.exec_cut_after
                         && sent + chunk.len() as u64 >= cut
@@ -496,8 +605,15 @@ async fn run(
                         reader.abort();
                         return;
                     }
-                    if streams.stdout && sink.send(frame(1, chunk)).await.is_err() {
-                        return;
+                    if streams.stdout {
+                        let message = if listing {
+                            frame(1, &in_pod(chunk, &root_text))
+                        } else {
+                            frame(1, chunk)
+                        };
+                        if sink.send(message).await.is_err() {
+                            return;
+                        }
                     }
                     sent += chunk.len() as u64;
                     if let Some(rate) = faults.exec_bandwidth.filter(|r| *r > 0) {
@@ -511,7 +627,8 @@ async fn run(
             n = stderr.read(&mut err_buf), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
                 Ok(n) => {
-                    if streams.stderr && sink.send(frame(2, &err_buf[..n])).await.is_err() {
+                    let text = in_pod(&err_buf[..n], &root_text);
+                    if streams.stderr && sink.send(frame(2, &text)).await.is_err() {
                         return;
                     }
                 }
@@ -616,7 +733,14 @@ mod tests {
         assert_eq!(m.program, "find");
         assert_eq!(m.env, [("LC_ALL".to_owned(), "C".to_owned())]);
         assert_eq!(m.args[0], "/sim/n1/var/log/x");
-        assert!(map_command(root, &s(&["sh", "-c", "id"])).is_err());
-        assert!(map_command(root, &[]).is_err());
+        assert_eq!(
+            map_command(root, &s(&["sh", "-c", "id"])),
+            Err(Unmapped::NotFound("sh".into()))
+        );
+        assert_eq!(
+            map_command(root, &s(&["env", "LC_ALL=C", "nope-tar"])),
+            Err(Unmapped::EnvNotFound("nope-tar".into()))
+        );
+        assert_eq!(map_command(root, &[]), Err(Unmapped::Empty));
     }
 }

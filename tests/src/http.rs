@@ -53,20 +53,48 @@ pub fn text(status: StatusCode, message: &str) -> Response<Body> {
     r
 }
 
-/// A Kubernetes `Status` failure response.
+/// A Kubernetes `Status` failure response without `details` (as kube-apiserver's 400, 401
+/// and 5xx are).
 pub fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    json(code, &status_body(code, Some(reason), message, None))
+}
+
+/// A Kubernetes `Status` failure response with `details` (as kube-apiserver's 403, 404, 409
+/// and 422 are).
+pub fn status_with(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    details: serde_json::Value,
+) -> Response<Body> {
     json(
         code,
-        &serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code.as_u16(),
-        }),
+        &status_body(code, Some(reason), message, Some(details)),
     )
+}
+
+/// A `Status` body; a `None` reason leaves the field out (as an upgrade-proxy error has none).
+pub fn status_body(
+    code: StatusCode,
+    reason: Option<&str>,
+    message: &str,
+    details: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+    });
+    if let Some(reason) = reason {
+        body["reason"] = reason.into();
+    }
+    if let Some(details) = details {
+        body["details"] = details;
+    }
+    body["code"] = code.as_u16().into();
+    body
 }
 
 /// A rustls server configuration from PEM (HTTP/2 and HTTP/1.1 offered).

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod http;
 pub mod pcap;
 pub mod pki;
+pub mod rbac;
 pub mod scenario;
 pub mod sim;
 pub mod voltron;

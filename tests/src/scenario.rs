@@ -1,11 +1,16 @@
 //! The scenario file: clusters, nodes, entry pods, captures, users, RBAC and faults (YAML).
 //!
 //! ```yaml
-//! serviceAccount: {namespace: tigera-manager, name: tigera-manager}  # the API's own identity
+//! serviceAccount: {namespace: packetcapture, name: packetcapture-api}  # the API's own identity
+//! serviceRbac: deploy/base/rbac.yaml  # RBAC objects for it, in every cluster (default: the
+//!                                     # project's deploy/base/rbac.yaml, built in)
+//! kubernetesMinor: 33         # the version the API servers report and authorize as (35: a
+//!                             # WebSocket exec also needs `create` on pods/exec)
 //! users:
 //!   - name: jane                # Kubernetes user name (or the email claim for kind: dex)
 //!     groups: [capture-readers]
-//!     kind: kubernetes           # or dex: a Dex-issued ID token
+//!     kind: kubernetes           # or dex: a Dex-issued ID token; or serviceaccount, named
+//!                                # system:serviceaccount:NS:NAME (its groups are added)
 //!     token: jane-token          # optional; generated when absent
 //! clusters:
 //!   - name: cluster              # the first is the local (management or standalone) cluster
@@ -14,6 +19,7 @@
 //!       namespace: tigera-fluentd
 //!       labels: {k8s-app: fluentd-node}
 //!       container: fluentd
+//!       names: {node-1: fluentd-node-a1}   # optional pod names (default: from a hash)
 //!     captures:
 //!       - namespace: dev
 //!         name: web-traffic
@@ -22,13 +28,14 @@
 //!           - {node: node-1, state: Finished, files: 3, size: 200000}   # size: bytes per file
 //!           # interfaces: file series (pods) on the node (1); cutLastRecord: active files end
 //!           # mid-record (false)
-//!     rbac:
+//!     rbac:                      # shorthand: each becomes a (Cluster)Role and its binding
 //!       - subjects: [user:jane, group:capture-readers, serviceaccount:ns:name]
 //!         verbs: [get, delete]               # "*" for any
 //!         apiGroups: [projectcalico.org]     # "" is the core group, "*" any
 //!         resources: [packetcaptures/files]  # resource or resource/subresource, "*" any
-//!         namespaces: [dev]                  # empty: any namespace
+//!         namespaces: [dev]                  # empty: a ClusterRole; else a Role in each
 //!         names: []                          # empty: any name
+//!     rbacObjects: []            # Roles, ClusterRoles and bindings as Kubernetes objects
 //!     faults:                                # all optional, see [`Faults`]
 //!       latencyMs: 0
 //!   - name: east                 # every further cluster is managed, reached through Voltron
@@ -46,6 +53,13 @@ pub struct Scenario {
     /// The service's own identity (a service account).
     #[serde(default = "default_service_account")]
     pub service_account: ServiceAccountRef,
+    /// A file of RBAC objects (YAML, several documents) given to every cluster for the
+    /// service; absent: the project's `deploy/base/rbac.yaml` as built in.
+    #[serde(default)]
+    pub service_rbac: Option<std::path::PathBuf>,
+    /// The Kubernetes minor version the API servers report and authorize as.
+    #[serde(default = "default_minor")]
+    pub kubernetes_minor: u32,
     /// Users, valid in every cluster.
     #[serde(default)]
     pub users: Vec<UserSpec>,
@@ -72,10 +86,17 @@ impl ServiceAccountRef {
 
 fn default_service_account() -> ServiceAccountRef {
     ServiceAccountRef {
-        namespace: "tigera-manager".into(),
-        name: "tigera-manager".into(),
+        namespace: "packetcapture".into(),
+        name: "packetcapture-api".into(),
     }
 }
+
+fn default_minor() -> u32 {
+    33
+}
+
+/// The project's RBAC for the service (`deploy/base/rbac.yaml`), built in.
+pub const DEPLOY_RBAC: &str = include_str!("../../deploy/base/rbac.yaml");
 
 /// How a user's token is issued.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -86,6 +107,10 @@ pub enum UserKind {
     Kubernetes,
     /// A Dex-issued ID token.
     Dex,
+    /// A service account's token: the name is `system:serviceaccount:NS:NAME`, and its groups
+    /// (`system:serviceaccounts`, `system:serviceaccounts:NS`) are added.
+    #[serde(rename = "serviceaccount")]
+    ServiceAccount,
 }
 
 /// A user.
@@ -123,9 +148,12 @@ pub struct ClusterSpec {
     /// PacketCaptures.
     #[serde(default)]
     pub captures: Vec<CaptureSpec>,
-    /// Allow rules.
+    /// Allow rules (shorthand for Roles and bindings).
     #[serde(default)]
     pub rbac: Vec<RuleSpec>,
+    /// RBAC objects (Role, ClusterRole, RoleBinding, ClusterRoleBinding) as Kubernetes has them.
+    #[serde(default)]
+    pub rbac_objects: Vec<serde_json::Value>,
     /// Faults.
     #[serde(default)]
     pub faults: Faults,
@@ -145,6 +173,9 @@ pub struct EntryPodSpec {
     pub labels: BTreeMap<String, String>,
     /// Container name.
     pub container: String,
+    /// Pod names by node; a node not named gets `{label value}-{hash of the node}`.
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
 }
 
 impl Default for EntryPodSpec {
@@ -153,6 +184,7 @@ impl Default for EntryPodSpec {
             namespace: "tigera-fluentd".into(),
             labels: [("k8s-app".to_owned(), "fluentd-node".to_owned())].into(),
             container: "fluentd".into(),
+            names: BTreeMap::new(),
         }
     }
 }
@@ -210,7 +242,8 @@ fn default_size() -> u64 {
     64 * 1024
 }
 
-/// An allow rule.
+/// An allow rule: shorthand for a ClusterRole and ClusterRoleBinding (no namespaces), or a
+/// Role and RoleBinding in each namespace.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
@@ -235,6 +268,55 @@ fn any() -> Vec<String> {
     vec!["*".into()]
 }
 
+impl RuleSpec {
+    /// The Kubernetes objects this rule stands for, named `scenario-{index}`.
+    pub fn to_objects(&self, index: usize) -> Result<Vec<serde_json::Value>, String> {
+        let name = format!("scenario-{index}");
+        let subjects = self
+            .subjects
+            .iter()
+            .map(|s| match s.split_once(':') {
+                Some(("user", n)) => Ok(serde_json::json!({"kind": "User", "name": n})),
+                Some(("group", n)) => Ok(serde_json::json!({"kind": "Group", "name": n})),
+                Some(("serviceaccount", rest)) => match rest.split_once(':') {
+                    Some((ns, n)) => Ok(
+                        serde_json::json!({"kind": "ServiceAccount", "name": n, "namespace": ns}),
+                    ),
+                    None => Err(format!("{s}: a service account is serviceaccount:NS:NAME")),
+                },
+                _ => Err(format!(
+                    "{s}: a subject is user:NAME, group:NAME or serviceaccount:NS:NAME"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rule = serde_json::json!({
+            "apiGroups": self.api_groups, "resources": self.resources,
+            "verbs": self.verbs, "resourceNames": self.names,
+        });
+        let rbac = "rbac.authorization.k8s.io/v1";
+        let pair = |role: &str, binding: &str, namespace: Option<&str>| {
+            let meta = match namespace {
+                Some(ns) => serde_json::json!({"name": name, "namespace": ns}),
+                None => serde_json::json!({"name": name}),
+            };
+            [
+                serde_json::json!({"apiVersion": rbac, "kind": role, "metadata": meta, "rules": [rule]}),
+                serde_json::json!({"apiVersion": rbac, "kind": binding, "metadata": meta,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role, "name": name},
+                    "subjects": subjects}),
+            ]
+        };
+        Ok(if self.namespaces.is_empty() {
+            pair("ClusterRole", "ClusterRoleBinding", None).into()
+        } else {
+            self.namespaces
+                .iter()
+                .flat_map(|ns| pair("Role", "RoleBinding", Some(ns)))
+                .collect()
+        })
+    }
+}
+
 /// Fault knobs (and the tools knob) of one cluster. All can also be changed while the
 /// simulation runs.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -255,6 +337,11 @@ pub struct Faults {
     /// Nodes whose entry pod is missing.
     #[serde(default)]
     pub missing_entry_pods: Vec<String>,
+    /// Nodes whose kubelet does not answer: an exec there gets its upgrade, then an
+    /// `InternalError` status naming the kubelet's address (as kube-apiserver's stream
+    /// translator reports it); with only `v4.channel.k8s.io` offered, a 500 before the upgrade.
+    #[serde(default)]
+    pub kubelet_down: Vec<String>,
     /// Answer every API request (but discovery and `/version`) with this 5xx status.
     #[serde(default)]
     pub api_server_error: Option<u16>,
@@ -298,6 +385,7 @@ impl Scenario {
             );
         }
         for c in &self.clusters {
+            self.policy(c)?;
             for cap in &c.captures {
                 for n in &cap.nodes {
                     if !c.nodes.contains(&n.node) {
@@ -312,73 +400,35 @@ impl Scenario {
         Ok(())
     }
 
+    /// Every RBAC object of cluster `c`: what kube-apiserver bootstraps, Calico's own, the
+    /// service's (`serviceRbac`), then the cluster's `rbac` rules and `rbacObjects`.
+    pub fn policy(&self, c: &ClusterSpec) -> Result<crate::rbac::Policy, String> {
+        let mut policy = crate::rbac::Policy::bootstrap();
+        policy.extend(crate::rbac::Policy::calico());
+        let service = match &self.service_rbac {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("serviceRbac {}: {e}", path.display()))?,
+            None => DEPLOY_RBAC.to_owned(),
+        };
+        policy.extend(
+            crate::rbac::Policy::from_yaml(&service).map_err(|e| format!("serviceRbac: {e}"))?,
+        );
+        for (i, rule) in c.rbac.iter().enumerate() {
+            for object in rule.to_objects(i)? {
+                policy.add(object)?;
+            }
+        }
+        for object in &c.rbac_objects {
+            policy.add(object.clone())?;
+        }
+        Ok(policy)
+    }
+
     /// The built-in scenario: a management cluster with two namespaces, three nodes, a finished
     /// and a running capture, a user who may and one who may not; and one managed cluster.
     pub fn default_scenario() -> Self {
         Self::from_yaml(DEFAULT).expect("the built-in scenario is valid")
     }
-}
-
-/// The RBAC the service's own account needs (SPEC section 8), and what every user may do.
-pub fn service_rules(sa: &ServiceAccountRef, entry_namespace: &str) -> Vec<RuleSpec> {
-    let service = format!("serviceaccount:{}:{}", sa.namespace, sa.name);
-    let allow =
-        |subject: &str, verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| {
-            RuleSpec {
-                subjects: vec![subject.to_owned()],
-                verbs: verbs.iter().map(|s| (*s).into()).collect(),
-                api_groups: vec![group.into()],
-                resources: resources.iter().map(|s| (*s).into()).collect(),
-                namespaces: namespaces.iter().map(|s| (*s).into()).collect(),
-                names: vec![],
-            }
-        };
-    let rule = |verbs: &[&str], group: &str, resources: &[&str], namespaces: &[&str]| {
-        allow(&service, verbs, group, resources, namespaces)
-    };
-    vec![
-        // An AuthenticationReview is sent with the caller's own token: every user may send one.
-        allow(
-            "group:system:authenticated",
-            &["create"],
-            "projectcalico.org",
-            &["authenticationreviews"],
-            &[],
-        ),
-        rule(
-            &["get", "list"],
-            "projectcalico.org",
-            &["packetcaptures"],
-            &[],
-        ),
-        rule(
-            &["update"],
-            "projectcalico.org",
-            &["packetcaptures/status"],
-            &[],
-        ),
-        rule(
-            &["create"],
-            "projectcalico.org",
-            &["authenticationreviews"],
-            &[],
-        ),
-        rule(
-            &["get", "list", "watch"],
-            "projectcalico.org",
-            &["managedclusters"],
-            &[],
-        ),
-        rule(&["create"], "authentication.k8s.io", &["tokenreviews"], &[]),
-        rule(
-            &["create"],
-            "authorization.k8s.io",
-            &["subjectaccessreviews"],
-            &[],
-        ),
-        rule(&["get", "list"], "", &["pods"], &[entry_namespace]),
-        rule(&["create", "get"], "", &["pods/exec"], &[entry_namespace]),
-    ]
 }
 
 const DEFAULT: &str = r#"
@@ -433,7 +483,7 @@ clusters:
       - subjects: [user:gateway]
         verbs: [impersonate]
         apiGroups: ["", authentication.k8s.io]
-        resources: [users, groups, serviceaccounts, userextras/*]
+        resources: [users, groups, serviceaccounts, userextras/scopes]
   - name: east
     nodes: [east-node-1, east-node-2]
     captures:

@@ -44,7 +44,8 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
 
 impl Sim {
     /// Starts `scenario`, writing node files and client files under `out`:
-    /// `kubeconfig`, `ca.crt`, `voltron-ca.crt`, `dex-ca.crt`, `api.crt`, `api.key`, `env`, `tokens/{user}`,
+    /// `kubeconfig` (the service's account), `admin.kubeconfig` (the cluster's administrator,
+    /// for kubectl), `ca.crt`, `voltron-ca.crt`, `dex-ca.crt`, `api.crt`, `api.key`, `env`, `tokens/{user}`,
     /// `kubeconfigs/{cluster}` (the service's account, straight to each cluster), `nodes/`,
     /// and `ready` last.
     pub async fn start(scenario: &Scenario, out: &Path) -> std::io::Result<Self> {
@@ -178,6 +179,10 @@ impl Sim {
             let kubeconfig = self.kubeconfig(i, &service_token);
             if i == 0 {
                 write(&out.join("kubeconfig"), &kubeconfig)?;
+                write(
+                    &out.join("admin.kubeconfig"),
+                    self.kubeconfig(i, &self.world.admin_token),
+                )?;
             }
             write(&out.join("kubeconfigs").join(name), &kubeconfig)?;
         }
@@ -208,6 +213,11 @@ impl Sim {
     /// The service account's token.
     pub fn service_token(&self) -> String {
         self.world.service_token.clone()
+    }
+
+    /// The administrator's token (`system:masters`: allowed everything).
+    pub fn admin_token(&self) -> String {
+        self.world.admin_token.clone()
     }
 
     /// A kubeconfig for the `index`th cluster's API server with `token`.

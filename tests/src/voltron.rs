@@ -48,6 +48,7 @@ pub async fn handle(voltron: Arc<Voltron>, req: Request<Incoming>) -> Response<B
         uri: req.uri().to_string(),
         cluster_header: id.clone(),
         user: None,
+        headers: Vec::new(),
     });
     let Some(id) = id else {
         return text(StatusCode::BAD_REQUEST, "Unknown target cluster \"\"");

@@ -180,7 +180,7 @@ impl Command {
     pub(crate) fn verdict(&self, exit: &verdict::Exit, stderr: &str) -> verdict::Verdict {
         match self {
             Self::Archive(dir) => verdict::archive(relative(dir), exit, stderr),
-            Self::ArchiveFiles(dir, _) => verdict::archive_files(relative(dir), exit, stderr),
+            Self::ArchiveFiles(dir, _) => verdict::archive(relative(dir), exit, stderr),
             Self::Read(_) => verdict::read(exit, stderr),
             Self::List(dir) => verdict::listing(dir.path(), exit, stderr),
             Self::Remove(_) => verdict::removal(exit, stderr),

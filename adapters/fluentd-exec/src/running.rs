@@ -163,6 +163,14 @@ impl Exec {
                 }
                 None
             }
+            Verdict::LeftOut(files) => {
+                let files: Vec<&str> = files
+                    .iter()
+                    .map(|f| f.rsplit('/').next().unwrap_or(f))
+                    .collect();
+                tracing::warn!(node = %self.node, pod = %self.pod, ?files, "files of the capture are gone from their node (removed after the capture's status listed them): left out");
+                None
+            }
             Verdict::ShortRead => match &self.current_file {
                 Some(file) => Some(Err(self.unreadable(file, "it shrank while it was read"))),
                 None => Some(Err(io::Error::other(Error::Failed {

@@ -9,6 +9,7 @@
 //! | a file shrank while read | exit 1, `F: File shrank by N bytes; padding with zeros` | exit 1, `short read`, the stream cut | the file could not be read whole |
 //! | a file cannot be opened | exit 2, `F: Cannot open: Permission denied` (skipped) | exit 1, `can't open 'F': Permission denied` (skipped) | the file could not be read whole |
 //! | the directory is gone | exit 2, `D: Cannot stat: No such file or directory` | exit 1, `D: No such file or directory` | whole: no file on that node |
+//! | a file is gone (named, or removed while the directory was read) | exit 2, `F: Cannot stat: No such file or directory`, or exit 1, `F: File removed before we read it` | exit 1, `F: No such file or directory` or `can't open 'F': No such file or directory` | whole without it: left out |
 //! | anything else non-zero | | | failed, with the exit code and stderr |
 //!
 //! `find D -type f -exec stat -c '%s %Y %n' {} +`: a missing D is `find: 'D': No such file or
@@ -42,6 +43,9 @@ impl std::fmt::Display for Exit {
 pub(crate) enum Verdict {
     /// Everything it wrote is whole and may be used.
     Whole,
+    /// Whole, but these files (paths as the tool printed them) were not there: removed after
+    /// the capture's status listed them. They are left out.
+    LeftOut(Vec<String>),
     /// A file could not be read whole: its name (as the tool printed it) and why.
     FileUnreadable { file: String, reason: String },
     /// A file shrank while it was read, and the tool did not say which: the one the stream
@@ -66,13 +70,16 @@ fn failed(exit: &Exit, stderr: &str) -> Verdict {
     Verdict::Failed { reason }
 }
 
-/// `tar -c -f - -C / -- {dir}` (`dir` relative, as tar prints it).
+/// `tar -c -f - -C / -- {dir}` or `... -- {dir}/{name}...` (`dir` relative, as tar prints
+/// it): a directory that is gone holds no file, a file that is gone is left out.
 pub(crate) fn archive(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
-    let missing = [
+    let dir_gone = [
         format!("{dir}: Cannot stat: No such file or directory"),
         format!("{dir}: No such file or directory"),
     ];
+    let in_dir = |file: &str| file.starts_with(dir) && file.len() > dir.len();
     let mut harmless = 0;
+    let mut gone = Vec::new();
     let mut other = false;
     for line in lines(stderr) {
         let line = line.strip_prefix("tar: ").unwrap_or(line);
@@ -83,16 +90,15 @@ pub(crate) fn archive(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
                 reason: format!("it shrank by {bytes} bytes while it was read"),
             };
         }
-        if let Some((file, reason)) = line.split_once(": Cannot open: ") {
-            return Verdict::FileUnreadable {
-                file: file.to_owned(),
-                reason: format!("it cannot be opened: {reason}"),
-            };
-        }
-        if let Some((file, reason)) = line
-            .strip_prefix("can't open '")
-            .and_then(|rest| rest.split_once("': "))
-        {
+        let cannot_open = line.split_once(": Cannot open: ").or_else(|| {
+            line.strip_prefix("can't open '")
+                .and_then(|rest| rest.split_once("': "))
+        });
+        if let Some((file, reason)) = cannot_open {
+            if reason == "No such file or directory" && in_dir(file) {
+                gone.push(file.to_owned());
+                continue;
+            }
             return Verdict::FileUnreadable {
                 file: file.to_owned(),
                 reason: format!("it cannot be opened: {reason}"),
@@ -102,39 +108,32 @@ pub(crate) fn archive(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
             // BusyBox names no file; the cut tar stream tells which one was being read.
             return Verdict::ShortRead;
         }
-        if line.ends_with(": file changed as we read it") || missing.iter().any(|m| m == line) {
+        let vanished = line
+            .strip_suffix(": Cannot stat: No such file or directory")
+            .or_else(|| line.strip_suffix(": No such file or directory"))
+            .or_else(|| line.strip_suffix(": File removed before we read it"));
+        if dir_gone.iter().any(|m| m == line) || line.ends_with(": file changed as we read it") {
             harmless += 1;
+        } else if let Some(file) = vanished.filter(|f| in_dir(f)) {
+            gone.push(file.to_owned());
         } else if line != "Exiting with failure status due to previous errors"
             && line != "error exit delayed from previous errors"
         {
             other = true;
         }
     }
+    let whole = || {
+        if gone.is_empty() {
+            Verdict::Whole
+        } else {
+            Verdict::LeftOut(gone.clone())
+        }
+    };
     match exit {
-        Exit::Success => Verdict::Whole,
-        Exit::Code(1 | 2) if harmless > 0 && !other => Verdict::Whole,
+        Exit::Success => whole(),
+        Exit::Code(1 | 2) if (harmless > 0 || !gone.is_empty()) && !other => whole(),
         _ => failed(exit, stderr),
     }
-}
-
-/// `tar -c -f - -C / -- {dir}/{name}...`: as [`archive`], and a named file that is gone
-/// (`F: Cannot stat: No such file or directory` from GNU tar, `F: No such file or directory`
-/// from BusyBox) could not be read: it was rotated or removed after the status listed it.
-pub(crate) fn archive_files(dir: &str, exit: &Exit, stderr: &str) -> Verdict {
-    for line in lines(stderr) {
-        let line = line.strip_prefix("tar: ").unwrap_or(line);
-        let gone = line
-            .strip_suffix(": Cannot stat: No such file or directory")
-            .or_else(|| line.strip_suffix(": No such file or directory"));
-        if let Some(file) = gone.filter(|f| f.starts_with(dir)) {
-            return Verdict::FileUnreadable {
-                file: file.to_owned(),
-                reason: "it is gone (rotated or removed after the capture's status listed it)"
-                    .into(),
-            };
-        }
-    }
-    archive(dir, exit, stderr)
 }
 
 /// `dd if={path} iflag=skip_bytes,count_bytes ...`: exit 0 is whole (the caller counts the
@@ -197,21 +196,41 @@ mod tests {
     const DIR: &str = "var/log/calico/pcap/dev/cap";
 
     #[test]
-    fn a_named_file_that_is_gone_is_unreadable_with_either_tar() {
-        for stderr in [
-            "tar: var/log/calico/pcap/dev/cap/a.pcap: Cannot stat: No such file or directory\ntar: Exiting with failure status due to previous errors\n",
-            "tar: var/log/calico/pcap/dev/cap/a.pcap: No such file or directory\ntar: error exit delayed from previous errors\n",
+    fn a_file_that_is_gone_is_left_out_with_either_tar() {
+        for (code, stderr) in [
+            (
+                2,
+                "tar: var/log/calico/pcap/dev/cap/a.pcap: Cannot stat: No such file or directory\ntar: Exiting with failure status due to previous errors\n",
+            ),
+            (
+                1,
+                "tar: var/log/calico/pcap/dev/cap/a.pcap: File removed before we read it\n",
+            ),
+            (
+                1,
+                "tar: var/log/calico/pcap/dev/cap/a.pcap: No such file or directory\ntar: error exit delayed from previous errors\n",
+            ),
+            (
+                1,
+                "tar: can't open 'var/log/calico/pcap/dev/cap/a.pcap': No such file or directory\ntar: error exit delayed from previous errors\n",
+            ),
         ] {
             assert_eq!(
-                archive_files(DIR, &Exit::Code(2), stderr),
-                Verdict::FileUnreadable {
-                    file: format!("{DIR}/a.pcap"),
-                    reason: "it is gone (rotated or removed after the capture's status listed it)"
-                        .into()
-                }
+                archive(DIR, &Exit::Code(code), stderr),
+                Verdict::LeftOut(vec![format!("{DIR}/a.pcap")]),
+                "{stderr}"
             );
         }
-        assert_eq!(archive_files(DIR, &Exit::Success, ""), Verdict::Whole);
+        assert_eq!(archive(DIR, &Exit::Success, ""), Verdict::Whole);
+        // Gone and something else wrong: failed.
+        assert!(matches!(
+            archive(
+                DIR,
+                &Exit::Code(2),
+                "tar: var/log/calico/pcap/dev/cap/a.pcap: Cannot stat: No such file or directory\ntar: -: Cannot write: Broken pipe\n"
+            ),
+            Verdict::Failed { .. }
+        ));
     }
 
     #[test]

@@ -4,31 +4,26 @@
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Ctx, attrs, not_found, param};
+use super::selector::{FieldSelector, LabelSelector};
+use super::{Ctx, not_found, param};
 use crate::cluster::Cluster;
 use crate::exec;
 use crate::http::{Body, json, status};
 
-/// Handles `/api/v1/{rest}`.
+/// Handles `/api/v1/{rest}` (already authorized).
 pub async fn route(ctx: Ctx, rest: &[&str]) -> Result<Response<Body>, Response<Body>> {
     Ok(match (&ctx.method, rest) {
-        (&Method::GET, ["namespaces", ns]) => {
-            ctx.check(attrs("get", "", "namespaces", "", "", ns))?;
-            json(
-                StatusCode::OK,
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}}),
-            )
-        }
+        (&Method::GET, ["namespaces", ns]) => json(
+            StatusCode::OK,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}}),
+        ),
         (&Method::GET, ["pods"]) => {
-            ctx.check(attrs("list", "", "pods", "", "", ""))?;
             list_pods(&ctx.cluster, None, &ctx.params, ctx.request.headers())
         }
         (&Method::GET, ["namespaces", ns, "pods"]) => {
-            ctx.check(attrs("list", "", "pods", "", ns, ""))?;
             list_pods(&ctx.cluster, Some(ns), &ctx.params, ctx.request.headers())
         }
         (&Method::GET, ["namespaces", ns, "pods", name]) => {
-            ctx.check(attrs("get", "", "pods", "", ns, name))?;
             match ctx
                 .cluster
                 .pods()
@@ -36,13 +31,12 @@ pub async fn route(ctx: Ctx, rest: &[&str]) -> Result<Response<Body>, Response<B
                 .find(|p| p["metadata"]["name"] == *name && p["metadata"]["namespace"] == *ns)
             {
                 Some(p) => json(StatusCode::OK, &p),
-                None => not_found("pods", name),
+                None => not_found("", "pods", name),
             }
         }
         (&Method::GET | &Method::POST, ["namespaces", ns, "pods", name, "exec"]) => {
-            ctx.check(attrs("create", "", "pods", "exec", ns, name))?;
             let Some(node) = ctx.cluster.pod_node(ns, name) else {
-                return Ok(not_found("pods", name));
+                return Ok(not_found("", "pods", name));
             };
             exec::handle(ctx.cluster.clone(), node, ctx.params, ctx.request).await
         }
@@ -50,25 +44,40 @@ pub async fn route(ctx: Ctx, rest: &[&str]) -> Result<Response<Body>, Response<B
     })
 }
 
-/// `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated.
-fn selector_matches(selector: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
-    for part in selector.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let ok = if let Some((k, v)) = part.split_once("!=") {
-            get(k.trim()).as_deref() != Some(v.trim())
-        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-            get(k.trim()).as_deref() == Some(v.trim())
-        } else if let Some(k) = part.strip_prefix('!') {
-            get(k.trim()).is_none()
-        } else if part.contains(' ') || part.contains('(') {
-            return Err(format!("unable to parse requirement: {part}"));
-        } else {
-            get(part).is_some()
-        };
-        if !ok {
-            return Ok(false);
+/// The field labels kube-apiserver supports for pods.
+const POD_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.podIPs",
+    "status.nominatedNodeName",
+];
+
+/// A pod's field label value (as its JSON holds it; absent is empty, as in Go).
+fn pod_field(pod: &Value, field: &str) -> String {
+    let v = match field {
+        "spec.hostNetwork" => {
+            return pod["spec"]["hostNetwork"]
+                .as_bool()
+                .unwrap_or(false)
+                .to_string();
         }
-    }
-    Ok(true)
+        "status.podIPs" => &pod["status"]["podIP"],
+        other => {
+            let mut v = pod;
+            for part in other.split('.') {
+                v = &v[part];
+            }
+            v
+        }
+    };
+    v.as_str().unwrap_or_default().to_owned()
 }
 
 fn list_pods(
@@ -77,47 +86,21 @@ fn list_pods(
     params: &[(String, String)],
     headers: &http::HeaderMap,
 ) -> Response<Body> {
-    let labels = param(params, "labelSelector").unwrap_or("");
-    let fields = param(params, "fieldSelector").unwrap_or("");
-    let mut items = Vec::new();
-    for pod in cluster.pods() {
-        if ns.is_some_and(|ns| pod["metadata"]["namespace"] != ns) {
-            continue;
-        }
-        let label = |k: &str| pod["metadata"]["labels"][k].as_str().map(str::to_owned);
-        let field = |k: &str| match k {
-            "spec.nodeName" => pod["spec"]["nodeName"].as_str().map(str::to_owned),
-            "status.phase" => pod["status"]["phase"].as_str().map(str::to_owned),
-            "metadata.name" => pod["metadata"]["name"].as_str().map(str::to_owned),
-            "metadata.namespace" => pod["metadata"]["namespace"].as_str().map(str::to_owned),
-            _ => None,
-        };
-        for part in fields.split(',').filter(|p| !p.is_empty()) {
-            let key = part.split(['=', '!']).next().unwrap_or_default();
-            if ![
-                "spec.nodeName",
-                "status.phase",
-                "metadata.name",
-                "metadata.namespace",
-            ]
-            .contains(&key)
-            {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("field label not supported: {key}"),
-                );
-            }
-        }
-        match (
-            selector_matches(labels, &label),
-            selector_matches(fields, &field),
-        ) {
-            (Ok(true), Ok(true)) => items.push(pod),
-            (Err(e), _) | (_, Err(e)) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
-            _ => {}
-        }
-    }
+    let labels = LabelSelector::parse(param(params, "labelSelector").unwrap_or(""));
+    let fields = FieldSelector::parse(param(params, "fieldSelector").unwrap_or(""), POD_FIELDS);
+    let (labels, fields) = match (labels, fields) {
+        (Ok(l), Ok(f)) => (l, f),
+        (Err(e), _) | (_, Err(e)) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
+    };
+    let items: Vec<Value> = cluster
+        .pods()
+        .into_iter()
+        .filter(|pod| ns.is_none_or(|ns| pod["metadata"]["namespace"] == ns))
+        .filter(|pod| {
+            labels.matches(&|k: &str| pod["metadata"]["labels"][k].as_str().map(str::to_owned))
+        })
+        .filter(|pod| fields.matches(&|f: &str| pod_field(pod, f)))
+        .collect();
     let wants_table = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -551,3 +551,74 @@ async fn a_file_that_is_not_pcap_fails_the_merge_with_502_naming_it() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_status_lists_but_the_node_no_longer_has_is_left_out_of_every_answer() {
+    for busybox in [false, true] {
+        let (sim, api) = world().await;
+        sim.local().set_faults(|f| f.busybox = busybox);
+        // Felix's retention removes a rotated file; the status still lists it.
+        let dir = sim
+            .node_dir("cluster", "node-1")
+            .join("var/log/calico/pcap/dev/mesh");
+        let mut rotated: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains('-'))
+            .collect();
+        rotated.sort();
+        let gone = rotated[0].clone();
+        std::fs::remove_file(dir.join(&gone)).unwrap();
+        let on_nodes = capture_dir(&sim, "cluster", "dev", "mesh");
+        assert!(!on_nodes.iter().any(|(n, _)| n.ends_with(&gone)));
+
+        // The listing shows what is on the node.
+        let (status, body) =
+            text(get(&api, "/files/dev/mesh", Some("jane-token"), &[]).await).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains(&gone), "{body}");
+        assert!(body.contains(&rotated[1]), "{body}");
+
+        // Both zips, whole directory and named files (a window names them), hold what is there.
+        for path in [
+            "/download/dev/mesh/files.zip",
+            "/download/dev/mesh/files.zip?since=2000-01-01T00:00:00Z",
+        ] {
+            let r = get(&api, path, Some("jane-token"), &[]).await;
+            assert_eq!(r.status(), 200, "{path} (busybox: {busybox})");
+            assert_eq!(zip_digests(&r.bytes().await.unwrap()), on_nodes, "{path}");
+        }
+
+        // The merge holds every whole packet of the files that are there.
+        let file = sim.dir.path().join("left-out.pcapng");
+        assert_eq!(
+            save(&api, "/download/dev/mesh/merged.pcapng", &file).await,
+            200
+        );
+        let total: usize = node_packets(&sim).values().map(Vec::len).sum();
+        assert_eq!(
+            packetcapture_tests::pcap::count_pcapng_packets(&std::fs::read(&file).unwrap()),
+            Some(total as u64),
+            "busybox: {busybox}"
+        );
+
+        // The file itself is not found, and the log names what was left out.
+        let (status, body) = text(
+            get(
+                &api,
+                &format!("/files/dev/mesh/node-1/{gone}"),
+                Some("jane-token"),
+                &[],
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+        let log = api.log_text();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("gone from their node") && l.contains(&gone)),
+            "{log}"
+        );
+    }
+}

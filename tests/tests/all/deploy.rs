@@ -217,3 +217,136 @@ fn the_calico_node_overlay_moves_the_exec_role_and_names_calico_node() {
         );
     }
 }
+
+/// `kubectl kustomize {dir}`, as text.
+fn render(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo().join(dir))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rendered manifests with the verbs of the `pods/exec` rule replaced.
+fn with_exec_verbs(rendered: &str, verbs: &str) -> String {
+    let changed = rendered.replace(
+        "  - pods/exec\n  verbs:\n  - get\n  - create\n",
+        &format!("  - pods/exec\n  verbs: {verbs}\n"),
+    );
+    assert_ne!(
+        changed, rendered,
+        "the rendered exec rule is where this test expects it"
+    );
+    changed
+}
+
+/// What jane gets for the default scenario's capture when the service runs with `rbac` (the
+/// RBAC objects the cluster holds for it), on a cluster of Kubernetes 1.`minor`; and the log.
+async fn download_with_service_rbac(
+    rbac: &str,
+    minor: u32,
+    entry: Option<(&str, &str, &str)>,
+) -> (u16, Vec<u8>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("service-rbac.yaml");
+    std::fs::write(&file, rbac).unwrap();
+    let mut scenario = packetcapture_tests::Scenario::default_scenario();
+    scenario.service_rbac = Some(file);
+    scenario.kubernetes_minor = minor;
+    let mut extra = Vec::new();
+    if let Some((namespace, label, container)) = entry {
+        let pods = &mut scenario.clusters[0].entry_pods;
+        pods.namespace = namespace.into();
+        pods.labels = [("k8s-app".to_owned(), label.to_owned())].into();
+        pods.container = container.into();
+        extra = vec![
+            (
+                "PACKETCAPTURE_API_ENTRY_POD_NAMESPACE",
+                namespace.to_owned(),
+            ),
+            (
+                "PACKETCAPTURE_API_ENTRY_POD_SELECTOR",
+                format!("k8s-app={label}"),
+            ),
+            (
+                "PACKETCAPTURE_API_ENTRY_POD_CONTAINER",
+                container.to_owned(),
+            ),
+        ];
+    }
+    let sim = start(&scenario).await;
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = start_api(&sim, &extra).await;
+    let r = get(
+        &api,
+        "/download/dev/web-traffic/files.zip",
+        Some(&sim.token("jane")),
+        &[],
+    )
+    .await;
+    let status = r.status().as_u16();
+    let body = r.bytes().await.unwrap().to_vec();
+    if status == 200 {
+        assert_eq!(
+            zip_digests(&body),
+            capture_dir(&sim, "cluster", "dev", "web-traffic")
+        );
+    }
+    (status, body, api.log_text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_reads_node_files_with_exactly_the_shipped_rbac() {
+    let base = render("deploy");
+    // The shipped manifests, as kustomize renders them: on 1.33 and on 1.35 (where a WebSocket
+    // exec also needs create), the download is whole.
+    for minor in [33, 35] {
+        let (status, body, log) = download_with_service_rbac(&base, minor, None).await;
+        assert_eq!(
+            status,
+            200,
+            "1.{minor}: {}\n{log}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Without get on pods/exec (the manifests before this fix): every read of node files is
+    // refused, as the real kube-apiserver refused it.
+    let (status, body, log) =
+        download_with_service_rbac(&with_exec_verbs(&base, "[create]"), 33, None).await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        log.contains("cannot get resource") && log.contains("pods/exec"),
+        "{log}"
+    );
+    // Without create: fine on 1.33, refused on 1.35.
+    let without_create = with_exec_verbs(&base, "[get]");
+    let (status, _, _) = download_with_service_rbac(&without_create, 33, None).await;
+    assert_eq!(status, 200);
+    let (status, _, log) = download_with_service_rbac(&without_create, 35, None).await;
+    assert_eq!(status, 502);
+    assert!(
+        log.contains("cannot create resource") && log.contains("pods/exec"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calico_node_overlay_s_rbac_reads_calico_node_pods() {
+    let overlay = render("deploy/overlays/calico-node");
+    let calico_node = Some(("calico-system", "calico-node", "calico-node"));
+    let (status, body, log) = download_with_service_rbac(&overlay, 33, calico_node).await;
+    assert_eq!(status, 200, "{}\n{log}", String::from_utf8_lossy(&body));
+    // The base's Role is in tigera-fluentd: it lets the service into nothing in calico-system.
+    let (status, _, log) = download_with_service_rbac(&render("deploy"), 33, calico_node).await;
+    assert_eq!(status, 502);
+    assert!(
+        log.contains("cannot list resource") && log.contains("calico-system"),
+        "{log}"
+    );
+}

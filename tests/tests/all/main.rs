@@ -12,5 +12,6 @@ mod faults;
 mod managed;
 mod observe;
 mod openapi;
+mod realkube;
 mod simulation;
 mod support;

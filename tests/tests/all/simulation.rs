@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
     Api, ApiResource, AttachParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
+use packetcapture_tests::Scenario;
 use packetcapture_tests::pcap::{count_packets, inspect};
 use tokio::io::AsyncReadExt;
 
@@ -63,7 +64,7 @@ async fn exec_output(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_lists_pods_reads_captures_and_execs_tar() {
     let sim = start_default().await;
-    let client = kube_client(&sim, 0, &sim.service_token()).await;
+    let client = kube_client(&sim, 0, &sim.admin_token()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "tigera-fluentd");
     let on_node_2 = pods
         .list(
@@ -336,7 +337,9 @@ async fn rbac_decides_every_request_and_every_review() {
         .unwrap()
         .status
         .unwrap();
-    assert_eq!(bad.authenticated, Some(false));
+    // kube-apiserver leaves `authenticated` out of a failed review.
+    assert_eq!(bad.authenticated, None);
+    assert_eq!(bad.error.as_deref(), Some("invalid bearer token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,4 +589,74 @@ async fn voltron_routes_by_cluster_id_and_refuses_unknown_or_disconnected_ones()
         .unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(sim.voltron.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_exec_is_authorized_as_get_and_from_1_35_also_as_create() {
+    let yaml = |minor: u32| {
+        format!(
+            r#"
+kubernetesMinor: {minor}
+users:
+  - {{name: creator, token: creator-token}}
+  - {{name: getter, token: getter-token}}
+clusters:
+  - name: cluster
+    nodes: [node-1]
+    rbac:
+      - {{subjects: ["user:creator"], verbs: [create], apiGroups: [""], resources: [pods/exec], namespaces: [tigera-fluentd]}}
+      - {{subjects: ["user:getter"], verbs: [get], apiGroups: [""], resources: [pods/exec], namespaces: [tigera-fluentd]}}
+"#
+        )
+    };
+    async fn exec_as(sim: &TestSim, user: &str) -> Result<(), kube::Error> {
+        let pod = sim.local().entry_pod_name("node-1");
+        let client = kube_client(sim, 0, &sim.token(user)).await;
+        let pods: Api<Pod> = Api::namespaced(client, "tigera-fluentd");
+        pods.exec(
+            &pod,
+            vec!["true"],
+            &AttachParams::default().container("fluentd"),
+        )
+        .await
+        .map(|_| ())
+    }
+    let sim = start(&Scenario::from_yaml(&yaml(33)).unwrap()).await;
+    let pod = sim.local().entry_pod_name("node-1");
+    // `create` alone: the upgrade (a GET) is refused before it happens, in kube-apiserver's words.
+    match exec_as(&sim, "creator").await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert_eq!(s.reason, "Forbidden");
+            assert_eq!(
+                s.message,
+                format!(
+                    "pods \"{pod}\" is forbidden: User \"creator\" cannot get resource \"pods/exec\" in API group \"\" in the namespace \"tigera-fluentd\""
+                )
+            );
+            let details = s.details.unwrap();
+            assert_eq!(
+                (details.name.as_str(), details.kind.as_str()),
+                (pod.as_str(), "pods")
+            );
+        }
+        other => panic!("create alone must not open an exec: {other:?}"),
+    }
+    assert!(
+        exec_as(&sim, "getter").await.is_ok(),
+        "get opens it on 1.33"
+    );
+    drop(sim);
+    let sim = start(&Scenario::from_yaml(&yaml(35)).unwrap()).await;
+    match exec_as(&sim, "getter").await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message.contains("cannot create resource \"pods/exec\""),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("from 1.35 get alone must not open an exec: {other:?}"),
+    }
 }

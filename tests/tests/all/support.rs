@@ -42,12 +42,17 @@ pub async fn kube_client(sim: &Sim, index: usize, token: &str) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-/// `kubectl` with the simulation's kubeconfig and a fresh cache.
+/// `kubectl` as the cluster's administrator, with a fresh cache.
 pub fn kubectl(sim: &TestSim, args: &[&str]) -> std::process::Output {
+    kubectl_as(sim, "admin.kubeconfig", args)
+}
+
+/// `kubectl` with one of the simulation's kubeconfigs (`kubeconfig` is the service's account).
+pub fn kubectl_as(sim: &TestSim, kubeconfig: &str, args: &[&str]) -> std::process::Output {
     let cache = sim.dir.path().join("kubectl-cache");
     std::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(sim.out.join("kubeconfig"))
+        .arg(sim.out.join(kubeconfig))
         .arg("--cache-dir")
         .arg(&cache)
         .args(args)
