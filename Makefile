@@ -43,6 +43,10 @@ domain-boundary: ## Check the domain depends on no kube, warp, hyper or reqwest,
 	@if $(CARGO) tree -p kubectl-packetcapture -e normal --prefix none --locked | grep -E '^packetcapture-'; then \
 		echo "kubectl-packetcapture must depend on no service crate (it is a client of the HTTP API)"; exit 1; else echo "cli boundary: ok"; fi
 
+.PHONY: layout-check
+layout-check: ## Check the files of app/src and of the archive engine form a tree (no circle, no arrow back up)
+	@python3 scripts/layout-check.py app/src domain/src/archive
+
 .PHONY: tools
 tools: ## Install what the tests use when missing (Debian packages, PyPI tools)
 	bash scripts/test-tools.sh
@@ -52,7 +56,7 @@ openapi-check: ## Check app/src/openapi.json is what scripts/openapi.py writes
 	@python3 scripts/openapi.py | diff -u app/src/openapi.json - && echo "openapi document: ok"
 
 .PHONY: test
-test: tools fmt-check clippy domain-boundary openapi-check unit ## Everything CI checks (tools first): format, lint, boundary, all tests
+test: tools fmt-check clippy domain-boundary layout-check openapi-check unit ## Everything CI checks (tools first): format, lint, boundary, all tests
 
 .PHONY: rss
 rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/time)

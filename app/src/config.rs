@@ -17,12 +17,13 @@ use std::str::FromStr;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use packetcapture_dex::DexConfig;
+use packetcapture_domain::{FetchOptions, SpoolLimits};
 use packetcapture_kubernetes::EntryPodConfig;
 use packetcapture_voltron::VoltronConfig;
 use serde::Deserialize;
 use smart_default::SmartDefault;
 
-use crate::startup::StartupError;
+use crate::error::StartupError;
 
 /// The prefix of every variable.
 pub const PREFIX: &str = "PACKETCAPTURE_API_";
@@ -81,16 +82,16 @@ pub struct Config {
     /// The root of node files for the `local` backend: `{root}/{node}/{directory}/...`.
     pub local_root: Option<PathBuf>,
     /// Nodes a download reads at once.
-    #[default(_code = "NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN)")]
+    #[default(_code = "FetchOptions::DEFAULT_CONCURRENCY")]
     pub fetch_concurrency: NonZeroUsize,
     /// Where downloads spool what waits its turn (unlinked files); the system temp dir when
     /// unset.
     pub spool_dir: Option<PathBuf>,
     /// What one download may spool, in memory and files together.
-    #[default(Size(bytesize::ByteSize::gib(2)))]
+    #[default(Size(bytesize::ByteSize::b(SpoolLimits::DEFAULT_TOTAL)))]
     pub spool_limit: Size,
     /// A node that sends nothing this long fails its download.
-    #[default(Duration(std::time::Duration::from_secs(60)))]
+    #[default(Duration(FetchOptions::DEFAULT_IDLE_TIMEOUT))]
     pub node_idle_timeout: Duration,
     /// A connection whose request head is not complete this long after it was accepted (or
     /// after its previous response), or that has no request in flight this long, is closed.
@@ -308,19 +309,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// How the server treats connections. Call after the descriptor limit is raised: the
-    /// default connection cap is derived from it.
-    pub fn server_options(&self) -> crate::server::Options {
-        crate::server::Options {
-            header_timeout: self.header_timeout.0,
-            max_connections: self
-                .max_connections
-                .map_or_else(crate::server::default_max_connections, NonZeroUsize::get),
-            shutdown_grace: self.shutdown_grace.0,
-            tls_reload_interval: self.tls_reload_interval.0,
-        }
     }
 }
 
@@ -636,53 +624,6 @@ mod tests {
                 ("NODE_IDLE_TIMEOUT", "soon"),
                 ("SPOOL_LIMIT", "lots"),
                 ("FETCH_CONCURRENCY", "0"),
-            ] {
-                let e = load(jail, &[(var, value)]).unwrap_err();
-                assert_eq!(variable_of(e), format!("{PREFIX}{var}"), "{var}={value}");
-            }
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn connection_settings_are_read_and_checked() {
-        Jail::expect_with(|jail| {
-            let c = load(jail, &[]).unwrap();
-            let options = c.server_options();
-            assert_eq!(options.header_timeout, std::time::Duration::from_secs(30));
-            assert_eq!(options.shutdown_grace, std::time::Duration::from_secs(30));
-            assert_eq!(
-                options.tls_reload_interval,
-                std::time::Duration::from_secs(10)
-            );
-            assert!(
-                (64..=10_000).contains(&options.max_connections),
-                "sized from the descriptor limit: {}",
-                options.max_connections
-            );
-            let c = load(
-                jail,
-                &[
-                    ("HEADER_TIMEOUT", "5s"),
-                    ("MAX_CONNECTIONS", "300"),
-                    ("SHUTDOWN_GRACE", "0"),
-                    ("TLS_RELOAD_INTERVAL", "1m"),
-                ],
-            )
-            .unwrap();
-            let options = c.server_options();
-            assert_eq!(options.header_timeout, std::time::Duration::from_secs(5));
-            assert_eq!(options.max_connections, 300);
-            assert_eq!(options.shutdown_grace, std::time::Duration::ZERO);
-            assert_eq!(
-                options.tls_reload_interval,
-                std::time::Duration::from_secs(60)
-            );
-            for (var, value) in [
-                ("HEADER_TIMEOUT", "0s"),
-                ("TLS_RELOAD_INTERVAL", "0"),
-                ("MAX_CONNECTIONS", "0"),
-                ("SHUTDOWN_GRACE", "forever"),
             ] {
                 let e = load(jail, &[(var, value)]).unwrap_err();
                 assert_eq!(variable_of(e), format!("{PREFIX}{var}"), "{var}={value}");

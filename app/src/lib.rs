@@ -5,6 +5,7 @@
 //! the only one that builds adapters from configuration ([`wiring`]).
 
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod observe;
 pub mod server;
@@ -13,7 +14,7 @@ pub mod version;
 pub mod wiring;
 
 use config::Config;
-use startup::StartupError;
+use error::StartupError;
 use tracing_subscriber::EnvFilter;
 
 /// Sets up logging: `LOG_LEVEL` for this service, `RUST_LOG` to override; `LOG_FORMAT` text

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use packetcapture_api::config::Config;
-use packetcapture_api::startup::StartupError;
+use packetcapture_api::error::StartupError;
 use packetcapture_api::version::VersionInfo;
 
 /// jemalloc rather than the system allocator: the engine frees and allocates buffers of a few

@@ -1,16 +1,14 @@
-//! What an operator watches: the Prometheus metrics (served on a port of their own) and the one
-//! log line every request ends with, carrying its request id.
+//! What an operator watches: the Prometheus metrics (served on a port of their own by
+//! [`crate::http::metrics`]) and the one log line every request ends with, carrying its
+//! request id.
 //!
 //! No label carries a namespace, capture, node, user or token: `route` is the route's
 //! template, `reason` and `format` are fixed words.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use packetcapture_domain::Error;
 use packetcapture_domain::cache::LookupObserver;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,12 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::task::JoinHandle;
 
-/// How long the metrics listener waits for a request head.
-const SCRAPE_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// The longest a metrics connection stays open.
-const SCRAPE_CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+use crate::server::BodyEnd;
 
 /// The content type of what `/metrics` serves.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -227,12 +221,6 @@ impl RequestEnd {
         }
     }
 
-    /// The response body ended (`whole`: it was sent to its end; otherwise it failed or the
-    /// client left) after `bytes` bytes: counts it and writes the request's last line.
-    pub fn finish(mut self, bytes: u64, whole: bool) {
-        self.record(bytes, whole);
-    }
-
     fn record(&mut self, bytes: u64, whole: bool) {
         if std::mem::replace(&mut self.done, true) {
             return;
@@ -271,88 +259,17 @@ impl RequestEnd {
     }
 }
 
+impl BodyEnd for RequestEnd {
+    /// The response body ended (`whole`: it was sent to its end; otherwise it failed or the
+    /// client left) after `bytes` bytes: counts it and writes the request's last line.
+    fn finish(mut self: Box<Self>, bytes: u64, whole: bool) {
+        self.record(bytes, whole);
+    }
+}
+
 impl Drop for RequestEnd {
     fn drop(&mut self) {
         // A response dropped before its body was polled (the connection closed first).
         self.record(0, false);
     }
-}
-
-/// Carries a request's [`RequestEnd`] from the edge to the server in the
-/// response's extensions (which must be `Clone`); taken once.
-#[derive(Clone, Debug)]
-pub struct EndHook(Arc<std::sync::Mutex<Option<RequestEnd>>>);
-
-impl EndHook {
-    /// Wraps `end`.
-    pub fn new(end: RequestEnd) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(end))))
-    }
-
-    pub(crate) fn take(&self) -> Option<RequestEnd> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-}
-
-/// Serves `GET /metrics` in plain HTTP on `host:port` until the task is aborted.
-pub async fn serve(
-    host: Option<IpAddr>,
-    port: u16,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = crate::server::listen(host, port).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
-                });
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                // A scraper sends its head at once; a connection that does not is closed.
-                builder
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(SCRAPE_HEAD_TIMEOUT);
-                let connection = builder.serve_connection(TokioIo::new(tcp), service);
-                // A scrape is one short request; nothing keeps a connection past a minute.
-                let _ = tokio::time::timeout(SCRAPE_CONNECTION_LIMIT, connection).await;
-            });
-        }
-    });
-    Ok((bound, task))
-}
-
-fn answer<B>(
-    metrics: &Metrics,
-    request: &http::Request<B>,
-) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, metrics.encode()),
-        (_, "/metrics") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "method not allowed: GET /metrics\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: this port serves GET /metrics\n".to_owned(),
-        ),
-    };
-    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    response
 }

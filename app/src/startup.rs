@@ -1,76 +1,16 @@
-//! Start-up: the one error type of starting the service, and the one place that builds it
-//! from configuration and binds it (port 0 works for tests), returning a handle.
+//! Start-up: the one place that turns the configuration into a running service (adapters
+//! wired, certificates loaded before the socket is bound, the server's options), binding it
+//! (port 0 works for tests) and returning a handle.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use packetcapture_domain::BoxError;
-use packetcapture_domain::error::chain;
-
 use crate::config::{Config, variable};
-use crate::observe::{self, Metrics};
+use crate::error::StartupError;
+use crate::observe::Metrics;
 use crate::server::{self, Running};
 use crate::version::VersionInfo;
 use crate::{http, wiring};
-
-/// Exit code for a configuration that cannot be used (sysexits' EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
-/// Exit code for any other failure to start.
-pub const EXIT_FAILURE: u8 = 1;
-
-/// Why the service could not start: the variable to fix (if a setting is at fault), what is
-/// wrong, the cause, and the exit code that says which kind of failure it is.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{problem}", .variable.as_ref().map(|v| format!("{v}: ")).unwrap_or_default())]
-pub struct StartupError {
-    variable: Option<String>,
-    problem: String,
-    #[source]
-    source: Option<BoxError>,
-    exit_code: u8,
-}
-
-impl StartupError {
-    /// A setting cannot be used (exit 64).
-    pub fn setting(variable: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            variable: Some(variable.into()),
-            problem: problem.into(),
-            source: None,
-            exit_code: EXIT_CONFIG,
-        }
-    }
-
-    /// Something else failed (exit 1).
-    pub fn failure(problem: impl Into<String>) -> Self {
-        Self {
-            variable: None,
-            problem: problem.into(),
-            source: None,
-            exit_code: EXIT_FAILURE,
-        }
-    }
-
-    /// Keeps `source` as the cause.
-    pub fn because(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// The variable to fix, if a setting is at fault.
-    pub fn variable(&self) -> Option<&str> {
-        self.variable.as_deref()
-    }
-
-    /// The process exit code for this failure.
-    pub fn exit_code(&self) -> u8 {
-        self.exit_code
-    }
-
-    /// The message and every cause, for the one line printed before exiting.
-    pub fn report(&self) -> String {
-        chain(self)
-    }
-}
 
 /// Builds the service from `config` (certificates loaded before the socket is bound) and
 /// serves it; the handle knows the bound address.
@@ -98,13 +38,13 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         config.port,
         certs,
         http::routes(edge),
-        config.server_options(),
+        server_options(config),
     )
     .await?;
     if config.metrics_port == 0 {
         return Ok(running);
     }
-    let (addr, task) = observe::serve(host, config.metrics_port, metrics)
+    let (addr, task) = http::metrics::serve(host, config.metrics_port, metrics)
         .await
         .map_err(|e| {
             StartupError::setting(
@@ -114,4 +54,86 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
             .because(e)
         })?;
     Ok(running.with_metrics(addr, task))
+}
+
+/// How the server treats connections, from the settings. Call after the descriptor limit is
+/// raised: the default connection cap is derived from it.
+pub fn server_options(config: &Config) -> server::Options {
+    server::Options {
+        header_timeout: config.header_timeout.0,
+        max_connections: config
+            .max_connections
+            .map_or_else(server::default_max_connections, NonZeroUsize::get),
+        shutdown_grace: config.shutdown_grace.0,
+        tls_reload_interval: config.tls_reload_interval.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error.
+
+    use figment::Jail;
+
+    use super::*;
+    use crate::config::PREFIX;
+
+    fn load(jail: &mut Jail, vars: &[(&str, &str)]) -> Result<Config, StartupError> {
+        jail.clear_env();
+        for (k, v) in vars {
+            jail.set_env(format!("{PREFIX}{k}"), v);
+        }
+        Config::from_env()
+    }
+
+    fn variable_of(e: StartupError) -> String {
+        e.variable().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn connection_settings_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            let c = load(jail, &[]).unwrap();
+            let options = server_options(&c);
+            assert_eq!(options.header_timeout, std::time::Duration::from_secs(30));
+            assert_eq!(options.shutdown_grace, std::time::Duration::from_secs(30));
+            assert_eq!(
+                options.tls_reload_interval,
+                std::time::Duration::from_secs(10)
+            );
+            assert!(
+                (64..=10_000).contains(&options.max_connections),
+                "sized from the descriptor limit: {}",
+                options.max_connections
+            );
+            let c = load(
+                jail,
+                &[
+                    ("HEADER_TIMEOUT", "5s"),
+                    ("MAX_CONNECTIONS", "300"),
+                    ("SHUTDOWN_GRACE", "0"),
+                    ("TLS_RELOAD_INTERVAL", "1m"),
+                ],
+            )
+            .unwrap();
+            let options = server_options(&c);
+            assert_eq!(options.header_timeout, std::time::Duration::from_secs(5));
+            assert_eq!(options.max_connections, 300);
+            assert_eq!(options.shutdown_grace, std::time::Duration::ZERO);
+            assert_eq!(
+                options.tls_reload_interval,
+                std::time::Duration::from_secs(60)
+            );
+            for (var, value) in [
+                ("HEADER_TIMEOUT", "0s"),
+                ("TLS_RELOAD_INTERVAL", "0"),
+                ("MAX_CONNECTIONS", "0"),
+                ("SHUTDOWN_GRACE", "forever"),
+            ] {
+                let e = load(jail, &[(var, value)]).unwrap_err();
+                assert_eq!(variable_of(e), format!("{PREFIX}{var}"), "{var}={value}");
+            }
+            Ok(())
+        });
+    }
 }

@@ -19,8 +19,8 @@ use packetcapture_local_fs::{LocalFetcher, TempSpool};
 use packetcapture_voltron::{PortsFactory, VoltronRouter};
 
 use crate::config::{AuthnReview, Config, FetchBackend, variable};
+use crate::error::StartupError;
 use crate::observe::Metrics;
-use crate::startup::StartupError;
 
 /// How long a successful authentication is reused.
 pub const AUTHN_TTL: Duration = Duration::from_secs(10);
@@ -109,7 +109,7 @@ fn engine(config: &Config) -> std::result::Result<Engine, StartupError> {
     })?;
     Ok(Engine {
         fetch: FetchOptions {
-            concurrency: config.fetch_concurrency.get(),
+            concurrency: config.fetch_concurrency,
             idle_timeout: config.node_idle_timeout.0,
         },
         spool: SpoolLimits {

@@ -98,10 +98,12 @@ impl FileFetcher for GeneratingFetcher {
         })
     }
     async fn archive(&self, _: &EntryPoint, _: &FileSet) -> Result<TarStream> {
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            Generated::new(self.files),
-            256 * 1024,
-        )))
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(Generated::new(self.files), 256 * 1024)
+                .map(|chunk| {
+                    chunk.map_err(|e| packetcapture_domain::Error::Internal(e.to_string()))
+                });
+        Ok(Box::pin(stream))
     }
     async fn read_file(&self, _: &EntryPoint, _: &FileSlice) -> Result<TarStream> {
         Err(Error::Internal(

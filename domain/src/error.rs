@@ -248,13 +248,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Writing the zip failed (the client went away, or the zip writer failed).
+    /// Writing the zip failed (the zip writer or its deflate thread).
     #[error("writing the zip archive failed")]
     ZipWrite {
         /// The cause.
         #[source]
         source: std::io::Error,
     },
+
+    /// The client went away while its download was being written (nobody is left to answer).
+    #[error("the client went away during the download")]
+    ClientGone,
 
     /// The status update kept conflicting with other writers.
     #[error("updating the status of packetcapture {capture} conflicted {tries} times; try again")]

@@ -16,7 +16,7 @@ pub mod service;
 pub mod testing;
 pub mod types;
 
-pub use archive::{Engine, FetchOptions, SpoolLimits, SpoolStats, ZipStream, ZipSummary};
+pub use archive::{DownloadStream, Engine, FetchOptions, SpoolLimits, SpoolStats, Summary};
 pub use error::{Backend, BoxError, Error, Result};
 pub use ports::{
     Authenticator, Authorizer, ByteStream, CaptureLocator, ClusterPorts, ClusterRouter,

@@ -15,8 +15,9 @@ use crate::types::{
 
 /// A node's files as a tar stream, in chunks. It must end with an `Err` item if the producer
 /// failed (for exec: a non-success status), so a reader can never take a cut stream for a
-/// whole one; a clean end is the end of the stream.
-pub type TarStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+/// whole one; a clean end is the end of the stream. The error is the domain's, with its
+/// context (the node, the file that could not be read whole), as the adapter knows it.
+pub type TarStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
 /// A file's bytes, in chunks, under the same rule as [`TarStream`]: a failed producer ends it
 /// with an `Err` item.

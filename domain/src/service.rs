@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
-use crate::archive::{self, Engine, EntryNamer, NodeSource, StreamSource, ZipStream};
+use crate::archive::{self, DownloadStream, Engine, EntryNamer, NodeSource, StreamSource};
 use crate::error::{Error, Result};
 use crate::pcap::{FileName, files_in_window};
 use crate::ports::{
@@ -45,9 +45,9 @@ pub enum Download {
     /// No node holds a file of the capture (for a merge: no packet in the selection).
     Empty,
     /// The zip, streaming; its first chunk is ready.
-    Zip(ZipStream),
+    Zip(DownloadStream),
     /// The merged pcapng, streaming; its first chunk is ready.
-    Pcapng(ZipStream),
+    Pcapng(DownloadStream),
 }
 
 /// One file of one node, found and sized, ready to be read whole or in part.
@@ -110,7 +110,7 @@ struct Counted {
 }
 
 impl Stream for Counted {
-    type Item = std::io::Result<Bytes>;
+    type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -144,7 +144,7 @@ impl Stream for Counted {
                         self.expected
                     ),
                 };
-                Poll::Ready(Some(Err(std::io::Error::other(error))))
+                Poll::Ready(Some(Err(error)))
             }
         }
     }
@@ -483,7 +483,7 @@ impl CaptureService {
             });
         }
         let nodes = futures_util::stream::iter(listings)
-            .buffered(self.engine.fetch.concurrency.max(1))
+            .buffered(self.engine.fetch.concurrency.get())
             .try_collect()
             .await?;
         Ok(Listing {

@@ -357,10 +357,10 @@ fn tar_of<'a>(
     let mut items = vec![
         bytes
             .map(bytes::Bytes::from)
-            .map_err(|e| std::io::Error::other(format!("building a tar in memory: {e}"))),
+            .map_err(|e| Error::Internal(format!("building a tar in memory: {e}"))),
     ];
     if let Some(e) = failure {
-        items.push(Err(std::io::Error::other(e)));
+        items.push(Err(e));
     }
     Box::pin(futures_util::stream::iter(items))
 }
@@ -492,9 +492,15 @@ impl FileFetcher for ScriptedFetcher {
                 match &script.end {
                     ScriptEnd::Clean => None,
                     ScriptEnd::Fail(_) if at == usize::MAX => None,
-                    ScriptEnd::Fail(message) => {
-                        Some((Err(std::io::Error::other(message.clone())), usize::MAX))
-                    }
+                    // As an exec adapter reports a failed read: the node, what failed.
+                    ScriptEnd::Fail(message) => Some((
+                        Err(Error::NodeFiles {
+                            node: node.clone(),
+                            action: "reading files",
+                            source: message.clone().into(),
+                        }),
+                        usize::MAX,
+                    )),
                     ScriptEnd::Hang => std::future::pending().await,
                 }
             }

@@ -72,8 +72,7 @@ pub struct DexConfig {
 }
 
 fn default_jwk_url() -> HttpUrl {
-    HttpUrl::from_str("https://tigera-dex.tigera-dex.svc.cluster.local:5556/dex/keys")
-        .unwrap_or_else(|e| unreachable!("the default JWKS URL is valid: {e}"))
+    HttpUrl::from_static("https://tigera-dex.tigera-dex.svc.cluster.local:5556/dex/keys")
 }
 
 /// The expected issuer: an http(s) URL, kept exactly as configured since `iss` is compared

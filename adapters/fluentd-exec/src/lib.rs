@@ -214,26 +214,16 @@ impl ExecFetcher {
     }
 }
 
-fn node_error(node: &NodeName, command: &Command, e: Error) -> packetcapture_domain::Error {
+pub(crate) fn node_error(
+    node: &NodeName,
+    command: &Command,
+    e: Error,
+) -> packetcapture_domain::Error {
     packetcapture_domain::Error::NodeFiles {
         node: node.to_string(),
         action: command.action(),
         source: Box::new(e),
     }
-}
-
-/// A failed read of an exec's output: the exec's own error when it is one.
-fn read_failure(node: &NodeName, command: &Command, e: io::Error) -> packetcapture_domain::Error {
-    let e = match e.downcast::<packetcapture_domain::Error>() {
-        Ok(domain) => return domain,
-        Err(e) => e,
-    };
-    let source = e.downcast::<Error>().unwrap_or_else(|e| Error::Output {
-        command: command.program(),
-        pod: String::new(),
-        source: e,
-    });
-    node_error(node, command, source)
 }
 
 /// The capture directory without its leading `/`, as `tar -C /` takes and prints it.
@@ -296,10 +286,7 @@ impl FileFetcher for ExecFetcher {
         let command = Command::List(dir.clone());
         let mut exec = self.start(entry, &command).await?;
         let fail = |e: Error| node_error(&entry.node, &command, e);
-        let out = exec
-            .output(LIST_OUTPUT_LIMIT)
-            .await
-            .map_err(|e| read_failure(&entry.node, &command, e))?;
+        let out = exec.output(LIST_OUTPUT_LIMIT).await?;
         parse_listing(&out).map_err(|reason| {
             fail(Error::Parse {
                 command: command.program(),
@@ -312,9 +299,7 @@ impl FileFetcher for ExecFetcher {
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()> {
         let command = Command::Remove(dir.clone());
         let mut exec = self.start(entry, &command).await?;
-        exec.output(LIST_OUTPUT_LIMIT)
-            .await
-            .map_err(|e| read_failure(&entry.node, &command, e))?;
+        exec.output(LIST_OUTPUT_LIMIT).await?;
         Ok(())
     }
 }

@@ -3,8 +3,6 @@
 //! cleanly after a Success, with an error item after anything else, a lost connection
 //! included.
 
-use std::io;
-
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -115,7 +113,7 @@ impl Exec {
     }
 
     /// The next stdout chunk; `None` after a Success status, an error after anything else.
-    async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+    async fn next_chunk(&mut self) -> Option<packetcapture_domain::Result<Bytes>> {
         if self.done {
             return None;
         }
@@ -142,10 +140,10 @@ impl Exec {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     self.done = true;
-                    return Some(Err(io::Error::other(Error::Output {
+                    return Some(Err(self.failed(Error::Output {
                         command: self.program,
                         pod: self.pod.clone(),
-                        source: io::Error::other(e),
+                        source: std::io::Error::other(e),
                     })));
                 }
             }
@@ -154,7 +152,7 @@ impl Exec {
 
     /// How the stream ends, given the status (`None`: there was none): as the command's
     /// verdict on its exit and stderr says.
-    fn end(&self, status: Option<&Status>) -> Option<io::Result<Bytes>> {
+    fn end(&self, status: Option<&Status>) -> Option<packetcapture_domain::Result<Bytes>> {
         let exit = exit_of(status);
         match self.command.verdict(&exit, &self.stderr) {
             Verdict::Whole => {
@@ -173,7 +171,7 @@ impl Exec {
             }
             Verdict::ShortRead => match &self.current_file {
                 Some(file) => Some(Err(self.unreadable(file, "it shrank while it was read"))),
-                None => Some(Err(io::Error::other(Error::Failed {
+                None => Some(Err(self.failed(Error::Failed {
                     command: self.program,
                     pod: self.pod.clone(),
                     reason: format!("{exit}: a file shrank while it was read (short read)"),
@@ -181,7 +179,7 @@ impl Exec {
                 }))),
             },
             Verdict::FileUnreadable { file, reason } => Some(Err(self.unreadable(&file, &reason))),
-            Verdict::Failed { reason } => Some(Err(io::Error::other(Error::Failed {
+            Verdict::Failed { reason } => Some(Err(self.failed(Error::Failed {
                 command: self.program,
                 pod: self.pod.clone(),
                 reason,
@@ -190,14 +188,20 @@ impl Exec {
         }
     }
 
+    /// The exec's failure as the domain reports a node's: the node, what was being done, and
+    /// why.
+    fn failed(&self, e: Error) -> packetcapture_domain::Error {
+        crate::node_error(&self.node, &self.command, e)
+    }
+
     /// The error for a file that could not be read whole (named by its base name).
-    fn unreadable(&self, file: &str, reason: &str) -> io::Error {
+    fn unreadable(&self, file: &str, reason: &str) -> packetcapture_domain::Error {
         let file = file.rsplit('/').next().unwrap_or(file).to_owned();
-        io::Error::other(packetcapture_domain::Error::FileUnreadable {
+        packetcapture_domain::Error::FileUnreadable {
             node: self.node.to_string(),
             file,
             reason: reason.to_owned(),
-        })
+        }
     }
 
     /// Keeps track of the file a tar stream is in (its headers only; data is not copied).
@@ -235,7 +239,9 @@ impl Exec {
     }
 
     /// Stdout as a stream of chunks (the exec closes when it is dropped).
-    pub(crate) fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    pub(crate) fn into_stream(
+        self,
+    ) -> impl Stream<Item = packetcapture_domain::Result<Bytes>> + Send {
         futures_util::stream::unfold(self, |mut exec| async move {
             let chunk = exec.next_chunk().await?;
             Some((chunk, exec))
@@ -243,12 +249,12 @@ impl Exec {
     }
 
     /// All of stdout, up to `limit` bytes (more is an error); the exec must succeed.
-    pub(crate) async fn output(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+    pub(crate) async fn output(&mut self, limit: usize) -> packetcapture_domain::Result<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(chunk) = self.next_chunk().await {
             out.extend_from_slice(&chunk?);
             if out.len() > limit {
-                return Err(io::Error::other(Error::Parse {
+                return Err(self.failed(Error::Parse {
                     command: self.program,
                     pod: self.pod.clone(),
                     reason: format!("more than {limit} bytes of output"),

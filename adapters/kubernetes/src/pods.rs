@@ -20,9 +20,7 @@ use crate::client::ClusterClient;
 #[serde(default, deny_unknown_fields)]
 pub struct EntryPodConfig {
     /// Their namespace.
-    #[default(
-        _code = "Namespace::new(\"tigera-fluentd\").unwrap_or_else(|e| unreachable!(\"{e}\"))"
-    )]
+    #[default(_code = "Namespace::from_static(\"tigera-fluentd\")")]
     pub namespace: Namespace,
     /// Their label selector.
     #[default(_code = "LabelSelector(\"k8s-app=fluentd-node\".into())")]

@@ -128,7 +128,7 @@ fn mtime(meta: &fs::Metadata) -> i64 {
 /// Chunks of the tar stream, handed to the reader; refuses every byte once `failed` is set,
 /// so the end-of-archive block that dropping a `tar::Builder` writes never leaves.
 struct ChunkSink {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    tx: mpsc::Sender<Result<Bytes, DomainError>>,
     buf: BytesMut,
     failed: Arc<AtomicBool>,
 }
@@ -286,7 +286,7 @@ fn produce(
         };
         if let Err(e) = write(&mut sink) {
             // The reader may be gone; then nobody is left to tell.
-            let _ = tx.blocking_send(Err(io::Error::other(e)));
+            let _ = tx.blocking_send(Err(e));
         }
     });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -69,6 +69,19 @@ impl HttpUrl {
     }
 }
 
+impl HttpUrl {
+    /// A URL written in the code (a default): a literal that is not an http(s) URL with a
+    /// host is a bug of this program, not of its input, and panics; each default is built by
+    /// a unit test.
+    #[track_caller]
+    pub fn from_static(value: &'static str) -> Self {
+        match Self::from_str(value) {
+            Ok(url) => url,
+            Err(e) => panic!("a URL literal in the code is invalid: {e}"),
+        }
+    }
+}
+
 impl FromStr for HttpUrl {
     type Err = String;
 

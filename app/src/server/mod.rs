@@ -15,6 +15,8 @@
 pub mod certs;
 mod tracking;
 
+pub use self::tracking::{BodyEnd, EndHook};
+
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use warp::reply::Response;
 
-use crate::startup::StartupError;
+use crate::error::StartupError;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,16 +149,15 @@ pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
 
 /// Builds the rustls server configuration (HTTP/2 and HTTP/1.1 offered) around a certificate
 /// that may be reloaded. The server's cipher order wins over the client's.
-pub fn tls_config(certs: Arc<certs::Reloading>) -> rustls::ServerConfig {
+pub fn tls_config(certs: Arc<certs::Reloading>) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(crypto_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| unreachable!("ring supports the default protocol versions: {e}"))
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ignore_client_order = true;
-    config
+    Ok(config)
 }
 
 /// What the server serves: warp routes that answer every request.
@@ -196,7 +197,9 @@ where
     let addr = listener
         .local_addr()
         .map_err(|e| StartupError::failure("cannot read the listening address").because(e))?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(certs.clone())));
+    let tls = tls_config(certs.clone())
+        .map_err(|e| StartupError::failure("cannot set up TLS").because(e))?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run(listener, acceptor, certs, routes, options, stopped));
     Ok(Running {
@@ -333,10 +336,7 @@ async fn serve_connection<S, B>(
             let service = service.clone();
             async move {
                 let response = service.call(request).await?;
-                let hook = response
-                    .extensions()
-                    .get::<crate::observe::EndHook>()
-                    .cloned();
+                let hook = response.extensions().get::<EndHook>().cloned();
                 Ok::<_, S::Error>(response.map(|body| tracking::Tracked::new(body, guard, hook)))
             }
         })

@@ -1,6 +1,7 @@
 //! Requests in flight, per connection and for the whole server: a connection with none for
 //! the header timeout is closed (a slow or stalled head, an idle keep-alive or HTTP/2
-//! connection); shutdown knows what it drains.
+//! connection); shutdown knows what it drains. And each response body's end (bytes sent,
+//! whole or not), reported to whoever the routes put in its [`EndHook`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -83,21 +84,46 @@ impl Drop for Guard {
     }
 }
 
+/// Told once when a response body ends: the bytes sent, and whether it was sent whole (false
+/// when it failed, or the client left, or it was dropped before its end).
+pub trait BodyEnd: Send + std::fmt::Debug {
+    /// The body ended.
+    fn finish(self: Box<Self>, bytes: u64, whole: bool);
+}
+
+/// Carries a response's [`BodyEnd`] from the routes to the server in the response's
+/// extensions (which must be `Clone`); taken once.
+#[derive(Clone, Debug)]
+pub struct EndHook(Arc<std::sync::Mutex<Option<Box<dyn BodyEnd>>>>);
+
+impl EndHook {
+    /// Wraps `end`.
+    pub fn new(end: impl BodyEnd + 'static) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(Box::new(end)))))
+    }
+
+    fn take(&self) -> Option<Box<dyn BodyEnd>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// A response body that keeps its request counted in flight until it is done or dropped,
-/// and reports its end (bytes sent, whole or not) to the request's
-/// [`crate::observe::EndHook`].
+/// and reports its end (bytes sent, whole or not) to the response's [`EndHook`].
 #[derive(Debug)]
 pub struct Tracked<B> {
     inner: B,
     guard: Option<Guard>,
-    end: Option<crate::observe::RequestEnd>,
+    end: Option<Box<dyn BodyEnd>>,
     bytes: u64,
     empty: bool,
 }
 
 impl<B: Body> Tracked<B> {
     /// `inner`, counted by `guard`, ending `hook` (from the response's extensions).
-    pub fn new(inner: B, guard: Guard, hook: Option<crate::observe::EndHook>) -> Self {
+    pub fn new(inner: B, guard: Guard, hook: Option<EndHook>) -> Self {
         Self {
             empty: inner.is_end_stream(),
             inner,

@@ -512,7 +512,7 @@ impl FileFetcher for SlowFetcher {
         let stream = futures_util::stream::iter(pieces)
             .then(move |piece| async move {
                 tokio::time::sleep(pause).await;
-                Ok::<_, io::Error>(piece)
+                Ok::<_, packetcapture_domain::Error>(piece)
             })
             .chain(end);
         Ok(Box::pin(stream))

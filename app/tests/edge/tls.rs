@@ -132,7 +132,11 @@ impl FileFetcher for CuttingFetcher {
         // first file is on its way, so the status line has been sent.
         let failure = futures_util::stream::once(async {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            Err(io::Error::other("command terminated with exit code 137"))
+            Err(packetcapture_domain::Error::NodeFiles {
+                node: "node-1".into(),
+                action: "reading files",
+                source: "command terminated with exit code 137".into(),
+            })
         });
         let chunks = futures_util::stream::iter([Ok(bytes::Bytes::from(bytes))]).chain(failure);
         Ok(Box::pin(chunks))

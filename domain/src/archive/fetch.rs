@@ -2,6 +2,7 @@
 //! in order, each pumped into its [`Pipe`]. The first failure (or a stall longer than the idle
 //! timeout) is kept and announced at once, so the writer stops while the other reads are cut.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,17 +22,27 @@ const GATHER: usize = 128 * 1024;
 /// How a download reads its nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FetchOptions {
-    /// Nodes read at once (at least 1).
-    pub concurrency: usize,
+    /// Nodes read at once.
+    pub concurrency: NonZeroUsize,
     /// A node that sends nothing for this long fails the download.
     pub idle_timeout: Duration,
+}
+
+impl FetchOptions {
+    /// Nodes read at once unless configured (`FETCH_CONCURRENCY`).
+    pub const DEFAULT_CONCURRENCY: NonZeroUsize = match NonZeroUsize::new(16) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    };
+    /// How long a node may send nothing unless configured (`NODE_IDLE_TIMEOUT`).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
         Self {
-            concurrency: 16,
-            idle_timeout: Duration::from_secs(60),
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -105,7 +116,7 @@ pub(crate) async fn run(
     let mut waiting = sources.into_iter();
     let mut running = FuturesUnordered::new();
     loop {
-        while running.len() < options.concurrency.max(1) {
+        while running.len() < options.concurrency.get() {
             let Some((source, pipe)) = waiting.next() else {
                 break;
             };
@@ -189,17 +200,7 @@ async fn copy(
                     pipe.push(gathered.split().freeze()).await?;
                 }
             }
-            Some(Err(e)) => return Err(read_error(source, e)),
+            Some(Err(e)) => return Err(e),
         }
     }
-}
-
-/// A read error as the domain error it carries (an adapter may put one there, e.g. naming
-/// the file that could not be read), or as a failure to read the node's files.
-pub(crate) fn read_error(source: &NodeSource, e: std::io::Error) -> Error {
-    e.downcast::<Error>().unwrap_or_else(|e| Error::NodeFiles {
-        node: source.dir.node().to_string(),
-        action: "reading files",
-        source: e.into(),
-    })
 }

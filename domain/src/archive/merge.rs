@@ -22,10 +22,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::fetch::{Failure, NodeSource};
+use super::output::{CHUNK_SIZE, Msg, Summary, base_name, send, tar_error};
 use super::spool::Pipe;
 use super::tar::{TarEvent, TarParser};
-use super::zip::{base_name, client_gone, send, tar_error};
-use super::{CHUNK_SIZE, Msg, ZipSummary};
 use crate::error::{Error, Result};
 use crate::pcap::{self, Interface, Packet, PcapHeader, PcapReader, Window};
 use crate::types::NodeName;
@@ -105,7 +104,7 @@ impl Reader {
                 let next = tokio::select! {
                     biased;
                     () = failure.announced() => return Err(failure.take()),
-                    () = tx.closed() => return Err(client_gone()),
+                    () = tx.closed() => return Err(Error::ClientGone),
                     next = self.pipe.next() => next,
                 };
                 match next {
@@ -187,14 +186,13 @@ impl Interfaces {
 }
 
 /// Merges every stream's packets into one pcapng, handing out chunks on `tx`. Ends at the
-/// first failure (a stream's, announced on `failure`; or the client leaving). The summary
-/// counts packets as `files`.
+/// first failure (a stream's, announced on `failure`; or the client leaving).
 pub(crate) async fn assemble(
     streams: Vec<(StreamSource, Arc<Pipe>)>,
     window: Window,
     failure: &Failure,
     tx: &mpsc::Sender<Msg>,
-) -> Result<ZipSummary> {
+) -> Result<Summary> {
     let mut readers = Vec::with_capacity(streams.len());
     let mut sources = Vec::with_capacity(streams.len());
     for (source, pipe) in streams {
@@ -207,7 +205,7 @@ pub(crate) async fn assemble(
     for reader in &mut readers {
         heads.push(reader.next(&window, failure, tx).await?);
     }
-    let mut summary = ZipSummary::default();
+    let mut summary = Summary::default();
     if heads.iter().all(Option::is_none) {
         return Ok(summary);
     }
@@ -235,7 +233,7 @@ pub(crate) async fn assemble(
         };
         let id = interfaces.id(&mut out, i, &sources[i], header);
         pcap::packet(&mut out, id, &packet);
-        summary.files += 1;
+        summary.packets += 1;
         summary.bytes += packet.data.len() as u64;
         if first || out.len() >= CHUNK_SIZE {
             first = false;

@@ -1,10 +1,12 @@
-//! The archive engine: every node's tar stream in, one zip stream out, produced while it is
-//! read.
+//! The download engine: every node's tar stream in, one download out (a zip, or a merged
+//! pcapng), produced while it is read.
 //!
 //! Nodes are read concurrently ([`fetch`]: up to `concurrency` at once, in status order), each
-//! into a pipe of the download's [`spool`]; the writer ([`zip`]) takes the nodes in status
+//! into a pipe of the download's [`spool`]; a writer turns the pipes into the download and
+//! hands it to the body through [`output`]. The zip writer ([`zip`]) takes the nodes in status
 //! order, one at a time, parsing their tar streams ([`tar`]) into whole, uninterleaved zip
-//! entries, so the same capture gives the same zip. The node being written passes through
+//! entries, so the same capture gives the same zip; the merge ([`merge`]) reads every stream
+//! at once. The node being written passes through
 //! directly; the others spool (memory, then files) up to a per-download limit, past which
 //! their reads pause. Invariants:
 //! - nothing is sent before the first regular file is found, so "no file" is told apart (the
@@ -17,34 +19,25 @@
 
 mod fetch;
 mod merge;
+mod output;
 mod spool;
 mod tar;
 mod zip;
 
-use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures_util::Stream;
 use tokio::sync::mpsc;
 
 pub use self::fetch::{FetchOptions, NodeSource};
 pub use self::merge::{MAX_STREAMS, StreamSource};
+use self::output::Msg;
+pub use self::output::{CHANNEL_CHUNKS, CHUNK_SIZE, DownloadStream, Summary};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
 pub use self::tar::{TarError, TarEvent, TarParser};
-pub use self::zip::MANIFEST;
+pub use self::zip::{EntryNamer, MANIFEST};
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, SpoolStorage};
-use crate::types::{Compression, NodeFiles, NodeName};
-
-/// Output is handed to the HTTP body in batches of at least this many bytes (the first
-/// file's header at once).
-pub const CHUNK_SIZE: usize = 256 * 1024;
-/// Batches that may wait in the channel: with [`CHUNK_SIZE`] (and the largest read a batch
-/// may end with), the bound on buffered output.
-pub const CHANNEL_CHUNKS: usize = 4;
+use crate::types::Compression;
 
 /// How downloads read nodes and where they spool.
 #[derive(Clone)]
@@ -81,70 +74,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Decides each zip entry's name: the file's base name, or `{node}/{name}` when the name
-/// occurs on more than one node (or is the manifest's, [`MANIFEST`]).
-#[derive(Debug, Default)]
-pub struct EntryNamer {
-    colliding: HashSet<String>,
-    used: HashSet<String>,
-}
-
-impl EntryNamer {
-    /// Names reported by more than one node (from the capture's status) get the node prefix
-    /// on every node; a collision the status did not predict prefixes the later file.
-    pub fn from_status(files: &[NodeFiles]) -> Self {
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut colliding = HashSet::new();
-        for node in files {
-            let unique: HashSet<&str> = node.file_names.iter().map(String::as_str).collect();
-            for name in unique {
-                if !seen.insert(name) {
-                    colliding.insert(name.to_owned());
-                }
-            }
-        }
-        Self {
-            colliding,
-            // The manifest's name is taken: a node file of that name gets its node in front.
-            used: HashSet::from([zip::MANIFEST.to_owned()]),
-        }
-    }
-
-    /// The entry name for `base` from `node`; never returns a name twice.
-    pub fn name(&mut self, node: &NodeName, base: &str) -> String {
-        let mut name = if self.colliding.contains(base) || self.used.contains(base) {
-            format!("{node}/{base}")
-        } else {
-            base.to_owned()
-        };
-        let stem = name.clone();
-        let mut n = 1;
-        while self.used.contains(&name) {
-            n += 1;
-            name = format!("{stem}~{n}");
-        }
-        self.used.insert(name.clone());
-        name
-    }
-}
-
-/// What an archive held, for logs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ZipSummary {
-    /// Files written (packets, for a merge).
-    pub files: u64,
-    /// Bytes of file data written (before compression).
-    pub bytes: u64,
-}
-
-/// What the engine hands the body.
-enum Msg {
-    /// The next pieces of the zip, in order.
-    Data(Vec<Bytes>),
-    Done(ZipSummary),
-    Failed(Error),
-}
-
 /// Starts a download of `nodes`' files. Resolves once the first file is found
 /// (`Some(stream)`), or once every node was read and none held a file (`None`), or on an error
 /// before the first byte. After that, errors arrive as an `Err` item of the stream.
@@ -154,7 +83,7 @@ pub async fn stream_zip(
     namer: EntryNamer,
     compression: Compression,
     engine: &Engine,
-) -> Result<Option<ZipStream>> {
+) -> Result<Option<DownloadStream>> {
     let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
     let with_pipes: Vec<_> = nodes
         .into_iter()
@@ -182,7 +111,7 @@ pub async fn stream_pcapng(
     streams: Vec<StreamSource>,
     window: crate::pcap::Window,
     engine: &Engine,
-) -> Result<Option<ZipStream>> {
+) -> Result<Option<DownloadStream>> {
     if streams.len() > MAX_STREAMS {
         return Err(Error::TooManyStreams {
             streams: streams.len(),
@@ -202,7 +131,8 @@ pub async fn stream_pcapng(
         .map(|(stream, pipe)| (stream.source.clone(), pipe.clone()))
         .collect();
     let options = FetchOptions {
-        concurrency: sources.len().max(1),
+        concurrency: std::num::NonZeroUsize::new(sources.len())
+            .unwrap_or(std::num::NonZeroUsize::MIN),
         ..engine.fetch
     };
     launch(fetcher, sources, options, move |failure, tx| async move {
@@ -219,10 +149,10 @@ async fn launch<W, F>(
     sources: Vec<(NodeSource, Arc<spool::Pipe>)>,
     options: FetchOptions,
     writer: W,
-) -> Result<Option<ZipStream>>
+) -> Result<Option<DownloadStream>>
 where
     W: FnOnce(Arc<fetch::Failure>, mpsc::Sender<Msg>) -> F + Send + 'static,
-    F: std::future::Future<Output = Result<ZipSummary>> + Send,
+    F: std::future::Future<Output = Result<Summary>> + Send,
 {
     let failure = Arc::new(fetch::Failure::default());
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -247,78 +177,12 @@ where
         let _ = tx.send(msg).await;
     });
     match rx.recv().await {
-        Some(Msg::Data(first)) => Ok(Some(ZipStream {
-            pending: first.into(),
-            rx,
-            done: false,
-        })),
+        Some(Msg::Data(first)) => Ok(Some(DownloadStream::new(first, rx))),
         Some(Msg::Done(_)) => Ok(None),
         Some(Msg::Failed(e)) => Err(e),
         None => Err(match task.await {
             Err(e) if e.is_panic() => Error::Internal("the archive engine panicked".into()),
             _ => Error::Internal("the archive engine stopped without a result".into()),
         }),
-    }
-}
-
-/// The zip as a stream of chunks. Ends with `Ok` only after the central directory was sent;
-/// any failure, including the engine vanishing, is an `Err` item.
-pub struct ZipStream {
-    /// Pieces received and not yet handed out.
-    pending: std::collections::VecDeque<Bytes>,
-    rx: mpsc::Receiver<Msg>,
-    done: bool,
-}
-
-impl std::fmt::Debug for ZipStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZipStream")
-            .field("done", &self.done)
-            .finish()
-    }
-}
-
-impl Stream for ZipStream {
-    type Item = Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(piece) = self.pending.pop_front() {
-            return Poll::Ready(Some(Ok(piece)));
-        }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Msg::Data(pieces))) => {
-                self.pending = pieces.into();
-                match self.pending.pop_front() {
-                    Some(piece) => Poll::Ready(Some(Ok(piece))),
-                    None => {
-                        cx.waker().wake_by_ref();
-                        Poll::Pending
-                    }
-                }
-            }
-            Poll::Ready(Some(Msg::Done(summary))) => {
-                tracing::debug!(
-                    files = summary.files,
-                    bytes = summary.bytes,
-                    "download complete"
-                );
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Msg::Failed(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Err(Error::Internal(
-                    "the archive engine stopped mid-stream".into(),
-                ))))
-            }
-        }
     }
 }

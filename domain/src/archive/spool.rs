@@ -34,11 +34,18 @@ pub struct SpoolLimits {
     pub total: u64,
 }
 
+impl SpoolLimits {
+    /// What one download may hold in memory before spooling to a file.
+    pub const DEFAULT_MEMORY: u64 = 4 * 1024 * 1024;
+    /// What one download may spool unless configured (`SPOOL_LIMIT`).
+    pub const DEFAULT_TOTAL: u64 = 2 * 1024 * 1024 * 1024;
+}
+
 impl Default for SpoolLimits {
     fn default() -> Self {
         Self {
-            memory: 4 * 1024 * 1024,
-            total: 2 * 1024 * 1024 * 1024,
+            memory: Self::DEFAULT_MEMORY,
+            total: Self::DEFAULT_TOTAL,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! nothing more is handed out, so the central directory that dropping a `ZipWriter` writes
 //! never reaches the client.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,11 +16,11 @@ use tokio::sync::mpsc;
 use zip::write::{FullFileOptions, StreamWriter, ZipWriter};
 
 use super::fetch::{Failure, NodeSource};
+use super::output::{CHUNK_SIZE, Msg, Summary, base_name, send, tar_error};
 use super::spool::Pipe;
-use super::tar::{TarError, TarEvent, TarParser};
-use super::{CHUNK_SIZE, EntryNamer, Msg, ZipSummary};
+use super::tar::{TarEvent, TarParser};
 use crate::error::{Error, Result};
-use crate::types::{Compression, NodeName};
+use crate::types::{Compression, NodeFiles, NodeName};
 
 /// The zip writer's output, drained by the engine. File data that comes from the chunk being
 /// written (`current`) is kept as slices of it, not copied (the zip writer hands Stored data
@@ -106,13 +107,60 @@ type Writer = ZipWriter<StreamWriter<Sink>>;
 /// The name of the manifest entry, the zip's last.
 pub const MANIFEST: &str = "SHA256SUMS";
 
+/// Decides each zip entry's name: the file's base name, or `{node}/{name}` when the name
+/// occurs on more than one node (or is the manifest's, [`MANIFEST`]).
+#[derive(Debug, Default)]
+pub struct EntryNamer {
+    colliding: HashSet<String>,
+    used: HashSet<String>,
+}
+
+impl EntryNamer {
+    /// Names reported by more than one node (from the capture's status) get the node prefix
+    /// on every node; a collision the status did not predict prefixes the later file.
+    pub fn from_status(files: &[NodeFiles]) -> Self {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut colliding = HashSet::new();
+        for node in files {
+            let unique: HashSet<&str> = node.file_names.iter().map(String::as_str).collect();
+            for name in unique {
+                if !seen.insert(name) {
+                    colliding.insert(name.to_owned());
+                }
+            }
+        }
+        Self {
+            colliding,
+            // The manifest's name is taken: a node file of that name gets its node in front.
+            used: HashSet::from([MANIFEST.to_owned()]),
+        }
+    }
+
+    /// The entry name for `base` from `node`; never returns a name twice.
+    pub fn name(&mut self, node: &NodeName, base: &str) -> String {
+        let mut name = if self.colliding.contains(base) || self.used.contains(base) {
+            format!("{node}/{base}")
+        } else {
+            base.to_owned()
+        };
+        let stem = name.clone();
+        let mut n = 1;
+        while self.used.contains(&name) {
+            n += 1;
+            name = format!("{stem}~{n}");
+        }
+        self.used.insert(name.clone());
+        name
+    }
+}
+
 /// The zip being written.
 struct Assembly {
     writer: Option<Writer>,
     sink: Sink,
     compression: Compression,
     started: bool,
-    summary: ZipSummary,
+    summary: Summary,
     /// The entry being written and the digest of its data so far.
     hashing: Option<(String, Sha256)>,
     /// `sha256sum` lines of the entries written.
@@ -129,7 +177,7 @@ impl Assembly {
             sink,
             compression,
             started: false,
-            summary: ZipSummary::default(),
+            summary: Summary::default(),
             hashing: None,
             manifest: String::new(),
             newest: 0,
@@ -227,7 +275,7 @@ pub(crate) async fn assemble(
     compression: Compression,
     failure: &Failure,
     tx: &mpsc::Sender<Msg>,
-) -> Result<ZipSummary> {
+) -> Result<Summary> {
     let mut zip = Assembly::new(compression);
     for (source, pipe) in nodes {
         pipe.make_direct();
@@ -238,7 +286,7 @@ pub(crate) async fn assemble(
             let next = tokio::select! {
                 biased;
                 () = failure.announced() => return Err(failure.take()),
-                () = tx.closed() => return Err(client_gone()),
+                () = tx.closed() => return Err(Error::ClientGone),
                 next = pipe.next() => next,
             };
             let mut chunk = match next {
@@ -305,28 +353,6 @@ fn manifest_line(out: &mut String, digest: &[u8], name: &str) {
         out.push_str(name);
     }
     out.push('\n');
-}
-
-pub(crate) fn base_name(path: &[u8]) -> Option<&str> {
-    let name = path.rsplit(|b| *b == b'/').find(|part| !part.is_empty())?;
-    std::str::from_utf8(name).ok()
-}
-
-pub(crate) async fn send(tx: &mpsc::Sender<Msg>, msg: Msg) -> Result<()> {
-    tx.send(msg).await.map_err(|_| client_gone())
-}
-
-pub(crate) fn client_gone() -> Error {
-    Error::ZipWrite {
-        source: io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"),
-    }
-}
-
-pub(crate) fn tar_error(node: &NodeName, e: TarError) -> Error {
-    Error::TruncatedArchive {
-        node: node.to_string(),
-        reason: e.to_string(),
-    }
 }
 
 fn zip_err(e: zip::result::ZipError) -> Error {

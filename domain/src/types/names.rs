@@ -36,6 +36,17 @@ macro_rules! validated_name {
                 }
             }
 
+            /// A name written in the code (a default): a literal that breaks the rule is a bug
+            /// of this program, not of its input, and panics; each default is built by a unit
+            /// test.
+            #[track_caller]
+            pub fn from_static(value: &'static str) -> Self {
+                match Self::new(value) {
+                    Ok(name) => name,
+                    Err(e) => panic!("a {} literal in the code is invalid: {e}", $what),
+                }
+            }
+
             /// The validated text.
             pub fn as_str(&self) -> &str {
                 &self.0

@@ -389,7 +389,7 @@ fn nodes(n: usize, size: usize, chunk: usize, pause: Duration) -> (ScriptedFetch
 fn engine(concurrency: usize) -> Engine {
     Engine {
         fetch: FetchOptions {
-            concurrency,
+            concurrency: std::num::NonZeroUsize::new(concurrency).unwrap(),
             ..FetchOptions::default()
         },
         ..Engine::default()

@@ -107,10 +107,9 @@ impl FileFetcher for Generating {
         })
     }
     async fn archive(&self, _: &EntryPoint, _: &FileSet) -> Result<TarStream> {
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            GeneratedTar::new(),
-            1 << 20,
-        )))
+        let stream = tokio_util::io::ReaderStream::with_capacity(GeneratedTar::new(), 1 << 20)
+            .map(|chunk| chunk.map_err(|e| packetcapture_domain::Error::Internal(e.to_string())));
+        Ok(Box::pin(stream))
     }
     async fn read_file(&self, _: &EntryPoint, _: &FileSlice) -> Result<TarStream> {
         Err(Error::Internal(

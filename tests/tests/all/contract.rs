@@ -388,7 +388,7 @@ async fn exec_fetcher(sim: &TestSim) -> ExecFetcher {
 }
 
 /// The bytes of node-1's archive of `dev/web-traffic`, and how its stream ended.
-async fn raw_archive(f: &dyn FileFetcher) -> (Vec<u8>, Option<std::io::Error>) {
+async fn raw_archive(f: &dyn FileFetcher) -> (Vec<u8>, Option<Error>) {
     let node = NodeName::new("node-1").unwrap();
     let entry = f.entry_point(&node).await.unwrap();
     let mut stream = f
@@ -426,10 +426,10 @@ async fn exec_fetcher_contract_holds_with_busybox_tools() {
 
 /// A node-1 file that cannot be read whole ends the archive with `FileUnreadable` naming it:
 /// one of `files`.
-fn assert_unreadable(end: Option<std::io::Error>, files: &[String]) {
+fn assert_unreadable(end: Option<Error>, files: &[String]) {
     let e = end.expect("the archive must end with an error, not cleanly");
-    match e.downcast::<Error>() {
-        Ok(Error::FileUnreadable { node, file, reason }) => {
+    match e {
+        Error::FileUnreadable { node, file, reason } => {
             assert_eq!(node, "node-1");
             assert!(
                 files.contains(&file),

@@ -626,7 +626,13 @@ async fn the_service_sends_the_simulation_what_it_sent_the_real_server() {
     let carol = sim.token("system:serviceaccount:ops:carol");
     let bob = sim.token("system:serviceaccount:dev:bob");
     /// Method, path, token, headers, the status the real server's run answered.
-    type Call<'a> = (reqwest::Method, &'a str, String, Vec<(&'a str, &'a str)>, u16);
+    type Call<'a> = (
+        reqwest::Method,
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        u16,
+    );
     let calls: Vec<Call> = vec![
         (
             reqwest::Method::GET,
