@@ -439,7 +439,7 @@ impl Provider for Environment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error.
 
     use figment::Jail;
@@ -447,7 +447,8 @@ mod tests {
 
     use super::*;
 
-    fn load(jail: &mut Jail, vars: &[(&str, &str)]) -> Result<Config, StartupError> {
+    /// The configuration read from `vars` (names without the prefix) alone.
+    pub(crate) fn load(jail: &mut Jail, vars: &[(&str, &str)]) -> Result<Config, StartupError> {
         jail.clear_env();
         for (k, v) in vars {
             jail.set_env(format!("{PREFIX}{k}"), v);
@@ -455,7 +456,8 @@ mod tests {
         Config::from_env()
     }
 
-    fn variable_of(e: StartupError) -> String {
+    /// The variable a start-up error names.
+    pub(crate) fn variable_of(e: StartupError) -> String {
         e.variable().unwrap_or_default().to_owned()
     }
 

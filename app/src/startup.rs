@@ -77,18 +77,7 @@ mod tests {
 
     use super::*;
     use crate::config::PREFIX;
-
-    fn load(jail: &mut Jail, vars: &[(&str, &str)]) -> Result<Config, StartupError> {
-        jail.clear_env();
-        for (k, v) in vars {
-            jail.set_env(format!("{PREFIX}{k}"), v);
-        }
-        Config::from_env()
-    }
-
-    fn variable_of(e: StartupError) -> String {
-        e.variable().unwrap_or_default().to_owned()
-    }
+    use crate::config::tests::{load, variable_of};
 
     #[test]
     fn connection_settings_are_read_and_checked() {

@@ -49,6 +49,28 @@ pub struct Attributes {
     pub path: Option<String>,
 }
 
+impl Attributes {
+    /// A resource request's attributes.
+    pub fn resource(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        subresource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Self {
+        Self {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: subresource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            path: None,
+        }
+    }
+}
+
 /// One request as a cluster saw it.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {

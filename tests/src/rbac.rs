@@ -422,15 +422,7 @@ mod tests {
         ns: &str,
         name: &str,
     ) -> Attributes {
-        Attributes {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: sub.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            path: None,
-        }
+        Attributes::resource(verb, group, resource, sub, ns, name)
     }
 
     const POLICY: &str = r#"

@@ -293,7 +293,14 @@ fn impersonate(
     let mut new_groups = groups.clone();
     match service_account(&target) {
         Some((ns, name)) => {
-            checks.push(attrs("impersonate", "", "serviceaccounts", "", ns, name));
+            checks.push(Attributes::resource(
+                "impersonate",
+                "",
+                "serviceaccounts",
+                "",
+                ns,
+                name,
+            ));
             if groups.is_empty() {
                 new_groups = vec![
                     "system:serviceaccounts".into(),
@@ -301,14 +308,21 @@ fn impersonate(
                 ];
             }
         }
-        None => checks.push(attrs("impersonate", "", "users", "", "", &target)),
+        None => checks.push(Attributes::resource(
+            "impersonate",
+            "",
+            "users",
+            "",
+            "",
+            &target,
+        )),
     }
     for g in &groups {
-        checks.push(attrs("impersonate", "", "groups", "", "", g));
+        checks.push(Attributes::resource("impersonate", "", "groups", "", "", g));
     }
     for (k, values) in &extra {
         for v in values {
-            checks.push(attrs(
+            checks.push(Attributes::resource(
                 "impersonate",
                 "authentication.k8s.io",
                 "userextras",
@@ -343,18 +357,6 @@ fn service_account(user: &str) -> Option<(&str, &str)> {
     user.strip_prefix("system:serviceaccount:")?
         .split_once(':')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'))
-}
-
-fn attrs(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attributes {
-    Attributes {
-        verb: verb.into(),
-        group: group.into(),
-        resource: resource.into(),
-        subresource: sub.into(),
-        namespace: ns.into(),
-        name: name.into(),
-        path: None,
-    }
 }
 
 /// kube-apiserver's 403: `pods "x" is forbidden: User "u" cannot get resource "pods/exec" in
