@@ -17,7 +17,7 @@ use std::str::FromStr;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use packetcapture_dex::DexConfig;
-use packetcapture_domain::{FetchOptions, SpoolLimits};
+use packetcapture_domain::{BudgetLimits, FetchOptions, SpoolLimits};
 use packetcapture_kubernetes::EntryPodConfig;
 use packetcapture_voltron::VoltronConfig;
 use serde::Deserialize;
@@ -93,6 +93,18 @@ pub struct Config {
     /// A node that sends nothing this long fails its download.
     #[default(Duration(FetchOptions::DEFAULT_IDLE_TIMEOUT))]
     pub node_idle_timeout: Duration,
+    /// Node streams (execs) open at once, across requests; unset: as many as `memory_budget`
+    /// holds, within the budget's default bounds.
+    pub max_streams: Option<NonZeroUsize>,
+    /// Memory held for downloads at once, across requests; unset: derived from the
+    /// container's memory limit (cgroup `memory.max`).
+    pub memory_budget: Option<Size>,
+    /// Requests that may wait for node streams or memory at once (a quarter per user).
+    #[default(BudgetLimits::DEFAULT_QUEUE)]
+    pub max_queued: usize,
+    /// How long a request waits for node streams or memory before it is refused (503).
+    #[default(Duration(BudgetLimits::DEFAULT_WAIT))]
+    pub queue_timeout: Duration,
     /// A connection whose request head is not complete this long after it was accepted (or
     /// after its previous response), or that has no request in flight this long, is closed.
     #[default(Duration(std::time::Duration::from_secs(30)))]

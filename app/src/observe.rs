@@ -9,11 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
-use packetcapture_domain::Error;
 use packetcapture_domain::cache::LookupObserver;
+use packetcapture_domain::{Budget, Error};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -63,6 +67,73 @@ pub struct Metrics {
     node_failures: Family<ReasonLabel, Counter>,
     cache_hits: Family<CacheLabel, Counter>,
     cache_misses: Family<CacheLabel, Counter>,
+    budget: Arc<std::sync::OnceLock<Arc<Budget>>>,
+}
+
+/// The budget's figures, read at each scrape.
+#[derive(Debug)]
+struct BudgetCollector(Arc<std::sync::OnceLock<Arc<Budget>>>);
+
+impl Collector for BudgetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(budget) = self.0.get() else {
+            return Ok(());
+        };
+        let (stats, limits) = (budget.stats(), budget.limits());
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "node_streams_reserved",
+                "Node streams (execs) open or reserved now, across requests",
+                stats.streams(),
+            ),
+            (
+                "node_streams_limit",
+                "The most node streams open at once (MAX_STREAMS)",
+                limits.streams.get() as u64,
+            ),
+            (
+                "download_memory_reserved_bytes",
+                "Memory reserved for downloads now",
+                stats.memory(),
+            ),
+            (
+                "download_memory_limit_bytes",
+                "The most memory held for downloads at once (MEMORY_BUDGET)",
+                limits.memory,
+            ),
+            (
+                "requests_queued",
+                "Requests waiting for node streams or memory now",
+                stats.queued(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let counters: [(&str, &str, u64); 2] = [
+            (
+                "requests_waited",
+                "Requests that waited for node streams or memory",
+                stats.waited(),
+            ),
+            (
+                "requests_refused_busy",
+                "Requests refused with 503 because the budget stayed full or the queue was full",
+                stats.refused(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -121,6 +192,8 @@ impl Metrics {
             let _ = cache_hits.get_or_create(&CacheLabel { cache });
             let _ = cache_misses.get_or_create(&CacheLabel { cache });
         }
+        let budget = Arc::new(std::sync::OnceLock::new());
+        registry.register_collector(Box::new(BudgetCollector(budget.clone())));
         Arc::new(Self {
             registry,
             requests,
@@ -130,7 +203,13 @@ impl Metrics {
             node_failures,
             cache_hits,
             cache_misses,
+            budget,
         })
+    }
+
+    /// Reports `budget`'s figures from now on (the service's one budget; set once).
+    pub fn watch_budget(&self, budget: Arc<Budget>) {
+        let _ = self.budget.set(budget);
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus scrapes).

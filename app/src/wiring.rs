@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use packetcapture_dex::{DexAuthenticator, IssuerRouted};
 use packetcapture_domain::cache::{CachedAuthenticator, CachedAuthorizer};
 use packetcapture_domain::{
-    Authenticator, Backend, CaptureService, ClusterPorts, ClusterRouter, ClusterTarget, Engine,
-    Error, FetchOptions, FileFetcher, Result, SpoolLimits,
+    Authenticator, Backend, Budget, BudgetLimits, CaptureService, ClusterPorts, ClusterRouter,
+    ClusterTarget, Engine, Error, FetchOptions, FileFetcher, Result, SpoolLimits,
 };
 use packetcapture_fluentd_exec::ExecFetcher;
 use packetcapture_kubernetes::{
@@ -94,7 +94,9 @@ pub async fn build(
             })
         }
     };
-    Ok(CaptureService::new(authenticator, router).with_engine(engine(config)?))
+    let engine = engine(config)?;
+    metrics.watch_budget(engine.budget.clone());
+    Ok(CaptureService::new(authenticator, router).with_engine(engine))
 }
 
 /// How downloads read nodes and spool, from the settings; the spool directory is checked now.
@@ -108,6 +110,7 @@ fn engine(config: &Config) -> std::result::Result<Engine, StartupError> {
         .because(e)
     })?;
     Ok(Engine {
+        budget: Arc::new(Budget::new(budget_limits(config))),
         fetch: FetchOptions {
             concurrency: config.fetch_concurrency,
             idle_timeout: config.node_idle_timeout.0,
@@ -119,6 +122,47 @@ fn engine(config: &Config) -> std::result::Result<Engine, StartupError> {
         storage: Arc::new(spool),
         stats: Arc::default(),
     })
+}
+
+/// The process's budget: the settings, and for what is unset the defaults derived from the
+/// container's memory limit.
+pub fn budget_limits(config: &Config) -> BudgetLimits {
+    let container = container_memory_limit();
+    let mut limits = BudgetLimits::for_memory_limit(container);
+    if let Some(memory) = config.memory_budget {
+        limits = BudgetLimits::for_memory_limit(Some(
+            memory.bytes().saturating_mul(4) / 3 + BudgetLimits::PROCESS_BASE,
+        ));
+        limits.memory = memory.bytes();
+    }
+    if let Some(streams) = config.max_streams {
+        limits.streams = streams;
+    }
+    limits.queue = config.max_queued;
+    limits.wait = config.queue_timeout.0;
+    tracing::info!(
+        container_memory_limit = ?container,
+        streams = limits.streams.get(),
+        memory_mib = limits.memory / (1024 * 1024),
+        queue = limits.queue,
+        wait = ?limits.wait,
+        "budget for downloads"
+    );
+    limits
+}
+
+/// The container's memory limit: cgroup v2's `memory.max`, or v1's
+/// `memory.limit_in_bytes`; `None` when there is none (or it is not readable).
+fn container_memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .and_then(|text| text.trim().parse::<u64>().ok())
+    // v1 reports "no limit" as a number near 2^63.
+    .filter(|bytes| *bytes < 1 << 60)
 }
 
 /// Builds one cluster's ports from its client, per configuration.

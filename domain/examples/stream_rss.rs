@@ -144,6 +144,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         EntryNamer::default(),
         Compression::Stored,
         &Engine::default(),
+        "tester",
     )
     .await?
     .ok_or("no file")?;

@@ -138,15 +138,36 @@ pub enum Error {
         reason: String,
     },
 
-    /// A merge would read more streams at once than the service allows.
+    /// A merge of more streams than the service's whole budget can hold, even from the spool.
     #[error(
-        "merging {streams} streams at once is more than the {max} allowed; choose nodes with ?node="
+        "merging {streams} streams needs more memory than the {budget_mib} MiB the service holds for downloads; choose nodes with ?node= or a shorter window"
     )]
     TooManyStreams {
         /// Streams the selection holds.
         streams: usize,
-        /// The most merged at once.
-        max: usize,
+        /// The memory held for downloads, in MiB.
+        budget_mib: u64,
+    },
+
+    /// The service is at its limit of node streams or memory for downloads, and the request
+    /// could not wait its turn (the queue was full, or it waited too long).
+    #[error("the service is busy: {reason}; try again in {} s", retry_after.as_secs())]
+    Busy {
+        /// What the request waited for, or why it could not wait.
+        reason: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
+
+    /// A merge of streams beyond the live window needs more spool than the download may use.
+    #[error(
+        "merging {streams} streams needs more than the {limit_mib} MiB of spool a download may use (SPOOL_LIMIT): choose nodes with ?node= or a shorter window"
+    )]
+    SpoolExhausted {
+        /// Streams the merge reads.
+        streams: usize,
+        /// The spool limit, in MiB.
+        limit_mib: u64,
     },
 
     /// Delete refused: some node has not finished capturing.

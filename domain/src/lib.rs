@@ -6,6 +6,7 @@
 //! in-memory fakes of every port.
 
 pub mod archive;
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod expiring;
@@ -17,6 +18,7 @@ pub mod testing;
 pub mod types;
 
 pub use archive::{DownloadStream, Engine, FetchOptions, SpoolLimits, SpoolStats, Summary};
+pub use budget::{Budget, BudgetLimits, BudgetStats};
 pub use error::{Backend, BoxError, Error, Result};
 pub use ports::{
     Authenticator, Authorizer, ByteStream, CaptureLocator, ClusterPorts, ClusterRouter,

@@ -7,7 +7,7 @@
 //! header and data in two writes, so an active file may end between them), counting the
 //! bytes it dropped; bytes that are not a pcap at all are an error.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// The largest record accepted whatever the file's snap length says (Wireshark's limit).
 const MAX_RECORD: u32 = 256 * 1024;
@@ -56,12 +56,17 @@ pub enum PcapError {
     },
 }
 
-/// A push reader of one pcap file; see the module documentation.
+/// A push reader of one pcap file; see the module documentation. It keeps the pieces pushed
+/// as they are (no copy): a packet is a slice of its piece, and only a record that spans two
+/// pieces is copied out whole.
 #[derive(Debug, Default)]
 pub struct PcapReader {
-    buf: BytesMut,
+    /// What was pushed and not read yet, in order.
+    pieces: std::collections::VecDeque<Bytes>,
+    /// Their bytes.
+    len: usize,
     header: Option<(PcapHeader, bool)>,
-    /// Offset in the file of the first byte of `buf`.
+    /// Offset in the file of the first byte not read yet.
     offset: u64,
 }
 
@@ -72,8 +77,11 @@ impl PcapReader {
     }
 
     /// Adds the file's next bytes.
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+    pub fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.pieces.push_back(data);
+        }
     }
 
     /// The global header, once read.
@@ -81,33 +89,79 @@ impl PcapReader {
         self.header.map(|(h, _)| h)
     }
 
+    /// Copies the next `out.len()` bytes (there must be that many) without taking them.
+    fn peek(&self, out: &mut [u8]) {
+        let mut at = 0;
+        for piece in &self.pieces {
+            let n = piece.len().min(out.len() - at);
+            out[at..at + n].copy_from_slice(&piece[..n]);
+            at += n;
+            if at == out.len() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the next `n` bytes (there must be that many): a slice of one piece when they
+    /// are in one, else a copy of them.
+    fn take(&mut self, n: usize) -> Bytes {
+        self.len -= n;
+        self.offset += n as u64;
+        if let Some(front) = self.pieces.front_mut()
+            && front.len() >= n
+        {
+            let taken = front.split_to(n);
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+            return taken;
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            let part = front.split_to(front.len().min(n - out.len()));
+            out.extend_from_slice(&part);
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+        out.freeze()
+    }
+
     /// Reads the global header if it is complete.
     fn read_header(&mut self) -> Result<bool, PcapError> {
         if self.header.is_some() {
             return Ok(true);
         }
-        if self.buf.len() < 4 {
+        if self.len < 4 {
             return Ok(false);
         }
-        let magic = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let (nanos, big) = match magic {
+        let mut m = [0u8; 4];
+        self.peek(&mut m);
+        let (nanos, big) = match u32::from_le_bytes(m) {
             0xA1B2_C3D4 => (false, false),
             0xA1B2_3C4D => (true, false),
             0xD4C3_B2A1 => (false, true),
             0x4D3C_B2A1 => (true, true),
             other => return Err(PcapError::NotPcap(other)),
         };
-        if self.buf.len() < HEADER {
+        if self.len < HEADER {
             return Ok(false);
         }
-        let mut h = self.buf.split_to(HEADER).freeze();
-        h.advance(16);
-        let (snaplen, link_type) = if big {
-            (h.get_u32(), h.get_u32())
-        } else {
-            (h.get_u32_le(), h.get_u32_le())
+        let mut h = [0u8; HEADER];
+        self.peek(&mut h);
+        self.take(HEADER);
+        let word = |i: usize| {
+            let b = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+            if big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
         };
-        self.offset += HEADER as u64;
+        let (snaplen, link_type) = (word(16), word(20));
         self.header = Some((
             PcapHeader {
                 link_type: link_type & 0x0FFF_FFFF,
@@ -127,16 +181,13 @@ impl PcapReader {
         let Some((header, big)) = self.header else {
             return Ok(None);
         };
-        if self.buf.len() < RECORD {
+        if self.len < RECORD {
             return Ok(None);
         }
+        let mut r = [0u8; RECORD];
+        self.peek(&mut r);
         let field = |i: usize| {
-            let b = [
-                self.buf[i * 4],
-                self.buf[i * 4 + 1],
-                self.buf[i * 4 + 2],
-                self.buf[i * 4 + 3],
-            ];
+            let b = [r[i * 4], r[i * 4 + 1], r[i * 4 + 2], r[i * 4 + 3]];
             if big {
                 u32::from_be_bytes(b)
             } else {
@@ -151,13 +202,11 @@ impl PcapReader {
                 snaplen: header.snaplen,
             });
         }
-        let whole = RECORD + incl as usize;
-        if self.buf.len() < whole {
+        if self.len < RECORD + incl as usize {
             return Ok(None);
         }
-        let mut record = self.buf.split_to(whole).freeze();
-        record.advance(RECORD);
-        self.offset += whole as u64;
+        self.take(RECORD);
+        let data = self.take(incl as usize);
         let frac = if header.nanos {
             u64::from(frac)
         } else {
@@ -166,13 +215,13 @@ impl PcapReader {
         Ok(Some(Packet {
             ts: u64::from(secs) * 1_000_000_000 + frac,
             orig_len: orig,
-            data: record,
+            data,
         }))
     }
 
     /// The file ended: the bytes of a cut last record (or header) that are dropped.
     pub fn finish(self) -> u64 {
-        self.buf.len() as u64
+        self.len as u64
     }
 }
 
@@ -409,7 +458,7 @@ mod tests {
         let mut r = PcapReader::new();
         let mut out = Vec::new();
         for piece in bytes.chunks(step.max(1)) {
-            r.push(piece);
+            r.push(Bytes::copy_from_slice(piece));
             while let Some(p) = r.next_packet().unwrap() {
                 out.push(p);
             }
@@ -451,12 +500,12 @@ mod tests {
     #[test]
     fn bytes_that_are_not_pcap_are_an_error() {
         let mut r = PcapReader::new();
-        r.push(b"PK\x03\x04 not a capture at all");
+        r.push(Bytes::from_static(b"PK\x03\x04 not a capture at all"));
         assert_eq!(r.next_packet(), Err(PcapError::NotPcap(0x0403_4B50)));
         let mut file = pcap(false, false, &[]);
         file.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F, 0, 0, 0, 0]);
         let mut r = PcapReader::new();
-        r.push(&file);
+        r.push(Bytes::from(file));
         assert!(matches!(
             r.next_packet(),
             Err(PcapError::BadRecord { offset: 24, .. })

@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::Stream;
 
 use crate::archive::{self, DownloadStream, Engine, EntryNamer, NodeSource, StreamSource};
+use crate::budget::{Budget, Reservation};
 use crate::error::{Error, Result};
 use crate::pcap::{FileName, files_in_window};
 use crate::ports::{
@@ -62,6 +63,9 @@ pub struct NodeFile {
     entry: EntryPoint,
     dir: CaptureDir,
     name: BaseName,
+    /// Who reads it, and the budget its read takes a node stream from.
+    user: String,
+    budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for NodeFile {
@@ -87,6 +91,7 @@ impl NodeFile {
             start,
             len,
         };
+        let stream = self.budget.stream(&self.user, "reading one file").await?;
         let inner = self.fetcher.read_file(&self.entry, &slice).await?;
         Ok(Box::pin(Counted {
             inner,
@@ -95,11 +100,13 @@ impl NodeFile {
             node: self.node.to_string(),
             file: self.name.to_string(),
             done: false,
+            _stream: stream,
         }))
     }
 }
 
-/// Passes exactly `expected` bytes through; fewer is an error item, more is cut off.
+/// Passes exactly `expected` bytes through; fewer is an error item, more is cut off. Holds
+/// the read's node stream until it is dropped.
 struct Counted {
     inner: ByteStream,
     left: u64,
@@ -107,6 +114,7 @@ struct Counted {
     node: String,
     file: String,
     done: bool,
+    _stream: Reservation,
 }
 
 impl Stream for Counted {
@@ -237,6 +245,8 @@ impl std::fmt::Debug for CaptureService {
 struct Authorized {
     ports: ClusterPorts,
     capture: Capture,
+    /// The effective user's name (the budget's queue is fair across users).
+    user: String,
 }
 
 /// The status' file names of `node` that may hold packets in the selection's window,
@@ -356,7 +366,8 @@ impl CaptureService {
         let status: Vec<NodeFiles> = nodes.iter().map(|n| (*n).clone()).collect();
         let namer = EntryNamer::from_status(&status);
         let fetcher = authorized.ports.fetcher.clone();
-        match archive::stream_zip(fetcher, sources, namer, compression, &self.engine).await? {
+        let user = &authorized.user;
+        match archive::stream_zip(fetcher, sources, namer, compression, &self.engine, user).await? {
             Some(zip) => Ok(Download::Zip(zip)),
             None => Ok(Download::Empty),
         }
@@ -417,7 +428,8 @@ impl CaptureService {
             }
         }
         let fetcher = authorized.ports.fetcher.clone();
-        match archive::stream_pcapng(fetcher, streams, selection.window, &self.engine).await? {
+        let (window, user) = (selection.window, &authorized.user);
+        match archive::stream_pcapng(fetcher, streams, window, &self.engine, user).await? {
             Some(stream) => Ok(Download::Pcapng(stream)),
             None => Ok(Download::Empty),
         }
@@ -449,8 +461,12 @@ impl CaptureService {
             .ok_or_else(|| Error::Internal("a reached node went missing".into()))?;
         let fetcher = authorized.ports.fetcher.clone();
         let idle = self.engine.fetch.idle_timeout;
-        let info = within(idle, node, fetcher.list(&entry, &dir))
-            .await?
+        let budget = self.engine.budget.clone();
+        let listed = {
+            let _stream = budget.stream(&authorized.user, "reading one file").await?;
+            within(idle, node, fetcher.list(&entry, &dir)).await?
+        };
+        let info = listed
             .into_iter()
             .find(|f| f.name == name.as_str())
             .ok_or_else(not_found)?;
@@ -462,6 +478,8 @@ impl CaptureService {
             entry,
             dir,
             name: name.clone(),
+            user: authorized.user.clone(),
+            budget,
         })
     }
 
@@ -482,10 +500,13 @@ impl CaptureService {
                 Ok::<_, Error>(NodeListing { dir, state, files })
             });
         }
-        let nodes = futures_util::stream::iter(listings)
-            .buffered(self.engine.fetch.concurrency.get())
-            .try_collect()
-            .await?;
+        let budget = &self.engine.budget;
+        let first = budget.stream(&authorized.user, "a listing").await?;
+        let nodes = budget
+            .run_each(first, self.engine.fetch.concurrency.get(), listings)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(Listing {
             cluster: request.cluster.name().to_owned(),
             capture: authorized.capture.reference,
@@ -529,7 +550,10 @@ impl CaptureService {
             .collect();
         let mut failure = None;
         let mut cleared = Vec::new();
-        for (dir, removed) in futures_util::future::join_all(removals).await {
+        let budget = &self.engine.budget;
+        let first = budget.stream(&authorized.user, "a delete").await?;
+        let concurrency = self.engine.fetch.concurrency.get();
+        for (dir, removed) in budget.run_each(first, concurrency, removals).await {
             match removed {
                 Ok(()) => {
                     tracing::info!(capture = %authorized.capture.reference, node = %dir.node(), "removed capture files");
@@ -542,7 +566,7 @@ impl CaptureService {
             }
         }
         // Only the nodes whose files are gone, and that list any, are cleared in the status.
-        let Authorized { ports, capture } = authorized;
+        let Authorized { ports, capture, .. } = authorized;
         let listed: Vec<String> = capture
             .files
             .iter()
@@ -573,7 +597,11 @@ impl CaptureService {
             });
         }
         let capture = locate(&ports, &request.capture).await?;
-        Ok(Authorized { ports, capture })
+        Ok(Authorized {
+            ports,
+            capture,
+            user: user.name,
+        })
     }
 
     /// Applies the impersonation headers the way the Kubernetes API server does.

@@ -111,6 +111,8 @@ pub struct Cluster {
     pub log: Mutex<Vec<RequestRecord>>,
     /// Execs currently running.
     pub running_execs: AtomicU64,
+    /// The most execs that ran at once (since start, or since [`Cluster::reset_peak_execs`]).
+    pub peak_execs: AtomicU64,
     /// A folder of BusyBox applet links (when BusyBox is installed), for the `busybox` knob.
     pub busybox_bin: Option<PathBuf>,
 }
@@ -134,6 +136,7 @@ impl Cluster {
             faults: Mutex::new(spec.faults.clone()),
             log: Mutex::new(Vec::new()),
             running_execs: AtomicU64::new(0),
+            peak_execs: AtomicU64::new(0),
             busybox_bin: busybox_applets(out)?,
         };
         for (index, capture) in spec.captures.iter().enumerate() {
@@ -329,6 +332,23 @@ impl Cluster {
             object["metadata"]["uid"] = json!(short_hash(&format!("{ns}/{name}"), 16));
         }
         lock(&self.captures).insert((ns, name), object);
+    }
+
+    /// An exec started (its upgrade is done).
+    pub fn exec_started(&self) {
+        let now = self.running_execs.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_execs.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// An exec ended.
+    pub fn exec_ended(&self) {
+        self.running_execs.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Starts counting the peak of execs anew from those running now.
+    pub fn reset_peak_execs(&self) {
+        self.peak_execs
+            .store(self.running_execs.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Records a request.

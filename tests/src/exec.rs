@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -332,7 +331,7 @@ pub async fn handle(
             return;
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        cluster.running_execs.fetch_add(1, Ordering::SeqCst);
+        cluster.exec_started();
         match unreachable {
             Some((message, _)) => {
                 let (mut sink, _) = ws.split();
@@ -341,7 +340,7 @@ pub async fn handle(
             }
             None => run(ws, &cluster, root, mapped, streams).await,
         }
-        cluster.running_execs.fetch_sub(1, Ordering::SeqCst);
+        cluster.exec_ended();
     });
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

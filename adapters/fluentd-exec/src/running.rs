@@ -11,6 +11,7 @@ use kube::api::AttachParams;
 use packetcapture_domain::archive::{TarEvent, TarParser};
 use packetcapture_domain::{EntryPoint, NodeName};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::verdict::{Exit, Verdict};
 use crate::{Command, Error};
@@ -52,6 +53,113 @@ pub(crate) fn exit_of(status: Option<&Status>) -> Exit {
             }
         }
     }
+}
+
+/// The WebSocket's buffers: frames are at most 32 KiB (kube-apiserver's), so a small read
+/// buffer is enough; tungstenite's default reserves 128 KiB per socket, and every open node
+/// stream has one.
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+}
+
+/// Bytes the WebSocket reads at once (a frame larger than this is read in more reads).
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Opens the exec's WebSocket as kube-rs's `Client::connect` does (the upgrade headers, a
+/// refusal as the API server's `Status`, the accept key and subprotocol checked), with this
+/// adapter's buffer sizes.
+async fn upgrade(
+    client: &kube::Client,
+    request: http::Request<Vec<u8>>,
+) -> Result<Socket, kube::Error> {
+    use http::header::{self, HeaderValue};
+    use kube::client::UpgradeConnectionError as Upgrade;
+    use tokio_tungstenite::tungstenite::handshake;
+    let (mut parts, body) = request.into_parts();
+    let key = handshake::client::generate_key();
+    let h = &mut parts.headers;
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io"),
+    );
+    let accept = handshake::derive_accept_key(key.as_bytes());
+    h.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_str(&key).map_err(|e| {
+            kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e.into()))
+        })?,
+    );
+    let response = client
+        .send(http::Request::from_parts(
+            parts,
+            kube::client::Body::from(body),
+        ))
+        .await?;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        use http_body_util::BodyExt;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let refusal = serde_json::from_slice::<kube::core::Status>(&bytes).unwrap_or_else(|_| {
+            kube::core::Status::failure(String::from_utf8_lossy(&bytes).trim(), "")
+                .with_code(status.as_u16())
+        });
+        return Err(kube::Error::Api(refusal.boxed()));
+    }
+    if status != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(kube::Error::UpgradeConnection(Upgrade::ProtocolSwitch(
+            status,
+        )));
+    }
+    let headers = response.headers();
+    let is = |name: header::HeaderName, value: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(value))
+    };
+    if !is(header::UPGRADE, "websocket") {
+        return Err(kube::Error::UpgradeConnection(
+            Upgrade::MissingUpgradeWebSocketHeader,
+        ));
+    }
+    if !is(header::CONNECTION, "upgrade") {
+        return Err(kube::Error::UpgradeConnection(
+            Upgrade::MissingConnectionUpgradeHeader,
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_ACCEPT)
+        .map(HeaderValue::as_bytes)
+        != Some(accept.as_bytes())
+    {
+        return Err(kube::Error::UpgradeConnection(
+            Upgrade::SecWebSocketAcceptKeyMismatch,
+        ));
+    }
+    if !is(header::SEC_WEBSOCKET_PROTOCOL, "v5.channel.k8s.io")
+        && !is(header::SEC_WEBSOCKET_PROTOCOL, "v4.channel.k8s.io")
+    {
+        return Err(kube::Error::UpgradeConnection(
+            Upgrade::SecWebSocketProtocolMismatch,
+        ));
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(|e| kube::Error::UpgradeConnection(Upgrade::GetPendingUpgrade(e)))?;
+    Ok(tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        Some(websocket_config()),
+    )
+    .await)
 }
 
 /// A running exec.
@@ -96,7 +204,7 @@ impl Exec {
         let request = kube::core::Request::new(pods)
             .exec(pod, argv, &params)
             .map_err(|e| start(kube::Error::BuildRequest(e)))?;
-        let socket = client.connect(request).await.map_err(start)?.into_stream();
+        let socket = upgrade(client, request).await.map_err(start)?;
         let tar =
             matches!(command, Command::Archive(_) | Command::ArchiveFiles(..)).then(TarParser::new);
         Ok(Self {

@@ -2,7 +2,7 @@
 //! workspace knows HTTP status codes, and here only [`status_of`] chooses one for a failure.
 
 use packetcapture_domain::Error;
-use warp::http::header::{ALLOW, CONTENT_RANGE, WWW_AUTHENTICATE};
+use warp::http::header::{ALLOW, CONTENT_RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
 use warp::http::{HeaderValue, Method, StatusCode};
 
 use super::body::text;
@@ -51,6 +51,8 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         | Error::NodeNotInCapture { .. }
         | Error::EmptyWindow { .. }
         | Error::TooManyStreams { .. } => StatusCode::BAD_REQUEST,
+        Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::SpoolExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
         Error::ImpersonationDenied { .. } | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
         Error::ClusterNotFound { .. }
@@ -109,13 +111,14 @@ pub(crate) fn error_response(
 ) -> warp::reply::Response {
     let status = status_of(failure);
     let mut response = text(status, &message_of(failure, status));
-    match failure {
-        Failure::Domain(error) if status.is_server_error() => {
+    if let Failure::Domain(error) = failure {
+        if status.is_server_error() {
             tracing::warn!(%method, path, status = status.as_u16(), error = %error.chain(), "request failed");
-        }
-        Failure::Domain(error) => {
+        } else {
             tracing::info!(%method, path, status = status.as_u16(), error = %error.chain(), "request refused");
         }
+    }
+    match failure {
         Failure::MethodNotAllowed(allowed) => {
             let allow = allowed
                 .iter()
@@ -131,7 +134,12 @@ pub(crate) fn error_response(
                 response.headers_mut().insert(CONTENT_RANGE, v);
             }
         }
-        Failure::NotFound | Failure::MalformedUrl | Failure::HeadTooLarge => {}
+        Failure::Domain(Error::Busy { retry_after, .. }) => {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+        }
+        Failure::Domain(_) | Failure::NotFound | Failure::MalformedUrl | Failure::HeadTooLarge => {}
     }
     if status == StatusCode::UNAUTHORIZED {
         response

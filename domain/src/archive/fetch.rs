@@ -12,12 +12,13 @@ use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::spool::Pipe;
+use crate::budget::{Budget, STREAM_COST};
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, TarStream};
 use crate::types::{BaseName, CaptureDir, EntryPoint, FileSet};
 
 /// The size of the pieces small chunks are gathered into while a pipe spools.
-const GATHER: usize = 128 * 1024;
+const GATHER: usize = 64 * 1024;
 
 /// How a download reads its nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,31 +106,63 @@ impl Failure {
     }
 }
 
-/// Reads every source into its pipe, `options.concurrency` at a time, in order. Runs until
-/// all are read, or is dropped (which drops every open stream, closing its exec).
+/// How a download's sources are read: at most `options.concurrency` at once, `reserved` of
+/// them on node streams the download reserved, and more only on streams taken from `extra`
+/// (the budget) while it has some to spare.
+pub(crate) struct Reads {
+    pub(crate) options: FetchOptions,
+    pub(crate) reserved: usize,
+    pub(crate) extra: Option<Arc<Budget>>,
+}
+
+/// Reads every source into its pipe, in order, as `reads` allows. Runs until all are read, or
+/// is dropped (which drops every open stream, closing its exec).
 pub(crate) async fn run(
     fetcher: Arc<dyn FileFetcher>,
     sources: Vec<(NodeSource, Arc<Pipe>)>,
-    options: FetchOptions,
+    reads: Reads,
     failure: Arc<Failure>,
 ) {
-    let mut waiting = sources.into_iter();
+    let mut waiting = sources.into_iter().peekable();
     let mut running = FuturesUnordered::new();
+    let mut on_reserved = 0;
     loop {
-        while running.len() < options.concurrency.get() {
+        while running.len() < reads.options.concurrency.get() && waiting.peek().is_some() {
+            let stream = if on_reserved < reads.reserved {
+                on_reserved += 1;
+                None
+            } else {
+                match reads
+                    .extra
+                    .as_ref()
+                    .and_then(|b| b.try_reserve(1, STREAM_COST))
+                {
+                    Some(extra) => Some(extra),
+                    None => break,
+                }
+            };
             let Some((source, pipe)) = waiting.next() else {
                 break;
             };
-            running.push(pump(
+            let read = pump(
                 fetcher.clone(),
                 source,
                 pipe,
-                options,
+                reads.options,
                 failure.clone(),
-            ));
+            );
+            running.push(async move {
+                read.await;
+                stream.is_some()
+            });
         }
-        if running.next().await.is_none() {
-            return;
+        match running.next().await {
+            Some(extra) => {
+                if !extra {
+                    on_reserved -= 1;
+                }
+            }
+            None => return,
         }
     }
 }
@@ -171,6 +204,9 @@ async fn copy(
 ) -> Result<()> {
     let mut gathered = BytesMut::new();
     loop {
+        // Nothing is read while a direct pipe is full: the chunk would only wait in memory
+        // (the exec's socket holds it meanwhile, and its sender waits).
+        pipe.room().await;
         let next = tokio::select! {
             biased;
             next = tokio::time::timeout(idle, stream.next()) => next.map_err(|_| Error::NodeStalled {

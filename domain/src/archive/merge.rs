@@ -5,8 +5,9 @@
 //! order (rotated oldest first, then the active file), so a stream's packets come in time
 //! order and a heap over the streams' next packets gives the merged order; ties go to the
 //! stream earlier in the list (status order, then stream name), so the same capture gives
-//! the same file. Every stream is read at once into a small direct pipe: memory is bounded
-//! by the streams' windows, whatever their size.
+//! the same file. Live, every stream is read at once into a small direct pipe: memory is
+//! bounded by the streams' windows, whatever their size; beyond what may be open at once,
+//! the streams are read into the spool and merged from there.
 //!
 //! The file: a Section Header Block, one Interface Description Block per stream (its
 //! `if_name` says node and interface, nanosecond timestamps), then Enhanced Packet Blocks.
@@ -29,10 +30,11 @@ use crate::error::{Error, Result};
 use crate::pcap::{self, Interface, Packet, PcapHeader, PcapReader, Window};
 use crate::types::NodeName;
 
-/// The most streams one merge reads at once.
-pub const MAX_STREAMS: usize = 256;
-/// Bytes each stream's pipe may hold ahead of the merge.
-pub(crate) const STREAM_WINDOW: u64 = 256 * 1024;
+/// Bytes each stream's pipe may hold ahead of the merge: one frame of kube-apiserver's
+/// (32 KiB; the pump reads the next one only once it is taken).
+pub(crate) const STREAM_WINDOW: u64 = 32 * 1024;
+/// The most a stream merged from the spool reads back at once.
+pub(crate) const READ_BACK: u64 = 32 * 1024;
 /// The application named in the section header.
 const APPLICATION: &str = concat!("packetcapture-api ", env!("CARGO_PKG_VERSION"));
 
@@ -130,7 +132,7 @@ impl Reader {
                 }
                 Some(TarEvent::Data(data)) => {
                     if let Some((_, file)) = &mut self.file {
-                        file.push(&data);
+                        file.push(data);
                     }
                 }
                 Some(TarEvent::FileEnd) => {
@@ -190,13 +192,17 @@ impl Interfaces {
 pub(crate) async fn assemble(
     streams: Vec<(StreamSource, Arc<Pipe>)>,
     window: Window,
+    live: bool,
     failure: &Failure,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Summary> {
     let mut readers = Vec::with_capacity(streams.len());
     let mut sources = Vec::with_capacity(streams.len());
     for (source, pipe) in streams {
-        pipe.make_direct();
+        // Live, every stream passes through its small window; otherwise each spools.
+        if live {
+            pipe.make_direct();
+        }
         readers.push(Reader::new(source.source.dir.node().clone(), pipe));
         sources.push(source);
     }

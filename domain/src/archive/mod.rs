@@ -29,12 +29,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use self::fetch::{FetchOptions, NodeSource};
-pub use self::merge::{MAX_STREAMS, StreamSource};
+pub use self::merge::StreamSource;
 use self::output::Msg;
 pub use self::output::{CHANNEL_CHUNKS, CHUNK_SIZE, DownloadStream, Summary};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
 pub use self::tar::{TarError, TarEvent, TarParser};
 pub use self::zip::{EntryNamer, MANIFEST};
+use crate::budget::{Budget, Reservation, SPOOLED_STREAM_COST, STREAM_COST};
 use crate::error::{Error, Result};
 use crate::ports::{FileFetcher, SpoolStorage};
 use crate::types::Compression;
@@ -50,20 +51,51 @@ pub struct Engine {
     pub storage: Arc<dyn SpoolStorage>,
     /// Spool usage across downloads.
     pub stats: Arc<SpoolStats>,
+    /// The process's node streams and memory for downloads, shared by every request.
+    pub budget: Arc<Budget>,
 }
 
 impl Default for Engine {
-    /// Default options, spooling to memory only ([`MemorySpool`]): for tests and tools; the
-    /// service gives a file-backed storage.
+    /// Default options, spooling to memory only ([`MemorySpool`]), the budget of a process
+    /// without a memory limit: for tests and tools; the service gives a file-backed storage
+    /// and its own budget.
     fn default() -> Self {
         Self {
             fetch: FetchOptions::default(),
             spool: SpoolLimits::default(),
             storage: Arc::new(MemorySpool::default()),
             stats: Arc::default(),
+            budget: Arc::new(Budget::new(crate::budget::BudgetLimits::default())),
         }
     }
 }
+
+impl Engine {
+    /// The memory a zip download holds besides its node streams: the spool's memory, the
+    /// node being written, the output batches and the zip writer.
+    pub fn zip_cost(&self) -> u64 {
+        self.spool.memory + spool::DIRECT_WINDOW + OUTPUT_COST + ZIP_WRITER_COST
+    }
+
+    /// The memory a merge of `streams` holds when every stream is read at once.
+    pub fn live_merge_cost(&self, streams: usize) -> u64 {
+        OUTPUT_COST + streams as u64 * STREAM_COST
+    }
+
+    /// The memory a merge of `streams` holds when it reads `open` of them at once into the
+    /// spool and merges from there.
+    pub fn spooled_merge_cost(&self, streams: usize, open: usize) -> u64 {
+        self.spool.memory
+            + OUTPUT_COST
+            + open as u64 * STREAM_COST
+            + streams as u64 * SPOOLED_STREAM_COST
+    }
+}
+
+/// The output of a download: the batches in the channel and the one being filled.
+const OUTPUT_COST: u64 = (CHANNEL_CHUNKS as u64 + 2) * CHUNK_SIZE as u64;
+/// The zip writer's own state (the Deflate compressor's included).
+const ZIP_WRITER_COST: u64 = 1024 * 1024;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,7 +106,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Starts a download of `nodes`' files. Resolves once the first file is found
+/// Starts a download of `nodes`' files for `user`. Reserves first what the zip needs to finish
+/// (one node stream and its buffers; more nodes are read at once only while the budget has
+/// streams to spare), waiting its turn if need be. Resolves once the first file is found
 /// (`Some(stream)`), or once every node was read and none held a file (`None`), or on an error
 /// before the first byte. After that, errors arrive as an `Err` item of the stream.
 pub async fn stream_zip(
@@ -83,17 +117,28 @@ pub async fn stream_zip(
     namer: EntryNamer,
     compression: Compression,
     engine: &Engine,
+    user: &str,
 ) -> Result<Option<DownloadStream>> {
+    let reserved = engine
+        .budget
+        .reserve(user, "a zip download", 1, engine.zip_cost() + STREAM_COST)
+        .await?;
     let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
     let with_pipes: Vec<_> = nodes
         .into_iter()
         .map(|node| (node, spool::Pipe::new(spool.clone())))
         .collect();
     let writer_pipes = with_pipes.clone();
+    let reads = fetch::Reads {
+        options: engine.fetch,
+        reserved: 1,
+        extra: Some(engine.budget.clone()),
+    };
     launch(
         fetcher,
         with_pipes,
-        engine.fetch,
+        reads,
+        reserved,
         move |failure, tx| async move {
             zip::assemble(writer_pipes, namer, compression, &failure, &tx).await
         },
@@ -101,42 +146,91 @@ pub async fn stream_zip(
     .await
 }
 
-/// Starts a merge of `streams` into one pcapng of the packets in `window`. Resolves once
-/// the first packet is known (`Some(stream)`), or once every stream was read and none held a
-/// packet in the window (`None`), or on an error before the first byte. Every stream is read
-/// at once (a merge needs each one's next packet), whatever the fetch concurrency; more than
-/// [`MAX_STREAMS`] is [`Error::TooManyStreams`].
+/// Starts a merge of `streams` into one pcapng of the packets in `window`, for `user`.
+/// Resolves once the first packet is known (`Some(stream)`), or once every stream was read
+/// and none held a packet in the window (`None`), or on an error before the first byte.
+///
+/// A merge needs each stream's next packet. When the budget can hold every stream open at
+/// once, all are read at once, live (and reserved together, so two merges never wait on each
+/// other). Beyond that, streams are read a few at a time into the spool and merged from
+/// there: execs and memory stay bounded, at the cost of the spool's disk (about the
+/// capture's size: every stream must have begun before the first packet is known) and of
+/// time. A merge that would not fit even so is [`Error::TooManyStreams`].
 pub async fn stream_pcapng(
     fetcher: Arc<dyn FileFetcher>,
     streams: Vec<StreamSource>,
     window: crate::pcap::Window,
     engine: &Engine,
+    user: &str,
 ) -> Result<Option<DownloadStream>> {
-    if streams.len() > MAX_STREAMS {
+    let n = streams.len();
+    let limits = engine.budget.limits();
+    let live_max =
+        usize::try_from(limits.memory.saturating_sub(engine.live_merge_cost(0)) / STREAM_COST)
+            .unwrap_or(usize::MAX)
+            .min(limits.streams.get());
+    let live = n <= live_max;
+    let open = if live {
+        n
+    } else {
+        engine.fetch.concurrency.get().min(live_max).max(1)
+    };
+    let cost = if live {
+        engine.live_merge_cost(n)
+    } else {
+        engine.spooled_merge_cost(n, open)
+    };
+    if !engine.budget.fits(open, cost) {
         return Err(Error::TooManyStreams {
-            streams: streams.len(),
-            max: MAX_STREAMS,
+            streams: n,
+            budget_mib: limits.memory / (1024 * 1024),
         });
     }
-    let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
-    let with_pipes: Vec<_> = streams
-        .into_iter()
-        .map(|stream| {
-            let pipe = spool::Pipe::with_window(spool.clone(), merge::STREAM_WINDOW);
-            (stream, pipe)
-        })
-        .collect();
+    let reserved = engine.budget.reserve(user, "a merge", open, cost).await?;
+    let with_pipes: Vec<_> = if live {
+        let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
+        streams
+            .into_iter()
+            .map(|stream| {
+                let pipe = spool::Pipe::with_window(spool.clone(), merge::STREAM_WINDOW);
+                (stream, pipe)
+            })
+            .collect()
+    } else {
+        tracing::info!(
+            streams = n,
+            open,
+            "merging from the spool: more streams than may be open at once"
+        );
+        let spool = spool::Spool::without_waiting(
+            engine.storage.clone(),
+            engine.spool,
+            engine.stats.clone(),
+            n,
+        );
+        streams
+            .into_iter()
+            .map(|stream| {
+                let pipe =
+                    spool::Pipe::with_sizes(spool.clone(), merge::STREAM_WINDOW, merge::READ_BACK);
+                (stream, pipe)
+            })
+            .collect()
+    };
     let sources: Vec<_> = with_pipes
         .iter()
         .map(|(stream, pipe)| (stream.source.clone(), pipe.clone()))
         .collect();
-    let options = FetchOptions {
-        concurrency: std::num::NonZeroUsize::new(sources.len())
-            .unwrap_or(std::num::NonZeroUsize::MIN),
-        ..engine.fetch
+    let reads = fetch::Reads {
+        options: FetchOptions {
+            concurrency: std::num::NonZeroUsize::new(open).unwrap_or(std::num::NonZeroUsize::MIN),
+            ..engine.fetch
+        },
+        reserved: open,
+        extra: None,
     };
-    launch(fetcher, sources, options, move |failure, tx| async move {
-        merge::assemble(with_pipes, window, &failure, &tx).await
+    launch(fetcher, sources, reads, reserved, move |failure, tx| async move {
+        merge::assemble(with_pipes, window, live, &failure, &tx).await
     })
     .await
 }
@@ -147,7 +241,8 @@ pub async fn stream_pcapng(
 async fn launch<W, F>(
     fetcher: Arc<dyn FileFetcher>,
     sources: Vec<(NodeSource, Arc<spool::Pipe>)>,
-    options: FetchOptions,
+    reads: fetch::Reads,
+    reserved: Reservation,
     writer: W,
 ) -> Result<Option<DownloadStream>>
 where
@@ -157,7 +252,9 @@ where
     let failure = Arc::new(fetch::Failure::default());
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
     let task = tokio::spawn(async move {
-        let mut reads = Box::pin(fetch::run(fetcher, sources, options, failure.clone()));
+        // What was reserved for the download is held until its task ends.
+        let _reserved = reserved;
+        let mut reads = Box::pin(fetch::run(fetcher, sources, reads, failure.clone()));
         let write = writer(failure, tx.clone());
         tokio::pin!(write);
         let mut reading = true;

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::ports::{SpoolFile, SpoolStorage};
 
 /// Bytes a direct pipe may hold ahead of its reader.
-const DIRECT_WINDOW: u64 = 1024 * 1024;
+pub(crate) const DIRECT_WINDOW: u64 = 1024 * 1024;
 /// The most read back from the spool file at once (consecutive ranges of one pipe).
 const READ_BACK: u64 = 256 * 1024;
 
@@ -138,6 +138,9 @@ pub(crate) struct Spool {
     /// Where the next chunk written to the file goes.
     end: AtomicU64,
     stats: Arc<SpoolStats>,
+    /// A merge of this many streams, none of which may wait for room (it needs every
+    /// stream's first packet before it reads on): past the limit it fails instead.
+    no_wait: Option<usize>,
 }
 
 impl Spool {
@@ -154,7 +157,23 @@ impl Spool {
             file: OnceCell::new(),
             end: AtomicU64::new(0),
             stats,
+            no_wait: None,
         })
+    }
+
+    /// A spool whose pipes never wait for room: past its limit a push fails with
+    /// [`Error::SpoolExhausted`] (a merge of `streams` streams from the spool).
+    pub(crate) fn without_waiting(
+        storage: Arc<dyn SpoolStorage>,
+        limits: SpoolLimits,
+        stats: Arc<SpoolStats>,
+        streams: usize,
+    ) -> Arc<Self> {
+        let mut spool = Self::new(storage, limits, stats);
+        if let Some(s) = Arc::get_mut(&mut spool) {
+            s.no_wait = Some(streams);
+        }
+        spool
     }
 
     /// Takes `n` bytes of the limit if they fit (a download holding nothing may always take
@@ -226,6 +245,8 @@ pub(crate) struct Pipe {
     spool: Arc<Spool>,
     /// Bytes a direct pipe may hold ahead of its reader.
     window: u64,
+    /// The most read back from the spool file at once.
+    read_back: u64,
     state: Mutex<PipeState>,
     /// Signalled when there is something to read.
     readable: Notify,
@@ -251,9 +272,16 @@ impl Pipe {
 
     /// A pipe whose direct window is `window` bytes (a merge reads many pipes at once).
     pub(crate) fn with_window(spool: Arc<Spool>, window: u64) -> Arc<Self> {
+        Self::with_sizes(spool, window, READ_BACK)
+    }
+
+    /// A pipe with its direct window and its read-back size (a merge that reads every stream
+    /// from the spool keeps each one's read-back small).
+    pub(crate) fn with_sizes(spool: Arc<Spool>, window: u64, read_back: u64) -> Arc<Self> {
         Arc::new(Self {
             spool,
             window,
+            read_back,
             state: Mutex::new(PipeState::default()),
             readable: Notify::new(),
             writable: Notify::new(),
@@ -280,6 +308,25 @@ impl Pipe {
         turned.as_mut().enable();
         if !self.is_direct() {
             turned.await;
+        }
+    }
+
+    /// Resolves once a direct pipe has room for another chunk (at once for a pipe that
+    /// spools: its [`Pipe::push`] waits for the spool instead).
+    pub(crate) async fn room(&self) {
+        loop {
+            let writable = self.writable.notified();
+            tokio::pin!(writable);
+            writable.as_mut().enable();
+            {
+                let state = lock(&self.state);
+                if !state.is_direct
+                    || (state.spooled.is_empty() && state.direct_bytes < self.window)
+                {
+                    return;
+                }
+            }
+            writable.await;
         }
     }
 
@@ -318,7 +365,14 @@ impl Pipe {
                     return Ok(());
                 }
                 Some(false) => return self.spool_to_file(chunk).await,
-                None => {}
+                None => {
+                    if let (Some(streams), false) = (self.spool.no_wait, self.is_direct()) {
+                        return Err(Error::SpoolExhausted {
+                            streams,
+                            limit_mib: self.spool.limits.total / (1024 * 1024),
+                        });
+                    }
+                }
             }
             tokio::select! {
                 _ = writable => {}
@@ -425,7 +479,9 @@ impl Pipe {
                 let mut total = 0;
                 for item in &state.spooled {
                     match item {
-                        Item::Disk { offset, len } if total == 0 || total + len <= READ_BACK => {
+                        Item::Disk { offset, len }
+                            if total == 0 || total + len <= self.read_back =>
+                        {
                             ranges.push((*offset, *len));
                             total += len;
                         }

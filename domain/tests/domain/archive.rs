@@ -43,7 +43,7 @@ async fn download(
 ) -> Outcome {
     let sources = nodes.iter().map(|n| source(n)).collect();
     let mut bytes = Vec::new();
-    let stream = match stream_zip(fetcher, sources, namer, compression, engine).await {
+    let stream = match stream_zip(fetcher, sources, namer, compression, engine, "tester").await {
         Ok(Some(stream)) => stream,
         Ok(None) => {
             return Outcome {
@@ -343,6 +343,7 @@ async fn stream_zip_yields_the_whole_archive_or_none_for_no_file() {
         EntryNamer::default(),
         Compression::Stored,
         &engine,
+        "tester",
     )
     .await
     .unwrap()
@@ -361,6 +362,7 @@ async fn stream_zip_yields_the_whole_archive_or_none_for_no_file() {
         EntryNamer::default(),
         Compression::Stored,
         &engine,
+        "tester",
     )
     .await
     .unwrap();
@@ -503,6 +505,7 @@ async fn a_client_that_leaves_closes_every_node_stream() {
         EntryNamer::default(),
         Compression::Stored,
         &engine(16),
+        "tester",
     )
     .await
     .unwrap()
@@ -554,6 +557,7 @@ async fn a_node_much_faster_than_the_writer_is_held_by_the_spool_limit() {
         EntryNamer::default(),
         Compression::Stored,
         &engine,
+        "tester",
     )
     .await
     .unwrap()
@@ -626,6 +630,7 @@ async fn spool_files_are_gone_after_an_abort() {
         EntryNamer::default(),
         Compression::Stored,
         &engine,
+        "tester",
     )
     .await
     .unwrap()

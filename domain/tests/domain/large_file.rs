@@ -144,6 +144,7 @@ async fn a_file_over_4_gib_is_written_as_zip64_and_reads_back_whole() {
         EntryNamer::default(),
         Compression::Stored,
         &Engine::default(),
+        "tester",
     )
     .await
     .unwrap()

@@ -62,6 +62,7 @@ fn download(scripts: Vec<Script>) -> (Vec<u8>, bool) {
             EntryNamer::default(),
             Compression::Stored,
             &Engine::default(),
+            "tester",
         )
         .await;
         let mut bytes = Vec::new();

@@ -1,4 +1,6 @@
-//! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed.
+//! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed,
+//! writing `DIR/execs` (`running peak` of the local cluster's execs) every 50 ms; creating
+//! `DIR/reset-peak-execs` starts the peak anew.
 //! `packetcapture-sim pcap-info FILE...`: checks pcap files and prints their packet
 //! counts (and the bytes of a cut last record).
 //! `packetcapture-sim pcapng-count FILE`: prints the packets of a pcapng (`make bench`).
@@ -112,6 +114,21 @@ async fn main() -> ExitCode {
     }
     eprintln!("packetcapture-sim: Voltron https://{}", sim.voltron_addr);
     eprintln!("packetcapture-sim: ready; files in {}", sim.out.display());
+    let cluster = sim.local().clone();
+    let (execs, reset) = (sim.out.join("execs"), sim.out.join("reset-peak-execs"));
+    tokio::spawn(async move {
+        loop {
+            if std::fs::remove_file(&reset).is_ok() {
+                cluster.reset_peak_execs();
+            }
+            let running = cluster
+                .running_execs
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let peak = cluster.peak_execs.load(std::sync::atomic::Ordering::SeqCst);
+            let _ = std::fs::write(&execs, format!("{running} {peak}\n"));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS
 }

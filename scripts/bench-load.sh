@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# make bench-load (and the last part of make bench): hundreds of nodes and concurrent
+# downloads against one API process on the simulated cluster. For each load: the API's peak
+# RSS (VmHWM, the API restarted before each load), wall time, the answers by status, and the
+# most execs the simulated cluster had open at once. Prints a table, writes load.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R="${CARGO_TARGET_DIR:-target}/release"
+OUT="${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench/load-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+say() { printf '\n== %s\n' "$*" >&2; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"/sim-*/nodes; }
+trap cleanup EXIT
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "Building release binaries"
+  cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bins >&2
+fi
+
+# scenario NODES IFACES FILES SIZE: one capture `load` on n1..nNODES, captured at the same time.
+scenario() {
+  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
+  echo "    nodes: [$(seq -s, -f 'n%g' 1 "$1")]"
+  printf '    captures:\n      - namespace: bench\n        name: load\n        sameClock: true\n        nodes:\n'
+  for i in $(seq 1 "$1"); do echo "          - {node: n$i, state: Finished, files: $3, size: $4, interfaces: $2}"; done
+  echo '    rbac:
+      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
+}
+scenario 200 1 2 1000000 >"$OUT/two-hundred.yaml"
+scenario 500 2 1 200000 >"$OUT/five-hundred.yaml"
+
+start_sim() { # name scenario
+  "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 1800); do [ -f "$OUT/$1/ready" ] && return 0; sleep 0.2; done
+  cat "$OUT/$1.log"; echo "simulation $1 did not start" >&2; exit 1
+}
+API_PID=""
+PORT=18701
+start_api() { # sim [VAR=value...]
+  local sim=$1; shift
+  ( source "$OUT/$sim/env"; export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_METRICS_PORT=0 PACKETCAPTURE_API_LOG_LEVEL=Warn "$@"; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
+  API_PID=$!
+  PIDS+=("$API_PID")
+  for _ in $(seq 1 100); do curl -sf --cacert "$OUT/$sim/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "the API did not start" >&2; exit 1
+}
+stop_api() { kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; }
+peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$API_PID/status"; }
+now() { date +%s.%N; }
+
+ROWS=()
+# load LABEL SIM CLIENTS PATH [VAR=value...]: CLIENTS concurrent GETs of PATH.
+load() {
+  local label=$1 sim=$2 clients=$3 path=$4; shift 4
+  if [ -n "${ONLY:-}" ] && [[ "$label" != *"$ONLY"* ]]; then return 0; fi
+  start_api "$sim" "$@"
+  touch "$OUT/$sim/reset-peak-execs"
+  sleep 0.2
+  local t0 t1 i curls=()
+  t0=$(now)
+  for i in $(seq 1 "$clients"); do
+    curl -sS --cacert "$OUT/$sim/ca.crt" -H "Authorization: Bearer bench-token" -o /dev/null \
+      -w '%{http_code} %{size_download}\n' "https://localhost:$PORT$path" >"$OUT/status-$i" 2>"$OUT/curl-$i.err" &
+    curls+=($!)
+  done
+  wait "${curls[@]}" || true
+  t1=$(now)
+  local rss execs statuses
+  rss=$(peak_rss_mib)
+  execs=$(awk '{print $2}' "$OUT/$sim/execs" 2>/dev/null || echo n/a)
+  statuses=$(for i in $(seq 1 "$clients"); do
+      s=$(cut -d' ' -f1 "$OUT/status-$i" 2>/dev/null); [ -s "$OUT/curl-$i.err" ] && s="cut"; echo "${s:-none}"
+    done | sort | uniq -c | awk '{printf "%s%s x %s", sep, $1, $2; sep=", "}')
+  local bytes; bytes=$(cat "$OUT"/status-* | awk '{b += $2} END {printf "%.0f", b / 1e6}')
+  stop_api
+  rm -f "$OUT"/status-* "$OUT"/curl-*.err
+  local row
+  row="| $label | $rss MiB | $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s | $statuses ($bytes MB) | $execs |"
+  echo "$row" >&2
+  ROWS+=("$row")
+}
+
+say "Generating the captures: 200 nodes x 2 files x 1 MB; 500 nodes x 2 interfaces x 200 KB"
+start_sim sim-200 "$OUT/two-hundred.yaml"
+start_sim sim-500 "$OUT/five-hundred.yaml"
+
+say "Loads"
+load "one 200-node files.zip" sim-200 1 /download/bench/load/files.zip "$@"
+load "one 200-stream merged.pcapng" sim-200 1 /download/bench/load/merged.pcapng "$@"
+load "8 concurrent 200-node files.zip" sim-200 8 /download/bench/load/files.zip "$@"
+load "4 concurrent 200-stream merged.pcapng" sim-200 4 /download/bench/load/merged.pcapng "$@"
+load "8 concurrent 200-stream merged.pcapng" sim-200 8 /download/bench/load/merged.pcapng "$@"
+load "one 1,000-stream merged.pcapng (500 nodes x 2)" sim-500 1 /download/bench/load/merged.pcapng "$@"
+
+{
+  echo "# make bench-load, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores${*:+, $*}"
+  echo
+  echo "| Load | API peak RSS | Time | Answers | Most execs open |"
+  echo "| --- | --- | --- | --- | --- |"
+  printf '%s\n' "${ROWS[@]}"
+} | tee "$OUT/load.md"
+echo >&2; echo "Written to $OUT/load.md" >&2
