@@ -67,6 +67,10 @@ rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/t
 bench: ## Throughput, memory, latency and compression against kubectl (release build; prints a table)
 	bash scripts/bench.sh
 
+.PHONY: bench-load
+bench-load: ## Hundreds of nodes and concurrent downloads: peak RSS, time, refusals, execs (release build; part of make bench)
+	bash scripts/bench-load.sh
+
 .PHONY: soak
 soak: ## Mixed traffic, faults and a restart for SOAK_MINUTES (default 10) against the simulation; prints outcomes
 	$(CARGO) build --release --locked -p packetcapture-api -p packetcapture-tests --bins

@@ -196,3 +196,8 @@ rm -f "$OUT/merged.pcapng"
   echo "The simulated pcaps repeat payload bytes, so Deflate compresses them far better than real traffic."
 } | tee "$OUT/results.md"
 echo >&2; echo "Written to $OUT/results.md" >&2
+
+say "9. Load: hundreds of nodes, concurrent downloads (scripts/bench-load.sh)"
+cleanup
+PIDS=()
+SKIP_BUILD=1 BENCH_OUT="$OUT/load" bash scripts/bench-load.sh

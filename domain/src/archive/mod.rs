@@ -252,8 +252,9 @@ where
     let failure = Arc::new(fetch::Failure::default());
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
     let task = tokio::spawn(async move {
-        // What was reserved for the download is held until its task ends.
-        let _reserved = reserved;
+        // What was reserved for the download is held until it is done, and given back before
+        // the body learns its end.
+        let reserved = reserved;
         let mut reads = Box::pin(fetch::run(fetcher, sources, reads, failure.clone()));
         let write = writer(failure, tx.clone());
         tokio::pin!(write);
@@ -266,6 +267,7 @@ where
         };
         // Whatever is still being read is no longer wanted: dropping it closes its exec.
         drop(reads);
+        drop(reserved);
         let msg = match result {
             Ok(summary) => Msg::Done(summary),
             Err(e) => Msg::Failed(e),

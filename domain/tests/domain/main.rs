@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod archive;
+mod budget;
 mod large_file;
 mod merge;
 mod properties;

@@ -121,6 +121,21 @@ fn the_base_renders_validates_and_runs_as_the_service_needs() {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("{name} not set"))
     };
+    // The budget the service derives from the memory limit fits in it, as README says.
+    let limit = c["resources"]["limits"]["memory"].as_str().unwrap();
+    let mib: u64 = limit.strip_suffix("Mi").unwrap().parse().unwrap();
+    let budget = packetcapture_domain::BudgetLimits::for_memory_limit(Some(mib << 20));
+    assert!(
+        budget.memory + packetcapture_domain::BudgetLimits::PROCESS_BASE < mib << 20,
+        "{budget:?} within {limit}"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let said = format!(
+        "{} MiB and {} node streams",
+        budget.memory >> 20,
+        budget.streams
+    );
+    assert!(readme.contains(&said), "README says the budget: {said}");
     let grace = seconds(&var("PACKETCAPTURE_API_SHUTDOWN_GRACE"));
     assert!(
         pod["terminationGracePeriodSeconds"].as_u64().unwrap() > grace,

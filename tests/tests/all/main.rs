@@ -9,6 +9,7 @@ mod dex;
 mod e2e;
 mod engine;
 mod faults;
+mod load;
 mod managed;
 mod observe;
 mod openapi;
