@@ -19,6 +19,18 @@ pub enum Failure {
     MethodNotAllowed(&'static [Method]),
     /// The request's header fields are larger than the server takes.
     HeadTooLarge,
+    /// A query parameter the route does not take; the ones it takes.
+    UnknownParameter {
+        /// The parameter, escaped.
+        name: String,
+        /// What the route takes.
+        takes: Vec<&'static str>,
+    },
+    /// A query parameter given twice that the route takes once.
+    RepeatedParameter {
+        /// The parameter.
+        name: &'static str,
+    },
     /// A `Range` that holds nothing of a file of `size` bytes.
     RangeNotSatisfiable {
         /// The file's size.
@@ -39,7 +51,9 @@ impl From<Error> for Failure {
 pub fn status_of(failure: &Failure) -> StatusCode {
     let error = match failure {
         Failure::NotFound => return StatusCode::NOT_FOUND,
-        Failure::MalformedUrl => return StatusCode::BAD_REQUEST,
+        Failure::MalformedUrl
+        | Failure::UnknownParameter { .. }
+        | Failure::RepeatedParameter { .. } => return StatusCode::BAD_REQUEST,
         Failure::MethodNotAllowed(_) => return StatusCode::METHOD_NOT_ALLOWED,
         Failure::HeadTooLarge => return StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Failure::RangeNotSatisfiable { .. } => return StatusCode::RANGE_NOT_SATISFIABLE,
@@ -97,6 +111,16 @@ pub(crate) fn message_of(failure: &Failure, status: StatusCode) -> String {
         Failure::RangeNotSatisfiable { size } => {
             format!("the range is outside the file's {size} bytes")
         }
+        Failure::UnknownParameter { name, takes } if takes.is_empty() => {
+            format!("unknown query parameter \"{name}\": this route takes none")
+        }
+        Failure::UnknownParameter { name, takes } => format!(
+            "unknown query parameter \"{name}\": this route takes {}",
+            takes.join(", ")
+        ),
+        Failure::RepeatedParameter { name } => {
+            format!("query parameter \"{name}\" is given more than once; give it once")
+        }
         Failure::Domain(_) if status == StatusCode::INTERNAL_SERVER_ERROR => {
             "internal server error".into()
         }
@@ -139,7 +163,12 @@ pub(crate) fn error_response(
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
         }
-        Failure::Domain(_) | Failure::NotFound | Failure::MalformedUrl | Failure::HeadTooLarge => {}
+        Failure::Domain(_)
+        | Failure::NotFound
+        | Failure::MalformedUrl
+        | Failure::HeadTooLarge
+        | Failure::UnknownParameter { .. }
+        | Failure::RepeatedParameter { .. } => {}
     }
     if status == StatusCode::UNAUTHORIZED {
         response

@@ -32,7 +32,7 @@ use self::range::serve_file;
 pub use self::range::{RangeAnswer, range_of};
 use self::request::{compression, head_size, query_pairs, request, selection};
 pub use self::route::OPENAPI;
-use self::route::{Format, Route, parse_route};
+use self::route::{Format, Route, check_params, parse_route};
 use self::span::RequestSpan;
 use crate::observe::Metrics;
 use crate::server::MAX_HEAD;
@@ -112,6 +112,9 @@ async fn answer(
     if !route.allowed().contains(method) {
         return Err(Failure::MethodNotAllowed(route.allowed()));
     }
+    // Every parameter is one the route takes: a misspelt one is refused, never ignored.
+    let pairs = query_pairs(query)?;
+    check_params(&pairs, route.params())?;
     Ok(match route {
         Route::Health => json(StatusCode::OK, &serde_json::json!({ "status": "Ok" })),
         Route::Version => json(StatusCode::OK, &edge.version),
@@ -122,7 +125,9 @@ async fn answer(
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Route::Download(capture, format) => download(edge, capture, format, headers, query).await?,
+        Route::Download(capture, format) => {
+            download(edge, capture, format, headers, &pairs).await?
+        }
         Route::File(capture, node, name) => {
             let request = request(capture, headers)?;
             let file = edge.service.file(&request, &node, &name).await?;
@@ -145,14 +150,13 @@ async fn download(
     capture: CaptureRef,
     format: Format,
     headers: &HeaderMap,
-    query: &str,
+    pairs: &[(String, String)],
 ) -> Result<warp::reply::Response, Error> {
-    let pairs = query_pairs(query)?;
-    let selection = selection(&pairs)?;
+    let selection = selection(pairs)?;
     let request = request(capture, headers)?;
     let download = match format {
         Format::Zip => {
-            let compression = compression(&pairs)?;
+            let compression = compression(pairs)?;
             edge.service
                 .download(&request, compression, &selection)
                 .await?

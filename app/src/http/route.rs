@@ -54,6 +54,26 @@ impl Route {
         }
     }
 
+    /// The query parameters the route takes (any other is refused, 400).
+    pub(crate) fn params(&self) -> &'static [Param] {
+        const SELECTION: [Param; 3] = [
+            Param::repeated("node"),
+            Param::once("since"),
+            Param::once("until"),
+        ];
+        const ZIP: [Param; 4] = [
+            SELECTION[0],
+            SELECTION[1],
+            SELECTION[2],
+            Param::once("compression"),
+        ];
+        match self {
+            Self::Download(_, Format::Zip) => &ZIP,
+            Self::Download(_, Format::Pcapng) => &SELECTION,
+            _ => &[],
+        }
+    }
+
     /// The methods the route answers.
     pub(crate) fn allowed(&self) -> &'static [Method] {
         match self {
@@ -62,6 +82,51 @@ impl Route {
             _ => &[Method::GET],
         }
     }
+}
+
+/// A query parameter of a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Param {
+    /// Its name.
+    pub(crate) name: &'static str,
+    /// Whether it may be given more than once.
+    pub(crate) repeats: bool,
+}
+
+impl Param {
+    const fn once(name: &'static str) -> Self {
+        Self {
+            name,
+            repeats: false,
+        }
+    }
+
+    const fn repeated(name: &'static str) -> Self {
+        Self {
+            name,
+            repeats: true,
+        }
+    }
+}
+
+/// Refuses a query parameter `params` does not list, or one given twice that may be given
+/// once.
+pub(crate) fn check_params(pairs: &[(String, String)], params: &[Param]) -> Result<(), Failure> {
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        match params.iter().find(|p| p.name == name) {
+            None => {
+                return Err(Failure::UnknownParameter {
+                    name: packetcapture_domain::printable(name),
+                    takes: params.iter().map(|p| p.name).collect(),
+                });
+            }
+            Some(p) if !p.repeats && pairs[..i].iter().any(|(n, _)| n == name) => {
+                return Err(Failure::RepeatedParameter { name: p.name });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parses a path strictly: an unknown path is [`Failure::NotFound`], a known one with a name

@@ -641,3 +641,50 @@ async fn a_bug_is_a_generic_500() {
     .await;
     assert_text(&r, 500, "internal server error");
 }
+
+#[tokio::test]
+async fn a_query_parameter_the_route_does_not_take_or_gives_twice_is_400_naming_it() {
+    let e = edge(&local_cluster());
+    for (path, message) in [
+        (
+            "/download/dev/done/merged.pcapng?sinse=2026-11-30T10:00:00Z",
+            "unknown query parameter \"sinse\": this route takes node, since, until",
+        ),
+        (
+            "/download/dev/done/files.zip?nodes=node-1",
+            "unknown query parameter \"nodes\": this route takes node, since, until, compression",
+        ),
+        (
+            "/download/dev/done/merged.pcapng?compression=deflate",
+            "unknown query parameter \"compression\": this route takes node, since, until",
+        ),
+        (
+            "/files/dev/done?x=1",
+            "unknown query parameter \"x\": this route takes none",
+        ),
+        (
+            "/health?verbose",
+            "unknown query parameter \"verbose\": this route takes none",
+        ),
+        (
+            "/download/dev/done/files.zip?since=2026-11-30T10:00:00Z&since=2026-11-30T11:00:00Z",
+            "query parameter \"since\" is given more than once; give it once",
+        ),
+        (
+            "/download/dev/done/files.zip?compression=stored&compression=deflate",
+            "query parameter \"compression\" is given more than once; give it once",
+        ),
+    ] {
+        let r = send(e.clone(), "GET", path, &[JANE]).await;
+        assert_text(&r, 400, message);
+    }
+    // node= repeats; the others, once each, are fine.
+    let r = send(
+        e,
+        "GET",
+        "/download/dev/done/files.zip?node=node-1&node=node-1&since=2000-01-01T00:00:00Z&compression=stored",
+        &[JANE],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
