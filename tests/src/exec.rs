@@ -338,7 +338,7 @@ pub async fn handle(
                 let _ = sink.send(frame(1, &[])).await;
                 end(&mut sink, internal_error(&message)).await;
             }
-            None => run(ws, &cluster, root, mapped, streams).await,
+            None => run(ws, &cluster, &node, root, mapped, streams).await,
         }
         cluster.exec_ended();
     });
@@ -457,6 +457,7 @@ fn in_pod(text: &[u8], root: &[u8]) -> Vec<u8> {
 async fn run(
     ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
     cluster: &Cluster,
+    node: &str,
     root: PathBuf,
     mapped: Result<Mapped, Unmapped>,
     streams: Streams,
@@ -477,7 +478,7 @@ async fn run(
         }
         let _ = gone_tx.send(true);
     });
-    let faults = cluster.faults();
+    let faults = cluster.faults().on_node(node);
     let Mapped {
         program,
         args,

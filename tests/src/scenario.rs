@@ -368,6 +368,46 @@ pub struct Faults {
     /// Entry pods have BusyBox applets instead of the GNU tools (Debian's `busybox` package).
     #[serde(default)]
     pub busybox: bool,
+    /// Exec faults of single nodes, over the cluster's (`{node-3: {execCutAfter: 300000}}`):
+    /// one node fails while the others stream.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, ExecFaults>,
+}
+
+/// The faults an exec on one node may have; set ones win over the cluster's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecFaults {
+    /// As [`Faults::exec_bandwidth`].
+    #[serde(default)]
+    pub exec_bandwidth: Option<u64>,
+    /// As [`Faults::exec_cut_after`].
+    #[serde(default)]
+    pub exec_cut_after: Option<u64>,
+    /// As [`Faults::exec_exit_status`].
+    #[serde(default)]
+    pub exec_exit_status: Option<i32>,
+    /// As [`Faults::exec_stall_after`].
+    #[serde(default)]
+    pub exec_stall_after: Option<u64>,
+    /// As [`Faults::shrink_after`].
+    #[serde(default)]
+    pub shrink_after: Option<u64>,
+}
+
+impl Faults {
+    /// The faults of an exec on `node`: the cluster's, with the node's own over them.
+    pub fn on_node(&self, node: &str) -> Faults {
+        let mut f = self.clone();
+        if let Some(n) = self.nodes.get(node) {
+            f.exec_bandwidth = n.exec_bandwidth.or(f.exec_bandwidth);
+            f.exec_cut_after = n.exec_cut_after.or(f.exec_cut_after);
+            f.exec_exit_status = n.exec_exit_status.or(f.exec_exit_status);
+            f.exec_stall_after = n.exec_stall_after.or(f.exec_stall_after);
+            f.shrink_after = n.shrink_after.or(f.shrink_after);
+        }
+        f
+    }
 }
 
 impl Scenario {

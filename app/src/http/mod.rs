@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use packetcapture_domain::{CaptureRef, CaptureService, Download, Error};
 use warp::Filter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
@@ -192,25 +192,63 @@ async fn download(
     Ok(response)
 }
 
-/// Logs a failure of the body after the status line was sent; the `Err` item then makes hyper
-/// abort the connection, so the client sees a failed transfer.
+/// Logs how the body ended when it did not end whole: a failure after the status line was
+/// sent (the `Err` item then makes hyper abort the connection, so the client sees a failed
+/// transfer), or the client leaving (hyper then drops the body without polling it to its end).
 fn log_failures(
     zip: impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static,
     capture: String,
     cluster: String,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static {
-    zip.map(move |item| {
+    Watched {
+        inner: Box::pin(zip),
+        capture,
+        cluster,
+        metrics,
+        ended: false,
+    }
+}
+
+/// A download's body that logs its end unless it is the end of the stream.
+struct Watched<S> {
+    inner: std::pin::Pin<Box<S>>,
+    capture: String,
+    cluster: String,
+    metrics: Arc<Metrics>,
+    /// The stream ended, or failed and said so: nothing left to log on drop.
+    ended: bool,
+}
+
+impl<S: Stream<Item = Result<Bytes, Error>>> Stream for Watched<S> {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
         match &item {
-            Err(Error::ClientGone) => {
-                tracing::info!(capture = %capture, cluster = %cluster, "the client left during the download");
+            None => self.ended = true,
+            Some(Err(Error::ClientGone)) => {
+                self.ended = true;
+                tracing::info!(capture = %self.capture, cluster = %self.cluster, "the client left during the download");
             }
-            Err(e) => {
-                metrics.node_failure(e);
-                tracing::warn!(capture = %capture, cluster = %cluster, error = %e.chain(), "download aborted after the status line was sent");
+            Some(Err(e)) => {
+                self.ended = true;
+                self.metrics.node_failure(e);
+                tracing::warn!(capture = %self.capture, cluster = %self.cluster, error = %e.chain(), "download aborted after the status line was sent");
             }
-            Ok(_) => {}
+            Some(Ok(_)) => {}
         }
-        item
-    })
+        std::task::Poll::Ready(item)
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        if !self.ended {
+            tracing::info!(capture = %self.capture, cluster = %self.cluster, "the client left during the download");
+        }
+    }
 }

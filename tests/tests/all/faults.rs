@@ -1,9 +1,11 @@
 //! The fault matrix: every fault the simulation can make, one row each, with the documented
-//! outcome; after every row no exec is left open, nothing on the nodes changed, and the
-//! service still answers and downloads whole.
+//! outcome and its reason (the error body, or the log line of an aborted transfer); after
+//! every row no exec is left open, the service changed nothing on the nodes (checked before
+//! the files a fault damaged are put back), and it still answers and downloads whole.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use packetcapture_tests::scenario::Faults;
@@ -19,6 +21,8 @@ enum Outcome {
     Whole(Vec<u8>),
     /// 200, then the transfer failed.
     Aborted,
+    /// No response at all: not even a status line.
+    NoResponse(String),
 }
 
 /// What a row expects.
@@ -55,7 +59,7 @@ async fn ask(api: &ApiProcess, sim: &TestSim, what: Ask, expect: &Expect) -> Out
         ),
         Ask::DexUser => ("/files/dev/web-traffic", "dana@example.com", vec![]),
     };
-    let Ok(mut r) = api
+    let mut r = match api
         .http
         .get(format!("{}{path}", api.url))
         .bearer_auth(sim.token(user))
@@ -67,9 +71,9 @@ async fn ask(api: &ApiProcess, sim: &TestSim, what: Ask, expect: &Expect) -> Out
         )
         .send()
         .await
-    else {
-        // Over HTTP/2 an abort may overtake the response head.
-        return Outcome::Aborted;
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::NoResponse(format!("{e:?}")),
     };
     let status = r.status().as_u16();
     if status != 200 {
@@ -146,6 +150,25 @@ struct Row {
     faults: fn(&mut Faults),
     ask: Ask,
     expect: Expect,
+    /// The fault itself damages node files (the simulation cuts them to 1000 bytes): only the
+    /// files it did not cut are compared with what they were.
+    cuts_files: bool,
+}
+
+/// The log written since `from`, once it holds `text` (within five seconds).
+async fn wait_for_log(api: &ApiProcess, from: usize, text: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = api.log_text().get(from..).unwrap_or_default().to_owned();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no \"{text}\" in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn running_as_root() -> bool {
@@ -171,24 +194,28 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
             faults: |f| f.api_server_error = Some(500),
             ask: Ask::Download,
             expect: Expect::Status(502, "Kubernetes API failed to"),
+            cuts_files: false,
         },
         Row {
             name: "API server answers 503",
             faults: |f| f.api_server_error = Some(503),
             ask: Ask::Download,
             expect: Expect::Status(503, "Kubernetes API unavailable while trying to"),
+            cuts_files: false,
         },
         Row {
             name: "API server slow (300 ms a request)",
             faults: |f| f.latency_ms = 300,
             ask: Ask::Download,
             expect: Expect::Whole,
+            cuts_files: false,
         },
         Row {
             name: "API server down",
             faults: |f| f.api_server_down = true,
             ask: Ask::Download,
             expect: Expect::Status(503, "Kubernetes API unavailable while trying to"),
+            cuts_files: false,
         },
         Row {
             name: "exec cut mid-stream",
@@ -198,24 +225,28 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
             },
             ask: Ask::Download,
             expect: Expect::Failed("reading files on node"),
+            cuts_files: false,
         },
         Row {
             name: "exec exits non-zero",
             faults: |f| f.exec_exit_status = Some(2),
             ask: Ask::Download,
             expect: Expect::Failed("reading files on node"),
+            cuts_files: false,
         },
         Row {
             name: "entry pod missing",
             faults: |f| f.missing_entry_pods = vec!["node-2".into()],
             ask: Ask::Download,
             expect: Expect::Status(502, "no running entry pod found on node node-2"),
+            cuts_files: false,
         },
         Row {
             name: "node stalls",
             faults: |f| f.exec_stall_after = Some(100_000),
             ask: Ask::Download,
             expect: Expect::Failed("sent nothing for 1 s"),
+            cuts_files: false,
         },
         Row {
             name: "file shrinks while read",
@@ -225,30 +256,35 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
             },
             ask: Ask::Download,
             expect: Expect::Failed("could not be read whole"),
+            cuts_files: true,
         },
         Row {
             name: "file cannot be opened",
             faults: |f| f.run_as_uid = running_as_root().then_some(65534),
             ask: Ask::Download,
             expect: Expect::Failed("could not be read whole"),
+            cuts_files: false,
         },
         Row {
             name: "Dex down",
             faults: |f| f.dex_down = true,
             ask: Ask::DexUser,
             expect: Expect::Status(503, "identity provider unavailable"),
+            cuts_files: false,
         },
         Row {
             name: "Voltron down",
             faults: |f| f.voltron_down = true,
             ask: Ask::Managed,
             expect: Expect::Status(503, "Voltron unavailable"),
+            cuts_files: false,
         },
         Row {
             name: "client gone",
             faults: |f| f.exec_bandwidth = Some(500_000),
             ask: Ask::Download,
             expect: Expect::ClientGone,
+            cuts_files: false,
         },
     ];
     let before = node_files(&sim);
@@ -261,11 +297,23 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
             )
             .unwrap();
         }
+        let log_before = api.log_text().len();
         sim.local().set_faults(row.faults);
         let outcome = ask(&api, &sim, row.ask, &row.expect).await;
         sim.local().set_faults(|f| *f = Faults::default());
-        backup.restore();
         let name = row.name;
+        // What the service did to the nodes, before anything is put back.
+        let now = node_files(&sim);
+        for (file, digest) in &before {
+            let cut = row.cuts_files
+                && std::fs::metadata(sim.out.join("nodes").join(file))
+                    .is_ok_and(|m| m.len() == 1000);
+            if !cut {
+                assert_eq!(now.get(file), Some(digest), "{name}: {file} changed");
+            }
+        }
+        assert_eq!(now.len(), before.len(), "{name}: files came or went");
+        backup.restore();
         match (&row.expect, &outcome) {
             (Expect::Status(code, text), Outcome::Status(got, body)) => {
                 assert_eq!(got, code, "{name}: {body}");
@@ -275,7 +323,18 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
                 assert_eq!(*got, 502, "{name}: {body}");
                 assert!(body.contains(text), "{name}: {body}");
             }
-            (Expect::Failed(_) | Expect::ClientGone, Outcome::Aborted) => {}
+            (Expect::Failed(text), Outcome::Aborted) => {
+                // The documented reason, in the line that logs the abort.
+                let log = wait_for_log(&api, log_before, "download aborted").await;
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("download aborted"))
+                    .unwrap_or_default();
+                assert!(line.contains(text), "{name}: the abort's reason: {line}");
+            }
+            (Expect::ClientGone, Outcome::Aborted) => {
+                wait_for_log(&api, log_before, "the client left during the download").await;
+            }
             (Expect::Whole, Outcome::Whole(body)) => {
                 assert_eq!(
                     zip_digests(body),
@@ -283,23 +342,18 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
                     "{name}"
                 );
             }
+            (_, Outcome::NoResponse(error)) => panic!("{name}: no response at all: {error}"),
             (_, other) => panic!("{name}: unexpected outcome {other:?}"),
         }
         // Nothing left running, nothing changed, still serving.
         let started = Instant::now();
-        while sim
-            .local()
-            .running_execs
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-        {
+        while sim.local().running_execs.load(Ordering::SeqCst) > 0 {
             assert!(
                 started.elapsed() < Duration::from_secs(3),
                 "{name}: an exec still runs"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(node_files(&sim), before, "{name}: the nodes' files changed");
         let health = get(&api, "/health", None, &[]).await;
         assert_eq!(health.status(), 200, "{name}: /health");
         match ask(&api, &sim, Ask::Download, &Expect::Whole).await {
@@ -315,4 +369,89 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
         api.log_text().contains("download aborted"),
         "aborts are logged"
     );
+}
+
+/// Four nodes of two 1 MB files, every exec trickling at 2 MB/s; `fault` on node n3 only.
+async fn one_node_fails(fault: &str, path: &str) {
+    let nodes: Vec<String> = (1..=4).map(|i| format!("n{i}")).collect();
+    let scenario = packetcapture_tests::Scenario::from_yaml(&format!(
+        "users: [{{name: jane, token: jane-token}}]
+clusters:
+  - name: cluster
+    nodes: [{}]
+    captures:
+      - {{namespace: dev, name: four, sameClock: true, nodes: [{}]}}
+    rbac:
+      - {{subjects: [user:jane], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}}
+    faults: {{execBandwidth: 2000000, nodes: {{n3: {{{fault}}}}}}}
+",
+        nodes.join(", "),
+        nodes
+            .iter()
+            .map(|n| format!("{{node: {n}, state: Finished, files: 2, size: 1000000}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .unwrap();
+    let sim = start(&scenario).await;
+    let api = start_api(&sim, &[("PACKETCAPTURE_API_NODE_IDLE_TIMEOUT", "1s")]).await;
+    let before = node_files(&sim);
+    let mut r = get(&api, path, Some("jane-token"), &[]).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "{fault}: the first bytes come before the failure"
+    );
+    let mut received = 0;
+    let mut streaming = 0;
+    let failed = loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                received += chunk.len();
+                streaming = streaming.max(sim.local().running_execs.load(Ordering::SeqCst));
+            }
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        failed,
+        "{fault} on {path}: the transfer is cut, never ended cleanly"
+    );
+    assert!(received > 0);
+    assert!(
+        streaming >= 3,
+        "{fault}: the other nodes were streaming when n3 failed ({streaming} execs)"
+    );
+    assert_execs_end_within_a_second(sim.local()).await;
+    assert_eq!(
+        node_files(&sim)
+            .into_iter()
+            .filter(|(f, _)| !f.contains("/n3/"))
+            .collect::<BTreeMap<_, _>>(),
+        before
+            .into_iter()
+            .filter(|(f, _)| !f.contains("/n3/"))
+            .collect::<BTreeMap<_, _>>(),
+        "{fault}: the other nodes' files are untouched"
+    );
+    let log = api.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("download aborted") && l.contains("n3")),
+        "{fault}: the log names the node:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_failing_mid_transfer_cuts_the_download_and_closes_every_exec() {
+    for fault in [
+        "execCutAfter: 600000",
+        "execExitStatus: 2",
+        "execStallAfter: 600000",
+        "shrinkAfter: 300000",
+    ] {
+        one_node_fails(fault, "/download/dev/four/files.zip").await;
+        one_node_fails(fault, "/download/dev/four/merged.pcapng").await;
+    }
 }
