@@ -59,9 +59,9 @@ openapi-check: ## Check app/src/openapi.json is what scripts/openapi.py writes
 test: tools fmt-check clippy domain-boundary layout-check openapi-check unit ## Everything CI checks (tools first): format, lint, boundary, all tests
 
 .PHONY: rss
-rss: ## Peak RSS of streaming 2 GiB through the archive engine (needs /usr/bin/time)
+rss: ## Peak RSS of streaming 4 GiB through the archive engine (needs /usr/bin/time)
 	$(CARGO) build --release --locked -p packetcapture-domain --example stream_rss
-	/usr/bin/time -v target/release/examples/stream_rss 2 2>&1 | grep -E 'streamed|Maximum resident'
+	/usr/bin/time -v target/release/examples/stream_rss 4 2>&1 | grep -E 'streamed|Maximum resident'
 
 .PHONY: bench
 bench: ## Throughput, memory, latency and compression against kubectl (release build; prints a table)

@@ -113,6 +113,9 @@ pub struct Cluster {
     pub running_execs: AtomicU64,
     /// The most execs that ran at once (since start, or since [`Cluster::reset_peak_execs`]).
     pub peak_execs: AtomicU64,
+    /// Bytes of stdout the execs have sent (their clients read them, or their sockets took
+    /// them): flat while a client has stopped reading.
+    pub exec_stdout_bytes: AtomicU64,
     /// A folder of BusyBox applet links (when BusyBox is installed), for the `busybox` knob.
     pub busybox_bin: Option<PathBuf>,
 }
@@ -137,6 +140,7 @@ impl Cluster {
             log: Mutex::new(Vec::new()),
             running_execs: AtomicU64::new(0),
             peak_execs: AtomicU64::new(0),
+            exec_stdout_bytes: AtomicU64::new(0),
             busybox_bin: busybox_applets(out)?,
         };
         for (index, capture) in spec.captures.iter().enumerate() {

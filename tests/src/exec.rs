@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -614,6 +615,9 @@ async fn run(
                         if sink.send(message).await.is_err() {
                             return;
                         }
+                        cluster
+                            .exec_stdout_bytes
+                            .fetch_add(chunk.len() as u64, Ordering::SeqCst);
                     }
                     sent += chunk.len() as u64;
                     if let Some(rate) = faults.exec_bandwidth.filter(|r| *r > 0) {

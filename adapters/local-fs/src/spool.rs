@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use packetcapture_domain::{SpoolFile, SpoolStorage};
 
@@ -38,20 +39,36 @@ impl SpoolStorage for TempSpool {
     fn create(&self) -> std::io::Result<Box<dyn SpoolFile>> {
         // O_TMPFILE where the file system has it (the file never has a name), else created
         // and unlinked at once.
-        let file = tempfile::tempfile_in(&self.dir)?;
-        Ok(Box::new(Scratch(file)))
+        let dir = Arc::new(self.dir.clone());
+        let file = tempfile::tempfile_in(&self.dir).map_err(|e| in_dir(&dir, e))?;
+        Ok(Box::new(Scratch { file, dir }))
     }
 }
 
-struct Scratch(File);
+/// `e`, naming the spool directory (and what to do when it is full).
+fn in_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+    let advice = if e.kind() == std::io::ErrorKind::StorageFull {
+        " (the spool directory is full: give SPOOL_DIR more room, or set SPOOL_LIMIT below its free space)"
+    } else {
+        ""
+    };
+    std::io::Error::new(e.kind(), format!("{}: {e}{advice}", dir.display()))
+}
+
+struct Scratch {
+    file: File,
+    dir: Arc<PathBuf>,
+}
 
 impl SpoolFile for Scratch {
     fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_all_at(data, offset)
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| in_dir(&self.dir, e))
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        FileExt::read_at(&self.0, buf, offset)
+        FileExt::read_at(&self.file, buf, offset).map_err(|e| in_dir(&self.dir, e))
     }
 
     /// Punches a hole: the range's blocks go back to the file system at once (where it can;
@@ -59,12 +76,12 @@ impl SpoolFile for Scratch {
     fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
         use rustix::fs::FallocateFlags;
         rustix::fs::fallocate(
-            &self.0,
+            &self.file,
             FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
             offset,
             len,
         )
-        .map_err(std::io::Error::from)
+        .map_err(|e| in_dir(&self.dir, e.into()))
     }
 }
 

@@ -90,6 +90,10 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         | Error::FileUnreadable { .. }
         | Error::NotACapture { .. }
         | Error::StatusConflict { .. } => StatusCode::BAD_GATEWAY,
+        // A full spool directory is the server's storage; anything else, a passing failure.
+        Error::Spool { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         Error::Spool { .. } => StatusCode::SERVICE_UNAVAILABLE,
         // A client that left is answered nothing; counted as the server's, should it be.
         Error::ZipWrite { .. } | Error::ClientGone | Error::Internal(_) => {
@@ -176,4 +180,28 @@ pub(crate) fn error_response(
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(kind: std::io::ErrorKind) -> Failure {
+        Failure::Domain(Error::Spool {
+            action: "write to the spool file",
+            source: std::io::Error::new(kind, "/spool: the cause"),
+        })
+    }
+
+    #[test]
+    fn a_full_spool_directory_is_507_and_other_spool_failures_503() {
+        assert_eq!(
+            status_of(&spool(std::io::ErrorKind::StorageFull)),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        assert_eq!(
+            status_of(&spool(std::io::ErrorKind::PermissionDenied)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -171,10 +171,6 @@ async fn wait_for_log(api: &ApiProcess, from: usize, text: &str) -> String {
     }
 }
 
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
     let sim = start_default().await;

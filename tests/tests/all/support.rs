@@ -368,3 +368,8 @@ pub fn capture_dir(sim: &TestSim, cluster: &str, ns: &str, name: &str) -> Vec<(S
     all.sort();
     all
 }
+
+/// Whether the tests run as root (they may then mount, and change a file's owner).
+pub fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
