@@ -67,7 +67,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         .map_err(|e| StartupError::failure("cannot start the runtime").because(e))?;
     runtime.block_on(async move {
         let running = startup::start(&config).await?;
-        tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, version = %version::VersionInfo::current(), "listening");
+        tracing::info!(addr = %running.addr, metrics = ?running.metrics_addr, max_connections = running.max_connections, version = %version::VersionInfo::current(), "listening");
         let signal = shutdown_signal().await;
         tracing::info!(signal, grace = ?config.shutdown_grace.0, "shutting down: no new connections; requests in flight may finish");
         let report = running.stop().await;

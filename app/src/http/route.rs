@@ -273,10 +273,65 @@ pub(crate) mod tests {
         }
     }
 
-    /// Path segments and header values, hostile ones likely: from a small alphabet of the
-    /// characters that matter, of the lengths where the rules change.
+    /// Path segments and header values: valid names (labels at 1, 62, 63 and 64 characters,
+    /// dotted subdomains), valid names with one character changed to one that matters, and
+    /// anything from a small alphabet of such characters, so about half are valid.
     pub(crate) fn segment() -> impl proptest::strategy::Strategy<Value = String> {
-        "[a-z0-9.%/A-Z_\\- ]{0,70}"
+        use proptest::prelude::*;
+        let label = || {
+            prop_oneof![
+                "[a-z0-9]",
+                "[a-z0-9][-a-z0-9]{0,20}[a-z0-9]",
+                // At the 63-character limit: 62, 63 and 64.
+                "[a-z0-9][-a-z0-9]{60,62}[a-z0-9]",
+            ]
+        };
+        let subdomain = proptest::collection::vec(label(), 1..4).prop_map(|l| l.join("."));
+        let valid = prop_oneof![label(), subdomain];
+        let changed = (
+            valid.clone(),
+            any::<proptest::sample::Index>(),
+            proptest::sample::select(vec!['.', '%', '/', 'A', '_', '-', ' ', '\0', 'é']),
+        )
+            .prop_map(|(name, at, c): (String, proptest::sample::Index, char)| {
+                let mut chars: Vec<char> = name.chars().collect();
+                let i = at.index(chars.len());
+                chars[i] = c;
+                chars.into_iter().collect()
+            });
+        prop_oneof![
+            3 => valid,
+            2 => changed,
+            1 => "[a-z0-9.%/A-Z_\\- ]{0,70}",
+        ]
+    }
+
+    #[test]
+    fn the_segment_strategy_reaches_valid_names_and_the_63_character_edge() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let samples: Vec<String> = (0..2000)
+            .map(|_| segment().new_tree(&mut runner).unwrap().current())
+            .collect();
+        let valid = samples.iter().filter(|s| oracle::label(s)).count();
+        let at = |len: usize, ok: bool| {
+            samples
+                .iter()
+                .any(|s| s.len() == len && oracle::label(s) == ok)
+        };
+        assert!(
+            (600..=1400).contains(&valid),
+            "{valid} of 2000 segments are valid labels"
+        );
+        assert!(
+            at(63, true) && at(64, false) && at(62, true),
+            "labels at the 63-character limit"
+        );
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.contains('.') && oracle::subdomain(s))
+        );
     }
 
     proptest::proptest! {

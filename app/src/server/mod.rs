@@ -106,6 +106,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where `GET /metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// Connections served at once.
+    pub max_connections: usize,
     stop: watch::Sender<bool>,
     task: JoinHandle<StopReport>,
     metrics_task: Option<JoinHandle<()>>,
@@ -201,10 +203,12 @@ where
         .map_err(|e| StartupError::failure("cannot set up TLS").because(e))?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let (stop, stopped) = watch::channel(false);
+    let max_connections = options.max_connections.max(1);
     let task = tokio::spawn(run(listener, acceptor, certs, routes, options, stopped));
     Ok(Running {
         addr,
         metrics_addr: None,
+        max_connections,
         stop,
         task,
         metrics_task: None,

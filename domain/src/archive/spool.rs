@@ -59,6 +59,7 @@ pub struct SpoolStats {
     peak_memory: AtomicU64,
     peak_disk: AtomicU64,
     files: AtomicU64,
+    waits: AtomicU64,
 }
 
 impl SpoolStats {
@@ -85,6 +86,12 @@ impl SpoolStats {
     /// Spool files open now (one per download that spooled past its memory budget).
     pub fn files(&self) -> u64 {
         self.files.load(Ordering::SeqCst)
+    }
+
+    /// Times a node's read waited because its download's spool was full (backpressure on
+    /// the node, until the writer reads the spool back).
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::SeqCst)
     }
 
     fn add(&self, disk: bool, n: u64) {
@@ -371,6 +378,9 @@ impl Pipe {
                             streams,
                             limit_mib: self.spool.limits.total / (1024 * 1024),
                         });
+                    }
+                    if !self.is_direct() {
+                        self.spool.stats.waits.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             }

@@ -109,7 +109,7 @@ pub const MANIFEST: &str = "SHA256SUMS";
 
 /// Decides each zip entry's name: the file's base name, or `{node}/{name}` when the name
 /// occurs on more than one node (or is the manifest's, [`MANIFEST`]).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct EntryNamer {
     colliding: HashSet<String>,
     used: HashSet<String>,

@@ -1,5 +1,6 @@
 //! The archive engine: naming, completeness, abort-before-central-directory, streaming,
-//! concurrency, spooling.
+//! concurrency, spooling. Each runs on both spool storages: in memory (the default of tests
+//! and tools) and unlinked files (the service's `TempSpool`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use packetcapture_domain::archive::{
 };
 use packetcapture_domain::testing::{NodeFileTable, Script, ScriptEnd, ScriptedFetcher};
 use packetcapture_domain::{
-    CaptureDir, CaptureRef, Compression, EntryPoint, Error, FileFetcher, NodeName,
+    CaptureDir, CaptureRef, Compression, EntryPoint, Error, FileFetcher, NodeName, SpoolStorage,
 };
+use packetcapture_local_fs::TempSpool;
 
 use crate::support::{capture, tar_of, unzip};
 
@@ -76,21 +78,59 @@ async fn download(
     }
 }
 
-/// Downloads raw tar streams, one per node, with default options.
+/// The spool storages the engine runs on: in memory, and the service's unlinked files.
+fn storages() -> [(&'static str, Arc<dyn SpoolStorage>); 2] {
+    [
+        ("memory", Arc::new(MemorySpool::default())),
+        ("files", Arc::new(TempSpool::new(None))),
+    ]
+}
+
+/// Downloads raw tar streams, one per node: with default options, then with no memory
+/// budget (every byte that waits goes to the storage) on each storage; the three must end
+/// the same way, with the same bytes when whole. The first outcome.
 async fn run(nodes: Vec<(&str, Vec<u8>)>, namer: EntryNamer, compression: Compression) -> Outcome {
     let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
     let mut fetcher = ScriptedFetcher::default();
     for (n, data) in nodes {
         fetcher = fetcher.with(n, Script::clean(data));
     }
-    download(
-        Arc::new(fetcher),
-        &names,
-        namer,
-        compression,
-        &Engine::default(),
-    )
-    .await
+    let fetcher = Arc::new(fetcher);
+    let mut engines = vec![("default", Engine::default())];
+    for (name, storage) in storages() {
+        engines.push((
+            name,
+            Engine {
+                spool: SpoolLimits {
+                    memory: 0,
+                    ..SpoolLimits::default()
+                },
+                storage,
+                ..Engine::default()
+            },
+        ));
+    }
+    let mut first: Option<Outcome> = None;
+    for (name, engine) in engines {
+        let out = download(fetcher.clone(), &names, namer.clone(), compression, &engine).await;
+        match &first {
+            None => first = Some(out),
+            Some(f) => {
+                assert_eq!(
+                    format!("{:?}", out.result),
+                    format!("{:?}", f.result),
+                    "the {name} storage ends as the default does"
+                );
+                if f.result.is_ok() {
+                    assert_eq!(
+                        out.bytes, f.bytes,
+                        "the {name} storage gives the same bytes"
+                    );
+                }
+            }
+        }
+    }
+    first.unwrap()
 }
 
 fn names_and_data(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
@@ -388,19 +428,28 @@ fn nodes(n: usize, size: usize, chunk: usize, pause: Duration) -> (ScriptedFetch
     (fetcher, names)
 }
 
-fn engine(concurrency: usize) -> Engine {
+/// Reads `concurrency` nodes at once, spooling to `storage` past a 64 KiB memory budget.
+fn engine(concurrency: usize, storage: Arc<dyn SpoolStorage>) -> Engine {
     Engine {
         fetch: FetchOptions {
             concurrency: std::num::NonZeroUsize::new(concurrency).unwrap(),
             ..FetchOptions::default()
         },
+        spool: SpoolLimits {
+            memory: 64 * 1024,
+            ..SpoolLimits::default()
+        },
+        storage,
         ..Engine::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_are_read_at_once_up_to_the_concurrency_and_the_zip_keeps_status_order() {
-    for (concurrency, expected_max) in [(16, 8), (3, 3), (1, 1)] {
+    for ((concurrency, expected_max), (spool, storage)) in [(16, 8), (3, 3), (1, 1)]
+        .into_iter()
+        .flat_map(|c| storages().map(|s| (c, s)))
+    {
         let (fetcher, names) = nodes(8, 40_000, 4096, Duration::from_millis(2));
         let fetcher = Arc::new(fetcher);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -409,14 +458,14 @@ async fn nodes_are_read_at_once_up_to_the_concurrency_and_the_zip_keeps_status_o
             &names,
             EntryNamer::default(),
             Compression::Stored,
-            &engine(concurrency),
+            &engine(concurrency, storage),
         )
         .await;
         out.result.unwrap().unwrap();
         assert_eq!(
             fetcher.max_open(),
             expected_max,
-            "concurrency {concurrency}"
+            "concurrency {concurrency} ({spool})"
         );
         let entries = names_and_data(&out.bytes);
         let order: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
@@ -433,228 +482,217 @@ async fn nodes_are_read_at_once_up_to_the_concurrency_and_the_zip_keeps_status_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_read_at_once_take_the_longest_node_s_time_not_the_sum() {
-    // Eight nodes of 20 reads 10 ms apart: about 200 ms each, 1.6 s one after another.
-    let (fetcher, names) = nodes(8, 20 * 1024, 1024, Duration::from_millis(10));
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let started = std::time::Instant::now();
-    let out = download(
-        Arc::new(fetcher),
-        &names,
-        EntryNamer::default(),
-        Compression::Stored,
-        &engine(16),
-    )
-    .await;
-    out.result.unwrap().unwrap();
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(1_200),
-        "eight nodes in parallel took {elapsed:?}, close to one after another (1.6 s)"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_failing_while_others_stream_aborts_the_download_and_closes_every_stream() {
-    // node-0 streams slowly and is written first; node-3 fails while it does.
-    let (fetcher, names) = nodes(6, 2_000_000, 8192, Duration::from_millis(5));
-    let failing = Script {
-        end: ScriptEnd::Fail("command terminated with exit code 2".into()),
-        ..Script::clean(tar_of(&[("bad.pcap", &[9u8; 1000], 1)])[..1000].to_vec())
-    };
-    let fetcher = Arc::new(fetcher.with("node-3", failing));
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let started = std::time::Instant::now();
-    let out = download(
-        fetcher.clone(),
-        &names,
-        EntryNamer::default(),
-        Compression::Stored,
-        &engine(16),
-    )
-    .await;
-    match &out.result {
-        Err(Error::NodeFiles { node, .. }) => assert_eq!(node, "node-3"),
-        other => panic!("expected node-3's failure, got {other:?}"),
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "the failure ends the download at once, not when node-3's turn comes"
-    );
-    assert!(unzip(&out.bytes).is_err());
-    for _ in 0..100 {
-        if fetcher.open() == 0 {
-            return;
+    for (spool, storage) in storages() {
+        // node-0 streams slowly and is written first; node-3 fails while it does.
+        let (fetcher, names) = nodes(6, 2_000_000, 8192, Duration::from_millis(5));
+        let failing = Script {
+            end: ScriptEnd::Fail("command terminated with exit code 2".into()),
+            ..Script::clean(tar_of(&[("bad.pcap", &[9u8; 1000], 1)])[..1000].to_vec())
+        };
+        let fetcher = Arc::new(fetcher.with("node-3", failing));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let out = download(
+            fetcher.clone(),
+            &names,
+            EntryNamer::default(),
+            Compression::Stored,
+            &engine(16, storage),
+        )
+        .await;
+        match &out.result {
+            Err(Error::NodeFiles { node, .. }) => assert_eq!(node, "node-3", "{spool}"),
+            other => panic!("expected node-3's failure, got {other:?} ({spool})"),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // At once: node-0, whose turn is first, had not sent its file when the download
+        // ended.
+        assert!(
+            fetcher.sent("node-0") < 2_000_000,
+            "the failure ends the download at once, not when node-3's turn comes ({spool})"
+        );
+        assert!(unzip(&out.bytes).is_err());
+        let mut open = fetcher.open();
+        for _ in 0..100 {
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            open = fetcher.open();
+        }
+        assert_eq!(
+            open, 0,
+            "streams still open a second after the failure ({spool})"
+        );
     }
-    panic!(
-        "{} streams still open a second after the failure",
-        fetcher.open()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_closes_every_node_stream() {
-    let (fetcher, names) = nodes(5, 5_000_000, 8192, Duration::from_millis(2));
-    let fetcher = Arc::new(fetcher);
-    let sources = names.iter().map(|n| source(n)).collect();
-    let mut stream = stream_zip(
-        fetcher.clone(),
-        sources,
-        EntryNamer::default(),
-        Compression::Stored,
-        &engine(16),
-        "tester",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    stream.next().await.unwrap().unwrap();
-    assert_eq!(fetcher.open(), 5, "all nodes are being read");
-    drop(stream);
-    for _ in 0..100 {
-        if fetcher.open() == 0 {
-            return;
+    for (spool, storage) in storages() {
+        let (fetcher, names) = nodes(5, 5_000_000, 8192, Duration::from_millis(2));
+        let fetcher = Arc::new(fetcher);
+        let sources = names.iter().map(|n| source(n)).collect();
+        let engine = engine(16, storage);
+        let mut stream = stream_zip(
+            fetcher.clone(),
+            sources,
+            EntryNamer::default(),
+            Compression::Stored,
+            &engine,
+            "tester",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        stream.next().await.unwrap().unwrap();
+        assert_eq!(fetcher.open(), 5, "all nodes are being read ({spool})");
+        drop(stream);
+        let mut open = fetcher.open();
+        for _ in 0..100 {
+            if open == 0 && engine.stats.files() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            open = fetcher.open();
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            open, 0,
+            "streams still open a second after the client left ({spool})"
+        );
+        assert_eq!(engine.stats.files(), 0, "no spool file left open ({spool})");
     }
-    panic!(
-        "{} streams still open a second after the client left",
-        fetcher.open()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_much_faster_than_the_writer_is_held_by_the_spool_limit() {
-    // node-0 is written first and trickles; node-1 could send 32 MiB at once.
-    let slow = Script {
-        chunk: 4096,
-        pause: Duration::from_millis(5),
-        ..Script::clean(tar_of(&[("slow.pcap", &[1u8; 400_000], 1)]))
-    };
-    let big = vec![2u8; 32 << 20];
-    let fast = Script::clean(tar_of(&[("fast.pcap", &big, 1)]));
-    let fetcher = Arc::new(
-        ScriptedFetcher::default()
-            .with("node-0", slow)
-            .with("node-1", fast),
-    );
-    let storage = Arc::new(MemorySpool::default());
-    let limits = SpoolLimits {
-        memory: 1 << 20,
-        total: 4 << 20,
-    };
-    let engine = Engine {
-        spool: limits,
-        storage: storage.clone(),
-        ..engine(16)
-    };
-    let sources = vec![source("node-0"), source("node-1")];
-    let mut stream = stream_zip(
-        fetcher.clone(),
-        sources,
-        EntryNamer::default(),
-        Compression::Stored,
-        &engine,
-        "tester",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let mut bytes = Vec::new();
-    let mut peak_files = 0;
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.unwrap());
-        peak_files = peak_files.max(storage.files());
-        if bytes.len() < 200_000 {
-            // While node-0 is written, node-1 may only have sent what fits in the spool.
-            let held = fetcher.sent("node-1");
-            assert!(
-                held <= limits.total + 512 * 1024,
-                "node-1 sent {held} bytes while the spool holds at most {}",
-                limits.total
-            );
+    for (spool, storage) in storages() {
+        // node-0 is written first and trickles; node-1 could send 32 MiB at once.
+        let slow = Script {
+            chunk: 4096,
+            pause: Duration::from_millis(5),
+            ..Script::clean(tar_of(&[("slow.pcap", &[1u8; 400_000], 1)]))
+        };
+        let big = vec![2u8; 32 << 20];
+        let fast = Script::clean(tar_of(&[("fast.pcap", &big, 1)]));
+        let fetcher = Arc::new(
+            ScriptedFetcher::default()
+                .with("node-0", slow)
+                .with("node-1", fast),
+        );
+        let limits = SpoolLimits {
+            memory: 1 << 20,
+            total: 4 << 20,
+        };
+        let engine = Engine {
+            spool: limits,
+            ..engine(16, storage)
+        };
+        let sources = vec![source("node-0"), source("node-1")];
+        let mut stream = stream_zip(
+            fetcher.clone(),
+            sources,
+            EntryNamer::default(),
+            Compression::Stored,
+            &engine,
+            "tester",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut peak_files = 0;
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+            peak_files = peak_files.max(engine.stats.files());
+            if bytes.len() < 200_000 {
+                // While node-0 is written, node-1 may only have sent what fits in the spool.
+                let held = fetcher.sent("node-1");
+                assert!(
+                    held <= limits.total + 512 * 1024,
+                    "node-1 sent {held} bytes while the spool holds at most {} ({spool})",
+                    limits.total
+                );
+            }
         }
+        let stats = &engine.stats;
+        assert!(
+            stats.peak_memory() <= limits.memory,
+            "memory {} ({spool})",
+            stats.peak_memory()
+        );
+        assert!(
+            stats.peak_memory() + stats.peak_disk() <= limits.total + 256 * 1024,
+            "memory {} + files {} over the limit {} ({spool})",
+            stats.peak_memory(),
+            stats.peak_disk(),
+            limits.total
+        );
+        assert!(
+            stats.peak_disk() > 0,
+            "past the memory budget, node-1 spooled to the storage ({spool})"
+        );
+        assert!(stats.waits() > 0, "node-1 waited for room ({spool})");
+        assert!(peak_files >= 1);
+        assert_eq!(
+            (stats.files(), stats.memory(), stats.disk()),
+            (0, 0, 0),
+            "no spool file left, nothing held ({spool})"
+        );
+        let entries = names_and_data(&bytes);
+        assert_eq!(
+            entries[1].1, big,
+            "the spooled node arrives whole ({spool})"
+        );
     }
-    let stats = &engine.stats;
-    assert!(
-        stats.peak_memory() <= limits.memory,
-        "memory {}",
-        stats.peak_memory()
-    );
-    assert!(
-        stats.peak_memory() + stats.peak_disk() <= limits.total + 256 * 1024,
-        "memory {} + files {} over the limit {}",
-        stats.peak_memory(),
-        stats.peak_disk(),
-        limits.total
-    );
-    assert!(
-        stats.peak_disk() > 0,
-        "past the memory budget, node-1 spooled to files"
-    );
-    assert!(peak_files >= 1);
-    assert_eq!(
-        (storage.files(), storage.bytes()),
-        (0, 0),
-        "no spool file left"
-    );
-    assert_eq!((stats.memory(), stats.disk()), (0, 0));
-    let entries = names_and_data(&bytes);
-    assert_eq!(entries[1].1, big, "the spooled node arrives whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spool_files_are_gone_after_an_abort() {
-    let storage = Arc::new(MemorySpool::default());
-    let engine = Engine {
-        spool: SpoolLimits {
-            memory: 64 * 1024,
-            ..SpoolLimits::default()
-        },
-        storage: storage.clone(),
-        ..engine(16)
-    };
-    let (fetcher, names) = nodes(4, 3_000_000, 65536, Duration::from_millis(1));
-    let slow_first = Script {
-        chunk: 1024,
-        pause: Duration::from_millis(20),
-        ..Script::clean(tar_of(&[("first.pcap", &[0u8; 100_000], 1)]))
-    };
-    let fetcher = Arc::new(fetcher.with("node-0", slow_first));
-    let sources = names.iter().map(|n| source(n)).collect();
-    let mut stream = stream_zip(
-        fetcher.clone(),
-        sources,
-        EntryNamer::default(),
-        Compression::Stored,
-        &engine,
-        "tester",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    stream.next().await.unwrap().unwrap();
-    for _ in 0..200 {
-        if storage.files() > 0 {
-            break;
+    for (spool, storage) in storages() {
+        let engine = engine(16, storage);
+        let (fetcher, names) = nodes(4, 3_000_000, 65536, Duration::from_millis(1));
+        let slow_first = Script {
+            chunk: 1024,
+            pause: Duration::from_millis(20),
+            ..Script::clean(tar_of(&[("first.pcap", &[0u8; 100_000], 1)]))
+        };
+        let fetcher = Arc::new(fetcher.with("node-0", slow_first));
+        let sources = names.iter().map(|n| source(n)).collect();
+        let mut stream = stream_zip(
+            fetcher.clone(),
+            sources,
+            EntryNamer::default(),
+            Compression::Stored,
+            &engine,
+            "tester",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        stream.next().await.unwrap().unwrap();
+        for _ in 0..200 {
+            if engine.stats.files() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(storage.files() > 0, "the other nodes spooled to files");
-    drop(stream);
-    for _ in 0..100 {
-        if storage.files() == 0 && fetcher.open() == 0 {
-            assert_eq!(engine.stats.disk(), 0);
-            return;
+        assert!(
+            engine.stats.files() > 0,
+            "the other nodes spooled ({spool})"
+        );
+        drop(stream);
+        for _ in 0..100 {
+            if engine.stats.files() == 0 && fetcher.open() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            (engine.stats.files(), engine.stats.disk(), fetcher.open()),
+            (0, 0, 0),
+            "spool files, spooled bytes and streams left after the client went away ({spool})"
+        );
     }
-    panic!(
-        "{} spool files left after the client went away",
-        storage.files()
-    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -509,7 +509,8 @@ mod properties {
 
     /// One stream: its node (0..3), its interface number, packet times in microseconds
     /// (sorted), where files rotate (indexes into the packets), nanosecond files or not, and
-    /// whether the active file's last record is cut.
+    /// where the active file's last record is cut, if it is (anywhere in its 16-byte header
+    /// or its data).
     #[derive(Clone, Debug)]
     struct StreamSpec {
         node: usize,
@@ -517,7 +518,7 @@ mod properties {
         micros: Vec<u64>,
         rotations: Vec<usize>,
         nanos: bool,
-        cut: bool,
+        cut: Option<proptest::sample::Index>,
     }
 
     fn stream() -> impl Strategy<Value = StreamSpec> {
@@ -527,7 +528,7 @@ mod properties {
             proptest::collection::vec(0u64..5_000_000, 0..25),
             proptest::collection::vec(0usize..25, 0..3),
             any::<bool>(),
-            any::<bool>(),
+            proptest::option::of(any::<proptest::sample::Index>()),
         )
             .prop_map(|(node, iface, mut micros, mut rotations, nanos, cut)| {
                 micros.sort_unstable();
@@ -578,8 +579,11 @@ mod properties {
                         .collect();
                     let mut data = pcap_file(s.nanos, &records);
                     let mut kept = records.len();
-                    if active && s.cut && !records.is_empty() {
-                        data.truncate(data.len() - 2);
+                    if let (true, Some(cut), Some(last)) = (active, s.cut, records.last()) {
+                        // Keep 0..record bytes of the last record: none, part of its header,
+                        // the header and part of its data.
+                        let record = 16 + last.2.len();
+                        data.truncate(data.len() - record + cut.index(record));
                         kept -= 1;
                     }
                     for (k, m) in s.micros[start..start + kept].iter().enumerate() {
@@ -625,8 +629,19 @@ mod properties {
                 None => prop_assert!(expected.is_empty(), "empty only without packets"),
                 Some(bytes) => {
                     let file = read_pcapng(&bytes);
-                    let got: Vec<(u64, Vec<u8>)> = file.packets.iter().map(|(_, ts, d)| (*ts, d.clone())).collect();
-                    let want: Vec<(u64, Vec<u8>)> = expected.iter().map(|(_, _, ts, d)| (*ts, d.clone())).collect();
+                    // Each packet under its own stream's interface, named `{node}/{iface}`.
+                    let got: Vec<(String, u64, Vec<u8>)> = file
+                        .packets
+                        .iter()
+                        .map(|(id, ts, d)| (file.interfaces[*id as usize].0.clone(), *ts, d.clone()))
+                        .collect();
+                    let want: Vec<(String, u64, Vec<u8>)> = expected
+                        .iter()
+                        .map(|(node, stem, ts, d)| {
+                            let iface = stem.split_once('_').unwrap().1;
+                            (format!("node-{node}/{iface}"), *ts, d.clone())
+                        })
+                        .collect();
                     prop_assert_eq!(got, want);
                     prop_assert_eq!(file.interfaces.len(), specs.len());
                 }

@@ -324,18 +324,14 @@ impl Run {
         self.calm.load(Ordering::SeqCst).then_some(period)
     }
 
-    /// Records `outcome` for `kind`; a failure during a calm period that lasted the whole
-    /// request is also recorded as unexpected.
-    fn outcome(&self, kind: &str, outcome: &str, calm: Option<u64>) {
+    /// Records `outcome` for `kind`; anything but `expected` during a calm period that lasted
+    /// the whole request (`calm`, taken when it began) is also recorded as unexpected.
+    fn outcome(&self, kind: &str, outcome: &str, expected: &str, calm: Option<u64>) {
         self.tally.add(format!("{kind}: {outcome}"));
         if outcome.starts_with('5') {
             self.backing_off.store(true, Ordering::SeqCst);
         }
-        let failure = outcome.contains("failed")
-            || outcome.starts_with('5')
-            || outcome.starts_with("connection")
-            || outcome.starts_with("timed");
-        if failure && calm.is_some() && calm == self.calm_period() {
+        if outcome != expected && calm.is_some() && calm == self.calm_period() {
             self.tally.add(format!("UNEXPECTED {kind}: {outcome}"));
         }
     }
@@ -368,6 +364,8 @@ impl Dice {
 
 /// One download: reads to the end or a failure, then judges what arrived.
 async fn download(run: &Run, kind: &'static str, token: &str, cluster: Option<&str>) {
+    let calm = run.calm_period();
+    let label = format!("download/{kind}");
     let capture = match kind {
         "managed" => "medium",
         k => k,
@@ -379,31 +377,34 @@ async fn download(run: &Run, kind: &'static str, token: &str, cluster: Option<&s
     if let Some(c) = cluster {
         request = request.header("X-Cluster-ID", c);
     }
+    let verdict = download_verdict(run, kind, request).await;
+    run.outcome(&label, &verdict, "200, verified", calm);
+}
+
+/// What a download came to: a transport error, a status, a failed transfer, or the verdict
+/// on what arrived (a silent truncation or corruption is also counted on its own).
+async fn download_verdict(run: &Run, kind: &str, request: reqwest::RequestBuilder) -> String {
     let mut response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return run.tally.add(format!("download/{kind}: {}", transport(&e))),
+        Err(e) => return transport(&e).to_owned(),
     };
     let status = response.status().as_u16();
     if status != 200 {
-        return run.tally.add(format!("download/{kind}: {status}"));
+        return status.to_string();
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            Err(_) => {
-                return run
-                    .tally
-                    .add(format!("download/{kind}: 200, failed transfer"));
-            }
+            Err(_) => return "200, failed transfer".to_owned(),
         }
     }
     let verdict = verify(&body, &run.expected[kind]);
-    run.tally.add(format!("download/{kind}: 200, {verdict}"));
     if verdict != "verified" {
         run.tally.add(verdict);
     }
+    format!("200, {verdict}")
 }
 
 fn transport(e: &reqwest::Error) -> &'static str {
@@ -416,7 +417,7 @@ fn transport(e: &reqwest::Error) -> &'static str {
     }
 }
 
-async fn status_of(run: &Run, kind: &str, request: reqwest::RequestBuilder) {
+async fn status_of(run: &Run, kind: &str, expected: &str, request: reqwest::RequestBuilder) {
     let calm = run.calm_period();
     match request.send().await {
         Ok(r) => {
@@ -425,9 +426,9 @@ async fn status_of(run: &Run, kind: &str, request: reqwest::RequestBuilder) {
                 Ok(_) => status.to_string(),
                 Err(_) => format!("{status}, failed transfer"),
             };
-            run.outcome(kind, &outcome, calm);
+            run.outcome(kind, &outcome, expected, calm);
         }
-        Err(e) => run.outcome(kind, transport(&e), calm),
+        Err(e) => run.outcome(kind, transport(&e), expected, calm),
     }
 }
 
@@ -454,43 +455,46 @@ async fn worker(run: Arc<Run>) {
             38..45 => download(&run, "managed", &jane, Some("east")).await,
             45..50 => {
                 // A client that leaves after the first bytes.
+                let calm = run.calm_period();
                 let request = run
                     .http
                     .get(format!("{}/download/dev/large/files.zip", run.url))
                     .bearer_auth(&jane);
-                match request.send().await {
-                    Ok(mut r) if r.status() == 200 => {
-                        let _ = r.chunk().await;
-                        run.tally.add("download/large: left after the first bytes");
-                    }
-                    Ok(r) => run.outcome(
-                        "download/large (leaving)",
-                        &r.status().as_u16().to_string(),
-                        None,
-                    ),
-                    Err(e) => run.outcome("download/large (leaving)", transport(&e), None),
-                }
+                let outcome = match request.send().await {
+                    Ok(mut r) if r.status() == 200 => match r.chunk().await {
+                        Ok(Some(_)) => "left after the first bytes".to_owned(),
+                        _ => "200, failed transfer".to_owned(),
+                    },
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(e) => transport(&e).to_owned(),
+                };
+                run.outcome(
+                    "download/large (leaving)",
+                    &outcome,
+                    "left after the first bytes",
+                    calm,
+                );
             }
             50..70 => {
                 let r = run
                     .http
                     .get(format!("{}/files/dev/medium", run.url))
                     .bearer_auth(&jane);
-                status_of(&run, "list", r).await;
+                status_of(&run, "list", "200", r).await;
             }
             70..80 => {
                 let r = run
                     .http
                     .get(format!("{}/download/dev/small/files.zip", run.url))
                     .bearer_auth("not-a-token");
-                status_of(&run, "bad token (401)", r).await;
+                status_of(&run, "bad token (401)", "401", r).await;
             }
             80..90 => {
                 let r = run
                     .http
                     .get(format!("{}/download/dev/small/files.zip", run.url))
                     .bearer_auth(&bob);
-                status_of(&run, "no permission (403)", r).await;
+                status_of(&run, "no permission (403)", "403", r).await;
             }
             _ => {
                 let r = run
@@ -500,7 +504,7 @@ async fn worker(run: Arc<Run>) {
                         run.url
                     ))
                     .bearer_auth(&jane);
-                status_of(&run, "no capture (404)", r).await;
+                status_of(&run, "no capture (404)", "404", r).await;
             }
         }
     }
@@ -515,27 +519,24 @@ async fn deleter(run: Arc<Run>) {
             let _open = run.gate.read().await;
             let scratch = &run.scratch[turn % run.scratch.len()];
             turn += 1;
+            let calm = run.calm_period();
             let request = run
                 .http
                 .delete(format!("{}/files/dev/{}", run.url, scratch.name))
                 .bearer_auth(&jane);
-            match request.send().await {
+            let outcome = match request.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let _ = r.bytes().await;
-                    if status == 204 {
-                        let verdict = if scratch.gone() {
-                            "204, files gone"
-                        } else {
-                            "204, FILES LEFT"
-                        };
-                        run.tally.add(format!("delete: {verdict}"));
-                    } else {
-                        run.tally.add(format!("delete: {status}"));
+                    match (status, scratch.gone()) {
+                        (204, true) => "204, files gone".to_owned(),
+                        (204, false) => "204, FILES LEFT".to_owned(),
+                        _ => status.to_string(),
                     }
                 }
-                Err(e) => run.tally.add(format!("delete: {}", transport(&e))),
-            }
+                Err(e) => transport(&e).to_owned(),
+            };
+            run.outcome("delete", &outcome, "204, files gone", calm);
             if let Err(e) = scratch.restore(&run.sim) {
                 eprintln!("cannot restore {}: {e}", scratch.name);
             }

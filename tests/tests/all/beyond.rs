@@ -235,27 +235,48 @@ async fn selection_by_node_and_window_on_both_downloads() {
             .all(|(t, i)| *t >= since && *t < until && i.starts_with("node-2/"))
     );
 
-    // The zip keeps node-2's files that may hold the window: its first hour is rotated
-    // before the window starts if the window is in the second hour.
-    let zip_path = format!(
-        "/download/dev/mesh/files.zip?node=node-2&since={}&until={}",
-        rfc(since),
-        rfc(until)
-    );
-    let r = get(&api, &zip_path, Some("jane-token"), &[]).await;
-    assert_eq!(r.status(), 200);
-    let names: Vec<String> = zip_digests(&r.bytes().await.unwrap())
-        .into_iter()
-        .map(|(n, _)| n)
+    // The zip keeps exactly node-2's files that hold a packet of the window (each rotated
+    // file's name says when it ended): windows at the start, the middle and the end of its
+    // packets, and at least one of them leaves a file out.
+    let dir = sim
+        .node_dir("cluster", "node-2")
+        .join("var/log/calico/pcap/dev/mesh");
+    let files: Vec<(String, Vec<u64>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, whole_records(&std::fs::read(e.path()).unwrap()))
+        })
         .collect();
-    assert!(!names.is_empty() && names.iter().all(|n| n.contains("_cali")));
-    let all_node2 = std::fs::read_dir(
-        sim.node_dir("cluster", "node-2")
-            .join("var/log/calico/pcap/dev/mesh"),
-    )
-    .unwrap()
-    .count();
-    assert!(names.len() <= all_node2);
+    let n = sorted.len();
+    let mut left_out = 0;
+    for (since, until) in [
+        (sorted[0], sorted[n / 8]),
+        (since, until),
+        (sorted[n * 7 / 8], sorted[n - 1] + 1),
+    ] {
+        let zip_path = format!(
+            "/download/dev/mesh/files.zip?node=node-2&since={}&until={}",
+            rfc(since),
+            rfc(until)
+        );
+        let r = get(&api, &zip_path, Some("jane-token"), &[]).await;
+        assert_eq!(r.status(), 200);
+        let names: Vec<String> = zip_digests(&r.bytes().await.unwrap())
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let mut holding: Vec<String> = files
+            .iter()
+            .filter(|(_, packets)| packets.iter().any(|t| *t >= since && *t < until))
+            .map(|(name, _)| name.clone())
+            .collect();
+        holding.sort();
+        assert_eq!(names, holding, "{zip_path}: the window's files of node-2");
+        left_out += files.len() - names.len();
+    }
+    assert!(left_out > 0, "some window leaves a file out: {files:?}");
 
     let (status, body) = text(
         get(
@@ -358,7 +379,7 @@ fn header_value<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_file_answers_every_range_case_and_curl_resumes_it() {
+async fn one_file_answers_every_range_case_over_http2_and_http1_and_curl_resumes_it() {
     let (sim, api) = world().await;
     let listing: serde_json::Value = serde_json::from_slice(
         &get(&api, "/files/dev/mesh", Some("jane-token"), &[])
@@ -386,93 +407,131 @@ async fn one_file_answers_every_range_case_and_curl_resumes_it() {
     let size = disk.len();
     let url = format!("{}{path}", api.url);
 
-    let (h, body) = curl(&api, &sim, &[&url]);
-    assert!(h.starts_with("HTTP/2 200"), "{h}");
-    assert_eq!(body, disk);
-    assert_eq!(header_value(&h, "accept-ranges"), Some("bytes"));
-    assert_eq!(
-        header_value(&h, "content-length"),
-        Some(size.to_string().as_str())
-    );
-    let etag = header_value(&h, "etag").unwrap().to_owned();
-    assert!(
-        etag.starts_with('"'),
-        "a Finished node's file has a strong tag: {etag}"
-    );
-    assert!(header_value(&h, "last-modified").unwrap().ends_with(" GMT"));
+    // Every case over HTTP/2 and over HTTP/1.1.
+    for (flag, proto) in [("--http2", "HTTP/2"), ("--http1.1", "HTTP/1.1")] {
+        let (h, body) = curl(&api, &sim, &[flag, &url]);
+        assert!(h.starts_with(&format!("{proto} 200")), "{h}");
+        assert_eq!(body, disk);
+        assert_eq!(header_value(&h, "accept-ranges"), Some("bytes"));
+        assert_eq!(
+            header_value(&h, "content-length"),
+            Some(size.to_string().as_str())
+        );
+        let etag = header_value(&h, "etag").unwrap().to_owned();
+        assert!(
+            etag.starts_with('"'),
+            "a Finished node's file has a strong tag: {etag}"
+        );
+        assert!(header_value(&h, "last-modified").unwrap().ends_with(" GMT"));
 
-    // HEAD: the same headers, no body, and no read on the node.
-    let reads = || {
-        sim.local()
-            .requests()
-            .iter()
-            .filter(|r| r.uri.contains("/exec") && r.uri.contains("command=dd"))
-            .count()
-    };
-    let before = reads();
-    let (h, body) = curl(&api, &sim, &["-I", &url]);
-    assert!(h.starts_with("HTTP/2 200"), "{h}");
-    assert!(body.is_empty() || String::from_utf8_lossy(&body).starts_with("HTTP/"));
-    assert_eq!(
-        header_value(&h, "content-length"),
-        Some(size.to_string().as_str())
-    );
-    assert_eq!(header_value(&h, "etag"), Some(etag.as_str()));
-    assert_eq!(reads(), before, "HEAD reads nothing on the node");
-    let (h, _) = curl(&api, &sim, &["-I", "-r", "0-9", &url]);
-    assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(header_value(&h, "content-length"), Some("10"));
+        // HEAD: the same headers, no body, and no read on the node.
+        let reads = || {
+            sim.local()
+                .requests()
+                .iter()
+                .filter(|r| r.uri.contains("/exec") && r.uri.contains("command=dd"))
+                .count()
+        };
+        let before = reads();
+        let (h, body) = curl(&api, &sim, &[flag, "-I", &url]);
+        assert!(h.starts_with(&format!("{proto} 200")), "{h}");
+        assert!(body.is_empty() || String::from_utf8_lossy(&body).starts_with("HTTP/"));
+        assert_eq!(
+            header_value(&h, "content-length"),
+            Some(size.to_string().as_str())
+        );
+        assert_eq!(header_value(&h, "etag"), Some(etag.as_str()));
+        assert_eq!(reads(), before, "HEAD reads nothing on the node");
+        let (h, _) = curl(&api, &sim, &[flag, "-I", "-r", "0-9", &url]);
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(header_value(&h, "content-length"), Some("10"));
 
-    let (h, body) = curl(&api, &sim, &["-r", "100-199", &url]);
-    assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(body, &disk[100..200]);
-    assert_eq!(reads(), before + 1, "a GET reads on the node");
-    assert_eq!(
-        header_value(&h, "content-range"),
-        Some(format!("bytes 100-199/{size}").as_str())
-    );
-    let (h, body) = curl(&api, &sim, &["-r", "-50", &url]);
-    assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(body, &disk[size - 50..]);
-    let (h, body) = curl(&api, &sim, &["-r", &format!("{}-", size - 10), &url]);
-    assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(body, &disk[size - 10..]);
-    let (h, _) = curl(&api, &sim, &["-r", &format!("{size}-"), &url]);
-    assert!(h.starts_with("HTTP/2 416"), "{h}");
-    assert_eq!(
-        header_value(&h, "content-range"),
-        Some(format!("bytes */{size}").as_str())
-    );
-    let (h, body) = curl(&api, &sim, &["-r", "0-9,20-29", &url]);
-    assert!(
-        h.starts_with("HTTP/2 200"),
-        "several ranges are answered whole: {h}"
-    );
-    assert_eq!(body, disk);
-    let (h, body) = curl(
-        &api,
-        &sim,
-        &["-r", "0-9", "-H", "If-Range: \"stale\"", &url],
-    );
-    assert!(
-        h.starts_with("HTTP/2 200"),
-        "a stale If-Range gets the whole file: {h}"
-    );
-    assert_eq!(body, disk);
-    let (h, body) = curl(
-        &api,
-        &sim,
-        &["-r", "0-9", "-H", &format!("If-Range: {etag}"), &url],
-    );
-    assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(body, &disk[..10]);
+        let (h, body) = curl(&api, &sim, &[flag, "-r", "100-199", &url]);
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(body, &disk[100..200]);
+        assert_eq!(reads(), before + 1, "a GET reads on the node");
+        assert_eq!(
+            header_value(&h, "content-range"),
+            Some(format!("bytes 100-199/{size}").as_str())
+        );
+        let (h, body) = curl(&api, &sim, &[flag, "-r", "-50", &url]);
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(body, &disk[size - 50..]);
+        let (h, body) = curl(&api, &sim, &[flag, "-r", &format!("{}-", size - 10), &url]);
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(body, &disk[size - 10..]);
+        let (h, _) = curl(&api, &sim, &[flag, "-r", &format!("{size}-"), &url]);
+        assert!(h.starts_with(&format!("{proto} 416")), "{h}");
+        assert_eq!(
+            header_value(&h, "content-range"),
+            Some(format!("bytes */{size}").as_str())
+        );
+        let (h, body) = curl(&api, &sim, &[flag, "-r", "0-9,20-29", &url]);
+        assert!(
+            h.starts_with(&format!("{proto} 200")),
+            "several ranges are answered whole: {h}"
+        );
+        assert_eq!(body, disk);
+        let (h, body) = curl(
+            &api,
+            &sim,
+            &[flag, "-r", "0-9", "-H", "If-Range: \"stale\"", &url],
+        );
+        assert!(
+            h.starts_with(&format!("{proto} 200")),
+            "a stale If-Range gets the whole file: {h}"
+        );
+        assert_eq!(body, disk);
+        let (h, body) = curl(
+            &api,
+            &sim,
+            &[flag, "-r", "0-9", "-H", &format!("If-Range: {etag}"), &url],
+        );
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(body, &disk[..10]);
+        // If-Range with a date: the exact Last-Modified of a finished file holds, any other
+        // date does not (the whole file).
+        let modified = header_value(&h, "last-modified").unwrap().to_owned();
+        let (h, body) = curl(
+            &api,
+            &sim,
+            &[
+                flag,
+                "-r",
+                "0-9",
+                "-H",
+                &format!("If-Range: {modified}"),
+                &url,
+            ],
+        );
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(body, &disk[..10]);
+        let (h, body) = curl(
+            &api,
+            &sim,
+            &[
+                flag,
+                "-r",
+                "0-9",
+                "-H",
+                "If-Range: Sun, 06 Nov 1994 08:49:37 GMT",
+                &url,
+            ],
+        );
+        assert!(h.starts_with(&format!("{proto} 200")), "an older date: {h}");
+        assert_eq!(body, disk);
 
-    // A download cut after 1000 bytes, resumed by curl to the exact file.
-    let out = sim.dir.path().join("resumed.pcap");
-    std::fs::write(&out, &disk[..1000]).unwrap();
-    let (h, _) = curl(&api, &sim, &["-C", "-", "-o", out.to_str().unwrap(), &url]);
-    assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(std::fs::read(&out).unwrap(), disk);
+        // A download cut after 1000 bytes, resumed by curl to the exact file.
+        let out = sim.dir.path().join("resumed.pcap");
+        std::fs::write(&out, &disk[..1000]).unwrap();
+        let (h, _) = curl(
+            &api,
+            &sim,
+            &[flag, "-C", "-", "-o", out.to_str().unwrap(), &url],
+        );
+        assert!(h.starts_with(&format!("{proto} 206")), "{h}");
+        assert_eq!(std::fs::read(&out).unwrap(), disk);
+    }
 
     // A node still capturing: the tag is weak, and a file not in the status is 404.
     let node3 = listing["nodes"]
@@ -508,10 +567,23 @@ async fn busybox_entry_pods_serve_ranges_and_merges_too() {
             .unwrap(),
     )
     .unwrap();
-    let path = listing["nodes"][1]["files"][1]["path"].as_str().unwrap();
+    let node = listing["nodes"][1]["node"].as_str().unwrap();
+    let file = &listing["nodes"][1]["files"][1];
+    let path = file["path"].as_str().unwrap();
+    let whole = std::fs::read(
+        sim.node_dir("cluster", node)
+            .join("var/log/calico/pcap/dev/mesh")
+            .join(file["name"].as_str().unwrap()),
+    )
+    .unwrap();
     let (h, body) = curl(&api, &sim, &["-r", "10-19", &format!("{}{path}", api.url)]);
     assert!(h.starts_with("HTTP/2 206"), "{h}");
-    assert_eq!(body.len(), 10);
+    assert!(
+        h.to_ascii_lowercase()
+            .contains(&format!("content-range: bytes 10-19/{}", whole.len())),
+        "{h}"
+    );
+    assert_eq!(body, whole[10..20], "bytes 10 to 19 of {node}'s file");
     let file = sim.dir.path().join("bb.pcapng");
     assert_eq!(
         save(&api, "/download/dev/mesh/merged.pcapng", &file).await,

@@ -15,6 +15,8 @@ users:
     token: jane-token
   - name: bob
     token: bob-token
+  - name: ops
+    token: ops-token
 clusters:
   - name: cluster
     nodes: [node-1, node-2]
@@ -24,6 +26,24 @@ clusters:
         nodes:
           - {node: node-1, state: Finished, files: 2, size: 400000}
           - {node: node-2, state: Finished, files: 1, size: 300000}
+    rbac:
+      - subjects: [user:jane]
+        verbs: [get]
+        apiGroups: [projectcalico.org]
+        resources: [packetcaptures/files]
+        namespaces: [dev]
+      - subjects: [user:ops]
+        verbs: [get, delete]
+        apiGroups: [projectcalico.org]
+        resources: [packetcaptures/files]
+        namespaces: [dev]
+  - name: east
+    nodes: [east-1]
+    captures:
+      - namespace: dev
+        name: mesh
+        nodes:
+          - {node: east-1, state: Finished, files: 2, size: 100000}
     rbac:
       - subjects: [user:jane]
         verbs: [get]
@@ -111,8 +131,10 @@ fn node_file(sim: &TestSim, node: &str, name: &str) -> PathBuf {
 }
 
 fn names_on(sim: &TestSim, node: &str) -> Vec<String> {
+    // None once the capture's directory is gone.
     let mut names: Vec<String> = std::fs::read_dir(node_file(sim, node, ""))
-        .unwrap()
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
@@ -432,4 +454,113 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_a_resumable_single_file(
         whole.len()
     );
     assert_eq!(kept, whole[..kept.len()]);
+}
+
+/// The nanosecond timestamps of a classic pcap's whole records (little-endian, micro- or
+/// nanoseconds).
+fn timestamps(data: &[u8]) -> Vec<u64> {
+    let nanos = data[..4] == 0xA1B2_3C4Du32.to_le_bytes();
+    let mut at = 24;
+    let mut out = Vec::new();
+    while at + 16 <= data.len() {
+        let field = |i: usize| u32::from_le_bytes(data[at + i..at + i + 4].try_into().unwrap());
+        let incl = field(8) as usize;
+        if at + 16 + incl > data.len() {
+            break;
+        }
+        let frac = if nanos {
+            u64::from(field(4))
+        } else {
+            u64::from(field(4)) * 1000
+        };
+        out.push(u64::from(field(0)) * 1_000_000_000 + frac);
+        at += 16 + incl;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_takes_a_managed_cluster_and_a_window_and_rm_deletes_the_files() {
+    let w = world().await;
+
+    // --cluster: east's own files, through Voltron.
+    let east = w.plugin(&[
+        "--token",
+        "jane-token",
+        "--cluster",
+        "east",
+        "get",
+        "dev/mesh",
+        "-o",
+        "east.zip",
+    ]);
+    assert!(east.status.success(), "{}", stderr(&east));
+    assert_eq!(
+        zip_digests(&std::fs::read(w.file("east.zip")).unwrap()),
+        capture_dir(&w.sim, "east", "dev", "mesh")
+    );
+    assert!(
+        w.sim
+            .voltron
+            .requests()
+            .iter()
+            .any(|r| r.cluster_header.as_deref() == Some("east")),
+        "the request went through Voltron"
+    );
+
+    // --since/--until: the merge holds exactly the packets of the window.
+    let mut all: Vec<u64> = ["node-1", "node-2"]
+        .iter()
+        .flat_map(|n| names_on(&w.sim, n).into_iter().map(move |f| (*n, f)))
+        .flat_map(|(n, f)| timestamps(&std::fs::read(node_file(&w.sim, n, &f)).unwrap()))
+        .collect();
+    all.sort_unstable();
+    let (since, until) = (all[all.len() / 3], all[all.len() * 2 / 3]);
+    let rfc = |ns: u64| {
+        jiff::Timestamp::from_nanosecond(i128::from(ns))
+            .unwrap()
+            .to_string()
+    };
+    let window = w.plugin(&[
+        "--token",
+        "jane-token",
+        "get",
+        "dev/mesh",
+        "--merged",
+        "--since",
+        &rfc(since),
+        "--until",
+        &rfc(until),
+        "-o",
+        "window.pcapng",
+    ]);
+    assert!(window.status.success(), "{}", stderr(&window));
+    let want = all.iter().filter(|t| **t >= since && **t < until).count() as u64;
+    assert!(want > 0 && want < all.len() as u64);
+    assert_eq!(
+        packetcapture_tests::pcap::count_pcapng_packets(
+            &std::fs::read(w.file("window.pcapng")).unwrap()
+        ),
+        Some(want),
+        "the packets from {} to {}",
+        rfc(since),
+        rfc(until)
+    );
+
+    // rm by a user who may delete: exit 0, the files gone from every node, the listing empty.
+    let rm = w.plugin(&["--token", "ops-token", "rm", "dev/mesh"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(names_on(&w.sim, "node-1").is_empty() && names_on(&w.sim, "node-2").is_empty());
+    let ls = w.plugin(&["--token", "jane-token", "ls", "dev/mesh"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    let listed = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(
+        !listed.contains(".pcap"),
+        "no file listed after rm: {listed}"
+    );
+    assert_eq!(
+        capture_dir(&w.sim, "east", "dev", "mesh").len(),
+        2,
+        "the managed cluster's capture of the same name is untouched"
+    );
 }

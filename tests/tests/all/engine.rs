@@ -39,58 +39,52 @@ async fn a_capture_on_64_nodes_downloads_byte_identical_with_memory_and_descript
     let before = api.open_fds().len();
     let rss_before = api.status_kib("VmRSS");
     let url = format!("{}/download/dev/wide/files.zip", api.url);
-    let mut r = api
-        .http
-        .get(url)
-        .bearer_auth("jane-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut body = Vec::new();
-    let mut most_fds = 0;
-    let mut at_most = Vec::new();
-    while let Some(chunk) = r.chunk().await.unwrap() {
-        body.extend_from_slice(&chunk);
-        let fds = api.open_fds();
-        eprintln!(
-            "fds {} execs {}",
-            fds.len(),
-            sim.local()
-                .running_execs
-                .load(std::sync::atomic::Ordering::SeqCst)
-        );
-        if fds.len() > most_fds {
-            most_fds = fds.len();
-            at_most = fds;
+    // Over HTTP/2, then over HTTP/1.1.
+    for (client, proto) in [(&api.http, "HTTP/2"), (&api.http1, "HTTP/1.1")] {
+        let mut r = client
+            .get(&url)
+            .bearer_auth("jane-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut body = Vec::new();
+        let mut most_fds = 0;
+        let mut at_most = Vec::new();
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+            let fds = api.open_fds();
+            if fds.len() > most_fds {
+                most_fds = fds.len();
+                at_most = fds;
+            }
         }
+        assert_eq!(
+            zip_digests(&body),
+            capture_dir(&sim, "cluster", "dev", "wide"),
+            "{proto}: every file of every node, byte-identical"
+        );
+        assert_eq!(zip_digests(&body).len(), 128);
+        // 16 execs at once (one connection each), one spool file, a few connections to the
+        // API server and the client's: not one of each per node.
+        assert!(
+            most_fds <= before + 16 + 8,
+            "{proto}: {most_fds} descriptors open at most, {before} before the download: {at_most:?}"
+        );
+        let peak = api.status_kib("VmHWM");
+        // 128 MiB of files; the RSS grows by what a few streams and the spool's pages cost,
+        // not by what the nodes hold (measured: about 15 MiB in the debug build).
+        assert!(
+            peak.saturating_sub(rss_before) <= 24 * 1024,
+            "{proto}: peak RSS {peak} KiB, {rss_before} KiB before: more than 24 MiB for 128 MiB from 64 nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            api.open_fds().len() <= before + 4,
+            "{proto}: descriptors back near {before} after the download: {:?}",
+            api.open_fds()
+        );
     }
-
-    assert_eq!(
-        zip_digests(&body),
-        capture_dir(&sim, "cluster", "dev", "wide"),
-        "every file of every node, byte-identical"
-    );
-    assert_eq!(zip_digests(&body).len(), 128);
-    // 16 execs at once (one connection each), one spool file, a few connections to the
-    // API server: not one of each per node.
-    assert!(
-        most_fds <= before + 16 + 8,
-        "{most_fds} descriptors open at most, {before} before the download: {at_most:?}"
-    );
-    let peak = api.status_kib("VmHWM");
-    // 128 MiB of files; the RSS grows by what a few streams and the spool's pages cost, not by
-    // what the nodes hold (measured: about 15 MiB in the debug build).
-    assert!(
-        peak.saturating_sub(rss_before) <= 24 * 1024,
-        "peak RSS {peak} KiB, {rss_before} KiB before: more than 24 MiB for 128 MiB from 64 nodes"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        api.open_fds().len() <= before + 4,
-        "descriptors back near {before} after the download: {:?}",
-        api.open_fds()
-    );
 }
 
 /// The spool files a process has open: unlinked files in `dir`.

@@ -26,6 +26,7 @@ enum Outcome {
 }
 
 /// What a row expects.
+#[derive(Clone, Copy)]
 enum Expect {
     /// This status, its message containing this text.
     Status(u16, &'static str),
@@ -49,7 +50,8 @@ enum Ask {
     DexUser,
 }
 
-async fn ask(api: &ApiProcess, sim: &TestSim, what: Ask, expect: &Expect) -> Outcome {
+/// Asks over HTTP/2, or HTTP/1.1 when `http1`.
+async fn ask(api: &ApiProcess, sim: &TestSim, what: Ask, expect: &Expect, http1: bool) -> Outcome {
     let (path, user, headers): (&str, &str, Vec<(&str, &str)>) = match what {
         Ask::Download => ("/download/dev/web-traffic/files.zip", "jane", vec![]),
         Ask::Managed => (
@@ -59,8 +61,8 @@ async fn ask(api: &ApiProcess, sim: &TestSim, what: Ask, expect: &Expect) -> Out
         ),
         Ask::DexUser => ("/files/dev/web-traffic", "dana@example.com", vec![]),
     };
-    let mut r = match api
-        .http
+    let client = if http1 { &api.http1 } else { &api.http };
+    let mut r = match client
         .get(format!("{}{path}", api.url))
         .bearer_auth(sim.token(user))
         .headers(
@@ -145,6 +147,7 @@ impl Backup {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Row {
     name: &'static str,
     faults: fn(&mut Faults),
@@ -285,80 +288,83 @@ async fn every_fault_ends_as_documented_and_leaves_nothing_behind() {
     ];
     let before = node_files(&sim);
     let backup = Backup::of(&sim.out.join("nodes"));
-    for row in rows {
-        if row.name == "file cannot be opened" {
-            std::fs::set_permissions(
-                &unreadable,
-                std::os::unix::fs::PermissionsExt::from_mode(0o000),
-            )
-            .unwrap();
-        }
-        let log_before = api.log_text().len();
-        sim.local().set_faults(row.faults);
-        let outcome = ask(&api, &sim, row.ask, &row.expect).await;
-        sim.local().set_faults(|f| *f = Faults::default());
-        let name = row.name;
-        // What the service did to the nodes, before anything is put back.
-        let now = node_files(&sim);
-        for (file, digest) in &before {
-            let cut = row.cuts_files
-                && std::fs::metadata(sim.out.join("nodes").join(file))
-                    .is_ok_and(|m| m.len() == 1000);
-            if !cut {
-                assert_eq!(now.get(file), Some(digest), "{name}: {file} changed");
+    // Every row over HTTP/2, then over HTTP/1.1.
+    for (http1, proto) in [(false, "HTTP/2"), (true, "HTTP/1.1")] {
+        for row in rows {
+            let name = format!("{} ({proto})", row.name);
+            if row.name == "file cannot be opened" {
+                std::fs::set_permissions(
+                    &unreadable,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o000),
+                )
+                .unwrap();
             }
-        }
-        assert_eq!(now.len(), before.len(), "{name}: files came or went");
-        backup.restore();
-        match (&row.expect, &outcome) {
-            (Expect::Status(code, text), Outcome::Status(got, body)) => {
-                assert_eq!(got, code, "{name}: {body}");
-                assert!(body.contains(text), "{name}: {body}");
+            let log_before = api.log_text().len();
+            sim.local().set_faults(row.faults);
+            let outcome = ask(&api, &sim, row.ask, &row.expect, http1).await;
+            sim.local().set_faults(|f| *f = Faults::default());
+            // What the service did to the nodes, before anything is put back.
+            let now = node_files(&sim);
+            for (file, digest) in &before {
+                let cut = row.cuts_files
+                    && std::fs::metadata(sim.out.join("nodes").join(file))
+                        .is_ok_and(|m| m.len() == 1000);
+                if !cut {
+                    assert_eq!(now.get(file), Some(digest), "{name}: {file} changed");
+                }
             }
-            (Expect::Failed(text), Outcome::Status(got, body)) => {
-                assert_eq!(*got, 502, "{name}: {body}");
-                assert!(body.contains(text), "{name}: {body}");
+            assert_eq!(now.len(), before.len(), "{name}: files came or went");
+            backup.restore();
+            match (&row.expect, &outcome) {
+                (Expect::Status(code, text), Outcome::Status(got, body)) => {
+                    assert_eq!(got, code, "{name}: {body}");
+                    assert!(body.contains(text), "{name}: {body}");
+                }
+                (Expect::Failed(text), Outcome::Status(got, body)) => {
+                    assert_eq!(*got, 502, "{name}: {body}");
+                    assert!(body.contains(text), "{name}: {body}");
+                }
+                (Expect::Failed(text), Outcome::Aborted) => {
+                    // The documented reason, in the line that logs the abort.
+                    let log = wait_for_log(&api, log_before, "download aborted").await;
+                    let line = log
+                        .lines()
+                        .find(|l| l.contains("download aborted"))
+                        .unwrap_or_default();
+                    assert!(line.contains(text), "{name}: the abort's reason: {line}");
+                }
+                (Expect::ClientGone, Outcome::Aborted) => {
+                    wait_for_log(&api, log_before, "the client left during the download").await;
+                }
+                (Expect::Whole, Outcome::Whole(body)) => {
+                    assert_eq!(
+                        zip_digests(body),
+                        capture_dir(&sim, "cluster", "dev", "web-traffic"),
+                        "{name}"
+                    );
+                }
+                (_, Outcome::NoResponse(error)) => panic!("{name}: no response at all: {error}"),
+                (_, other) => panic!("{name}: unexpected outcome {other:?}"),
             }
-            (Expect::Failed(text), Outcome::Aborted) => {
-                // The documented reason, in the line that logs the abort.
-                let log = wait_for_log(&api, log_before, "download aborted").await;
-                let line = log
-                    .lines()
-                    .find(|l| l.contains("download aborted"))
-                    .unwrap_or_default();
-                assert!(line.contains(text), "{name}: the abort's reason: {line}");
-            }
-            (Expect::ClientGone, Outcome::Aborted) => {
-                wait_for_log(&api, log_before, "the client left during the download").await;
-            }
-            (Expect::Whole, Outcome::Whole(body)) => {
-                assert_eq!(
-                    zip_digests(body),
-                    capture_dir(&sim, "cluster", "dev", "web-traffic"),
-                    "{name}"
+            // Nothing left running, nothing changed, still serving.
+            let started = Instant::now();
+            while sim.local().running_execs.load(Ordering::SeqCst) > 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "{name}: an exec still runs"
                 );
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            (_, Outcome::NoResponse(error)) => panic!("{name}: no response at all: {error}"),
-            (_, other) => panic!("{name}: unexpected outcome {other:?}"),
-        }
-        // Nothing left running, nothing changed, still serving.
-        let started = Instant::now();
-        while sim.local().running_execs.load(Ordering::SeqCst) > 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(3),
-                "{name}: an exec still runs"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let health = get(&api, "/health", None, &[]).await;
-        assert_eq!(health.status(), 200, "{name}: /health");
-        match ask(&api, &sim, Ask::Download, &Expect::Whole).await {
-            Outcome::Whole(body) => assert_eq!(
-                zip_digests(&body),
-                capture_dir(&sim, "cluster", "dev", "web-traffic"),
-                "{name}: the next download"
-            ),
-            other => panic!("{name}: the next download came to {other:?}"),
+            let health = get(&api, "/health", None, &[]).await;
+            assert_eq!(health.status(), 200, "{name}: /health");
+            match ask(&api, &sim, Ask::Download, &Expect::Whole, http1).await {
+                Outcome::Whole(body) => assert_eq!(
+                    zip_digests(&body),
+                    capture_dir(&sim, "cluster", "dev", "web-traffic"),
+                    "{name}: the next download"
+                ),
+                other => panic!("{name}: the next download came to {other:?}"),
+            }
         }
     }
     assert!(

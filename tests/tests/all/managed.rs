@@ -194,3 +194,95 @@ async fn the_gateway_s_impersonation_headers_work_for_managed_clusters() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zip));
     assert_eq!(zip_digests(&zip), files_of(&sim, "east"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_cluster_serves_the_merge_one_file_its_ranges_and_head_through_voltron() {
+    let sim = start_default().await;
+    let api = start_api(&sim, &[]).await;
+    let jane = sim.token("jane");
+    let east = [("X-Cluster-ID", "east")];
+    let dir = |node: &str| {
+        sim.node_dir("east", node)
+            .join("var/log/calico/pcap/dev/web-traffic")
+    };
+    let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for node in ["east-node-1", "east-node-2"] {
+        for entry in std::fs::read_dir(dir(node)).unwrap().flatten() {
+            files.push((node.to_owned(), entry.path()));
+        }
+    }
+    let packets: u64 = files
+        .iter()
+        .map(|(_, p)| {
+            packetcapture_tests::pcap::inspect(&std::fs::read(p).unwrap())
+                .unwrap()
+                .0
+        })
+        .sum();
+
+    // The merge: every packet of east's files, none of the local cluster's.
+    let (status, merged) = get_bytes(
+        &api,
+        "/download/dev/web-traffic/merged.pcapng",
+        &jane,
+        &east,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&merged));
+    assert_eq!(
+        packetcapture_tests::pcap::count_pcapng_packets(&merged),
+        Some(packets)
+    );
+
+    // One file, a range of it, and HEAD: east's bytes, read through Voltron.
+    let (node, path) = &files[0];
+    let disk = std::fs::read(path).unwrap();
+    let name = path.file_name().unwrap().to_string_lossy();
+    let file_path = format!("/files/dev/web-traffic/{node}/{name}");
+    let (status, whole) = get_bytes(&api, &file_path, &jane, &east).await;
+    assert_eq!(status, 200);
+    assert_eq!(whole, disk);
+    let r = get(
+        &api,
+        &file_path,
+        Some(&jane),
+        &[("X-Cluster-ID", "east"), ("Range", "bytes=100-199")],
+    )
+    .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 100-199/{}", disk.len()).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap(), disk[100..200]);
+    let reads = || {
+        sim.voltron
+            .requests()
+            .iter()
+            .filter(|r| r.uri.contains("command=dd") && r.cluster_header.as_deref() == Some("east"))
+            .count()
+    };
+    let before = reads();
+    assert!(before >= 2, "the reads went through Voltron");
+    let r = api
+        .http
+        .head(format!("{}{file_path}", api.url))
+        .bearer_auth(&jane)
+        .header("X-Cluster-ID", "east")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        disk.len().to_string().as_str()
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
+    assert_eq!(reads(), before, "HEAD reads nothing on the node");
+    // The same name in the local cluster is not east's file.
+    let (status, _) = get_bytes(&api, &file_path, &jane, &[]).await;
+    assert_eq!(
+        status, 404,
+        "east's node is not a node of the local capture"
+    );
+}

@@ -132,6 +132,27 @@ async fn metrics_count_known_traffic_and_name_no_capture_user_or_token() {
     )
     .await;
     assert_eq!(r.status(), 502);
+    // The listing, and one file: HEAD, a range, a range past its end.
+    let jane = Some("jane-token-0123456789");
+    let listing = get(&api, "/files/dev/mesh", jane, &[]).await;
+    assert_eq!(listing.status(), 200);
+    let listing: serde_json::Value =
+        serde_json::from_slice(&listing.bytes().await.unwrap()).unwrap();
+    let file = listing["nodes"][0]["files"][0]["path"].as_str().unwrap();
+    let head = api
+        .http
+        .head(format!("{}{file}", api.url))
+        .bearer_auth("jane-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let part = get(&api, file, jane, &[("Range", "bytes=0-9")]).await;
+    assert_eq!(part.status(), 206);
+    let part_bytes = part.bytes().await.unwrap().len();
+    assert_eq!(part_bytes, 10);
+    let past = get(&api, file, jane, &[("Range", "bytes=99999999-")]).await;
+    assert_eq!(past.status(), 416);
 
     let metrics = reqwest::get(format!("{}/metrics", api.metrics_url))
         .await
@@ -182,6 +203,31 @@ async fn metrics_count_known_traffic_and_name_no_capture_user_or_token() {
         ),
         zip_bytes as f64
     );
+    let file_route = "/files/{namespace}/{name}/{node}/{file}";
+    for (route, method, code) in [
+        ("/files/{namespace}/{name}", "GET", "200"),
+        (file_route, "HEAD", "200"),
+        (file_route, "GET", "206"),
+        (file_route, "GET", "416"),
+    ] {
+        assert_eq!(
+            sample(
+                &s,
+                requests,
+                &[("route", route), ("method", method), ("code", code)]
+            ),
+            1.0,
+            "{method} {route} {code}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &s,
+            "packetcapture_api_http_request_duration_seconds_count",
+            &[("route", file_route)]
+        ),
+        3.0
+    );
     assert_eq!(
         sample(&s, "packetcapture_api_downloads_in_flight", &[]),
         0.0
@@ -202,12 +248,13 @@ async fn metrics_count_known_traffic_and_name_no_capture_user_or_token() {
         ),
         1.0
     );
-    // Authentication: jane's first download a miss, her second and her merge hits, bob a
-    // miss. Authorization asks per capture: jane's merge of another capture is a miss too.
+    // Authentication: jane's first download a miss, her second, her merge and her four
+    // requests of the listing and the file hits, bob a miss. Authorization asks per capture:
+    // jane's merge of another capture is a miss too, the listing and the file hits.
     let cache = |name: &str, cache: &str| sample(&s, name, &[("cache", cache)]);
     assert_eq!(
         cache("packetcapture_api_cache_hits_total", "authentication"),
-        2.0
+        6.0
     );
     assert_eq!(
         cache("packetcapture_api_cache_misses_total", "authentication"),
@@ -215,7 +262,7 @@ async fn metrics_count_known_traffic_and_name_no_capture_user_or_token() {
     );
     assert_eq!(
         cache("packetcapture_api_cache_hits_total", "authorization"),
-        1.0
+        5.0
     );
     assert_eq!(
         cache("packetcapture_api_cache_misses_total", "authorization"),

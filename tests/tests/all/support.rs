@@ -110,6 +110,8 @@ pub struct ApiProcess {
     /// `http://127.0.0.1:{metrics port}`.
     pub metrics_url: String,
     pub http: reqwest::Client,
+    /// The same, HTTP/1.1 only.
+    pub http1: reqwest::Client,
     pub log: PathBuf,
 }
 
@@ -193,7 +195,7 @@ pub fn api_binary() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -260,7 +262,12 @@ fn spawn_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
     let ca =
         reqwest::Certificate::from_pem(&std::fs::read(sim.out.join("ca.crt")).unwrap()).unwrap();
     let http = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .build()
+        .unwrap();
+    let http1 = reqwest::Client::builder()
         .tls_certs_only([ca])
+        .http1_only()
         .build()
         .unwrap();
     ApiProcess {
@@ -268,6 +275,7 @@ fn spawn_api(sim: &TestSim, extra: &[(&str, &str)]) -> ApiProcess {
         url: format!("https://localhost:{port}"),
         metrics_url: format!("http://127.0.0.1:{metrics_port}"),
         http,
+        http1,
         log,
     }
 }
