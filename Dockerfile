@@ -2,7 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p packetcapture-api
+# libpcap-dev: libpcap.a, linked statically (packet filters); nothing of it is needed at run time.
+RUN bash scripts/build-deps.sh && cargo build --release --locked -p packetcapture-api
 
 # Runtime: distroless, non-root.
 FROM gcr.io/distroless/cc-debian12:nonroot

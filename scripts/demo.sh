@@ -9,6 +9,7 @@ BIN="${CARGO_TARGET_DIR:-target}/debug"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Building the service and the simulated cluster"
+bash scripts/build-deps.sh
 cargo build --locked -p packetcapture-api -p packetcapture-tests -p kubectl-packetcapture --bins
 
 DIR="$(mktemp -d /tmp/packetcapture-demo.XXXXXX)"
@@ -105,6 +106,16 @@ say "Only node-2, only 23:13:20.1 to 23:13:20.2 UTC on 15 November 2023 (RFC 333
 command -v capinfos >/dev/null && capinfos "$DIR/window.pcapng" 2>/dev/null \
   | grep -E 'Number of packets|First packet|Last packet|Name =' | sed 's/^ */  /'
 
+say "Filtered on the server with tcpdump's syntax (compiled by libpcap): only UDP port 53"
+"${CURL[@]}" -G -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -o "$DIR/dns.pcapng" \
+  -w '  HTTP %{http_code}, %{size_download} bytes (the whole merge: '"$(stat -c %s "$DIR/web-traffic.pcapng")"' bytes)\n' \
+  --data-urlencode "filter=udp port 53" "$URL/download/dev/web-traffic/merged.pcapng"
+command -v capinfos >/dev/null && capinfos "$DIR/dns.pcapng" 2>/dev/null \
+  | grep -E 'Number of packets:' | sed 's/^ */  /'
+echo "  A filter libpcap refuses is 400 in its words:"
+"${CURL[@]}" -G -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" \
+  --data-urlencode "filter=udp port" "$URL/download/dev/web-traffic/merged.pcapng" | sed 's/^/  /'
+
 say "What is on the nodes now (JSON listing: each file with its own path)"
 "${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$URL/files/dev/web-traffic" | head -c 600; echo " ..."
 
@@ -145,6 +156,9 @@ cat <<EOT
     -o web-traffic.pcapng https://localhost:$PORT/download/dev/web-traffic/merged.pcapng
   curl --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" -o part.pcapng \\
     "https://localhost:$PORT/download/dev/web-traffic/merged.pcapng?node=node-2&since=2023-11-15T23:13:20.1Z&until=2023-11-15T23:13:20.2Z"
+  # only the packets a pcap-filter expression matches (tcpdump's syntax), filtered on the server
+  curl --fail --cacert $DIR/ca.crt -G -H "Authorization: Bearer \$TOKEN" -o dns.pcapng \\
+    --data-urlencode "filter=udp port 53" https://localhost:$PORT/download/dev/web-traffic/merged.pcapng
 
   # list the files; deflate the zip; a running capture (still downloadable)
   curl --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:$PORT/files/dev/web-traffic

@@ -11,12 +11,16 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # From Debian's packages: tar (GNU, run by the simulated exec), busybox (the simulated
 # BusyBox entry pods), openssl and python3 (the Dex interoperability test, the ZIP64 check),
 # unzip, curl and sha256sum (make demo, the Range and manifest tests), tshark and capinfos
-# (reading the merged pcapng with Wireshark's code), script (the progress-bar test).
+# (reading the merged pcapng with Wireshark's code), script (the progress-bar test), tcpdump
+# (the reference for filtered merges).
 missing=()
 for pair in tar:tar busybox:busybox openssl:openssl python3:python3 unzip:unzip curl:curl \
-            sha256sum:coreutils tshark:tshark capinfos:wireshark-common script:bsdutils; do
+            sha256sum:coreutils tshark:tshark capinfos:wireshark-common script:bsdutils \
+            tcpdump:tcpdump; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
+# libpcap-dev: the build links libpcap statically (filters are compiled by it).
+bash scripts/build-deps.sh
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true

@@ -67,6 +67,8 @@ pub struct Metrics {
     node_failures: Family<ReasonLabel, Counter>,
     cache_hits: Family<CacheLabel, Counter>,
     cache_misses: Family<CacheLabel, Counter>,
+    filter_read: Counter,
+    filter_kept: Counter,
     budget: Arc<std::sync::OnceLock<Arc<Budget>>>,
 }
 
@@ -192,6 +194,18 @@ impl Metrics {
             let _ = cache_hits.get_or_create(&CacheLabel { cache });
             let _ = cache_misses.get_or_create(&CacheLabel { cache });
         }
+        let filter_read = Counter::default();
+        registry.register(
+            "filter_packets_read",
+            "Packets filtered merges read (in their window, before the filter)",
+            filter_read.clone(),
+        );
+        let filter_kept = Counter::default();
+        registry.register(
+            "filter_packets_kept",
+            "Packets filtered merges kept (their filter matched)",
+            filter_kept.clone(),
+        );
         let budget = Arc::new(std::sync::OnceLock::new());
         registry.register_collector(Box::new(BudgetCollector(budget.clone())));
         Arc::new(Self {
@@ -203,6 +217,8 @@ impl Metrics {
             node_failures,
             cache_hits,
             cache_misses,
+            filter_read,
+            filter_kept,
             budget,
         })
     }
@@ -232,6 +248,12 @@ impl Metrics {
             };
             family.get_or_create(&CacheLabel { cache }).inc();
         })
+    }
+
+    /// Counts what a filtered merge read and kept.
+    pub fn filtered(&self, read: u64, kept: u64) {
+        self.filter_read.inc_by(read);
+        self.filter_kept.inc_by(kept);
     }
 
     /// Counts a node's failure that has no [`Error`] (a short file read: `file_read`).

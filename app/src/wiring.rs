@@ -96,7 +96,9 @@ pub async fn build(
     };
     let engine = engine(config)?;
     metrics.watch_budget(engine.budget.clone());
-    Ok(CaptureService::new(authenticator, router).with_engine(engine))
+    Ok(CaptureService::new(authenticator, router)
+        .with_engine(engine)
+        .with_filters(Arc::new(packetcapture_libpcap::Libpcap)))
 }
 
 /// How downloads read nodes and spool, from the settings; the spool directory is checked now.

@@ -83,6 +83,10 @@ enum Command {
         /// One time-ordered pcapng of every node instead of the zip.
         #[arg(long)]
         merged: bool,
+        /// With --merged: only the packets this pcap-filter expression (tcpdump's syntax)
+        /// matches, filtered on the server.
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
     },
     /// Delete the capture's files from every node (the capture must be Finished).
     Rm {
@@ -207,19 +211,32 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             since,
             until,
             merged,
+            filter,
         } => match target(&text)? {
             Target::Capture(ns, name) => {
+                if filter.is_some() && !merged {
+                    return Err(CliError::Usage(
+                        "--filter selects packets: it needs --merged (a zip carries whole files)"
+                            .into(),
+                    ));
+                }
                 let query = Query {
                     nodes: node,
                     since,
                     until,
+                    filter,
                 };
                 download(&api, &ns, &name, merged, &query, output.as_deref()).await
             }
             Target::File(ns, name, node_name, file) => {
-                if merged || !node.is_empty() || since.is_some() || until.is_some() {
+                if merged
+                    || !node.is_empty()
+                    || since.is_some()
+                    || until.is_some()
+                    || filter.is_some()
+                {
                     return Err(CliError::Usage(
-                        "--merged, --node, --since and --until select from a capture, not one file"
+                        "--merged, --node, --since, --until and --filter select from a capture, not one file"
                             .into(),
                     ));
                 }
@@ -298,6 +315,7 @@ struct Query {
     nodes: Vec<String>,
     since: Option<String>,
     until: Option<String>,
+    filter: Option<String>,
 }
 
 impl Query {
@@ -312,6 +330,9 @@ impl Query {
         }
         if let Some(u) = &self.until {
             pairs.push(format!("until={}", encode(u)));
+        }
+        if let Some(f) = &self.filter {
+            pairs.push(format!("filter={}", encode(f)));
         }
         if pairs.is_empty() {
             String::new()

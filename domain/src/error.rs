@@ -116,6 +116,14 @@ pub enum Error {
         until: String,
     },
 
+    /// A packet filter that is refused: too long, blank, or not a pcap-filter expression
+    /// (the message is then libpcap's own).
+    #[error("{message}")]
+    BadFilter {
+        /// What is wrong, in the compiler's words where it judged.
+        message: String,
+    },
+
     /// A file asked for is not one of the capture's files on that node (or is gone from it).
     #[error("file {file} of node {node} is not a file of packetcapture {capture}")]
     FileNotFound {

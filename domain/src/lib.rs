@@ -6,6 +6,7 @@
 //! in-memory fakes of every port.
 
 pub mod archive;
+pub mod bpf;
 pub mod budget;
 pub mod cache;
 pub mod error;
@@ -22,7 +23,7 @@ pub use budget::{Budget, BudgetLimits, BudgetStats};
 pub use error::{Backend, BoxError, Error, Result};
 pub use ports::{
     Authenticator, Authorizer, ByteStream, CaptureLocator, ClusterPorts, ClusterRouter,
-    FileFetcher, SpoolFile, SpoolStorage, StatusUpdate, TarStream,
+    FileFetcher, FilterCompiler, SpoolFile, SpoolStorage, StatusUpdate, TarStream,
 };
 pub use service::{CaptureService, Download, Listing, NodeFile, NodeListing, Request};
 pub use types::*;

@@ -27,6 +27,11 @@ pub struct PcapHeader {
     pub nanos: bool,
 }
 
+/// Ethernet's link type, Calico's captures'.
+pub const LINKTYPE_ETHERNET: u32 = 1;
+/// The snap length tcpdump and Felix use when none is set.
+pub const DEFAULT_SNAPLEN: u32 = 262_144;
+
 /// One packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {

@@ -96,6 +96,20 @@ pub trait FileFetcher: Send + Sync {
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()>;
 }
 
+/// Compiles pcap-filter expressions (tcpdump's syntax) into classic BPF programs, with the
+/// library that defines the language. Calls are CPU work that may take a while for long
+/// expressions; [`crate::bpf::Filter`] makes them from blocking threads.
+pub trait FilterCompiler: Send + Sync {
+    /// `expression` for packets of `link_type` (a pcap LINKTYPE_ value) captured with
+    /// `snaplen`; the error is the compiler's own message.
+    fn compile(
+        &self,
+        expression: &str,
+        link_type: u32,
+        snaplen: u32,
+    ) -> std::result::Result<crate::bpf::Program, String>;
+}
+
 /// Scratch space for the spool of a download: a file nobody else can see, gone when dropped.
 ///
 /// Calls block (file IO); the engine makes them from blocking threads.

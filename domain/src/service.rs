@@ -12,11 +12,13 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::archive::{self, DownloadStream, Engine, EntryNamer, NodeSource, StreamSource};
+use crate::bpf::Filter;
 use crate::budget::{Budget, Reservation};
 use crate::error::{Error, Result};
 use crate::pcap::{FileName, files_in_window};
 use crate::ports::{
-    Authenticator, ByteStream, ClusterPorts, ClusterRouter, FileFetcher, StatusUpdate,
+    Authenticator, ByteStream, ClusterPorts, ClusterRouter, FileFetcher, FilterCompiler,
+    StatusUpdate,
 };
 use crate::types::{
     BaseName, BearerToken, Capture, CaptureDir, CaptureRef, CaptureState, ClusterTarget,
@@ -234,6 +236,7 @@ pub struct CaptureService {
     authenticator: Arc<dyn Authenticator>,
     router: Arc<dyn ClusterRouter>,
     engine: Engine,
+    filters: Option<Arc<dyn FilterCompiler>>,
 }
 
 impl std::fmt::Debug for CaptureService {
@@ -311,7 +314,14 @@ impl CaptureService {
             authenticator,
             router,
             engine: Engine::default(),
+            filters: None,
         }
+    }
+
+    /// Merges may be filtered, with expressions `compiler` compiles.
+    pub fn with_filters(mut self, compiler: Arc<dyn FilterCompiler>) -> Self {
+        self.filters = Some(compiler);
+        self
     }
 
     /// Downloads read nodes and spool as `engine` says.
@@ -333,6 +343,12 @@ impl CaptureService {
         compression: Compression,
         selection: &Selection,
     ) -> Result<Download> {
+        if selection.filter.is_some() {
+            return Err(Error::BadFilter {
+                message: "files.zip carries the files whole; filter packets with merged.pcapng"
+                    .into(),
+            });
+        }
         let authorized = self.authorize(request, Verb::Get).await?;
         let mut chosen = Vec::new();
         for node in authorized.selected_nodes(selection)? {
@@ -377,6 +393,7 @@ impl CaptureService {
     /// (interface) per node and `{pod}_{iface}` file series, read at once.
     pub async fn merged(&self, request: &Request, selection: &Selection) -> Result<Download> {
         let authorized = self.authorize(request, Verb::Get).await?;
+        let filter = self.filter(selection).await?;
         let reference = &authorized.capture.reference;
         let mut chosen = Vec::new();
         for node in authorized.selected_nodes(selection)? {
@@ -428,11 +445,32 @@ impl CaptureService {
             }
         }
         let fetcher = authorized.ports.fetcher.clone();
-        let (window, user) = (selection.window, &authorized.user);
-        match archive::stream_pcapng(fetcher, streams, window, &self.engine, user).await? {
+        let choice = archive::Choice {
+            window: selection.window,
+            filter,
+        };
+        let user = &authorized.user;
+        match archive::stream_pcapng(fetcher, streams, choice, &self.engine, user).await? {
             Some(stream) => Ok(Download::Pcapng(stream)),
             None => Ok(Download::Empty),
         }
+    }
+
+    /// The selection's filter, compiled for Ethernet now (Calico's captures are Ethernet), so
+    /// a malformed expression is refused before any node is read; other link types compile
+    /// when met.
+    async fn filter(&self, selection: &Selection) -> Result<Option<Arc<Filter>>> {
+        let Some(expression) = &selection.filter else {
+            return Ok(None);
+        };
+        let compiler = self.filters.clone().ok_or_else(|| Error::BadFilter {
+            message: "this service cannot filter packets (no filter compiler)".into(),
+        })?;
+        let filter = Filter::new(expression.clone(), compiler);
+        filter
+            .program(crate::pcap::LINKTYPE_ETHERNET, crate::pcap::DEFAULT_SNAPLEN)
+            .await?;
+        Ok(Some(Arc::new(filter)))
     }
 
     /// One file of one node: it must be in that node's `fileNames` and on the node now.

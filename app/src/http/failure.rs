@@ -64,6 +64,7 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         | Error::MissingImpersonationUser
         | Error::NodeNotInCapture { .. }
         | Error::EmptyWindow { .. }
+        | Error::BadFilter { .. }
         | Error::TooManyStreams { .. } => StatusCode::BAD_REQUEST,
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::SpoolExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,

@@ -16,11 +16,11 @@ mod route;
 mod span;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use packetcapture_domain::{CaptureRef, CaptureService, Download, Error};
+use packetcapture_domain::{CaptureRef, CaptureService, Download, Error, Summary};
 use warp::Filter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -181,7 +181,8 @@ async fn download(
     };
     let capture = request.capture.to_string();
     let cluster = request.cluster.to_string();
-    let body = log_failures(stream, capture, cluster, edge.metrics.clone());
+    let filtered = selection.filter.is_some().then(|| stream.summary());
+    let body = log_failures(stream, capture, cluster, edge.metrics.clone(), filtered);
     let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -195,17 +196,21 @@ async fn download(
 /// Logs how the body ended when it did not end whole: a failure after the status line was
 /// sent (the `Err` item then makes hyper abort the connection, so the client sees a failed
 /// transfer), or the client leaving (hyper then drops the body without polling it to its end).
+/// A filtered merge that ends whole logs and counts the packets it read and kept.
 fn log_failures(
     zip: impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static,
     capture: String,
     cluster: String,
     metrics: Arc<Metrics>,
+    filtered: Option<Arc<OnceLock<Summary>>>,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static {
     Watched {
         inner: Box::pin(zip),
         capture,
         cluster,
         metrics,
+        filtered,
+        span: tracing::Span::current(),
         ended: false,
     }
 }
@@ -216,6 +221,10 @@ struct Watched<S> {
     capture: String,
     cluster: String,
     metrics: Arc<Metrics>,
+    /// A filtered merge's summary, once it is done.
+    filtered: Option<Arc<OnceLock<Summary>>>,
+    /// The request's span: the lines below carry its id.
+    span: tracing::Span,
     /// The stream ended, or failed and said so: nothing left to log on drop.
     ended: bool,
 }
@@ -228,8 +237,16 @@ impl<S: Stream<Item = Result<Bytes, Error>>> Stream for Watched<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let span = self.span.clone();
+        let _entered = span.enter();
         match &item {
-            None => self.ended = true,
+            None => {
+                self.ended = true;
+                if let Some(summary) = self.filtered.as_ref().and_then(|s| s.get()) {
+                    self.metrics.filtered(summary.read, summary.packets);
+                    tracing::info!(capture = %self.capture, cluster = %self.cluster, packets_read = summary.read, packets_kept = summary.packets, "filtered merge");
+                }
+            }
             Some(Err(Error::ClientGone)) => {
                 self.ended = true;
                 tracing::info!(capture = %self.capture, cluster = %self.cluster, "the client left during the download");
@@ -247,6 +264,7 @@ impl<S: Stream<Item = Result<Bytes, Error>>> Stream for Watched<S> {
 
 impl<S> Drop for Watched<S> {
     fn drop(&mut self) {
+        let _entered = self.span.enter();
         if !self.ended {
             tracing::info!(capture = %self.capture, cluster = %self.cluster, "the client left during the download");
         }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use packetcapture_domain::bpf::FilterExpression;
 use packetcapture_domain::pcap::Window;
 use packetcapture_domain::{
     BearerToken, CaptureRef, ClusterId, ClusterTarget, Compression, Error, Impersonation, NodeName,
@@ -51,12 +52,19 @@ pub(crate) fn selection(pairs: &[(String, String)]) -> Result<Selection, Error> 
             until: printable(until),
         });
     }
+    let filter = pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "filter")
+        .map(|(_, v)| FilterExpression::new(v))
+        .transpose()?;
     Ok(Selection {
         nodes,
         window: Window {
             since: since.map(|(n, _)| n),
             until: until.map(|(n, _)| n),
         },
+        filter,
     })
 }
 

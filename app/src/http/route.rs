@@ -67,9 +67,15 @@ impl Route {
             SELECTION[2],
             Param::once("compression"),
         ];
+        const MERGE: [Param; 4] = [
+            SELECTION[0],
+            SELECTION[1],
+            SELECTION[2],
+            Param::once("filter"),
+        ];
         match self {
             Self::Download(_, Format::Zip) => &ZIP,
-            Self::Download(_, Format::Pcapng) => &SELECTION,
+            Self::Download(_, Format::Pcapng) => &MERGE,
             _ => &[],
         }
     }

@@ -26,6 +26,7 @@ use super::fetch::{Failure, NodeSource};
 use super::output::{CHUNK_SIZE, Msg, Summary, base_name, send, tar_error};
 use super::spool::Pipe;
 use super::tar::{TarEvent, TarParser};
+use crate::bpf::{Filter, Program};
 use crate::error::{Error, Result};
 use crate::pcap::{self, Interface, Packet, PcapHeader, PcapReader, Window};
 use crate::types::NodeName;
@@ -60,6 +61,19 @@ struct Reader {
     /// The header of the stream's first file that had one.
     first: Option<PcapHeader>,
     ended: bool,
+    /// The filter's program for the current file's link type and snap length.
+    program: Option<(PcapHeader, Arc<Program>)>,
+    /// Packets read in the window (kept or not).
+    read: u64,
+}
+
+/// Which packets a merge keeps: those in the window that its filter (if any) matches.
+#[derive(Clone, Debug, Default)]
+pub struct Choice {
+    /// The time window.
+    pub window: Window,
+    /// The request's filter.
+    pub filter: Option<Arc<Filter>>,
 }
 
 impl Reader {
@@ -72,13 +86,39 @@ impl Reader {
             file: None,
             first: None,
             ended: false,
+            program: None,
+            read: 0,
         }
     }
 
-    /// The stream's next packet in `window`, with its file's header; `None` at its end.
+    /// True when `filter` keeps `packet` of a file with `header` (compiling its program for
+    /// a link type it has not seen).
+    async fn keeps(
+        &mut self,
+        filter: Option<&Filter>,
+        header: PcapHeader,
+        packet: &Packet,
+    ) -> Result<bool> {
+        let Some(filter) = filter else {
+            return Ok(true);
+        };
+        let program = match &self.program {
+            Some((h, p)) if (h.link_type, h.snaplen) == (header.link_type, header.snaplen) => {
+                p.clone()
+            }
+            _ => {
+                let p = filter.program(header.link_type, header.snaplen).await?;
+                self.program = Some((header, p.clone()));
+                p
+            }
+        };
+        Ok(program.matches(&packet.data, packet.orig_len))
+    }
+
+    /// The stream's next packet of `choice`, with its file's header; `None` at its end.
     async fn next(
         &mut self,
-        window: &Window,
+        choice: &Choice,
         failure: &Failure,
         tx: &mpsc::Sender<Msg>,
     ) -> Result<Option<(Packet, PcapHeader)>> {
@@ -92,8 +132,14 @@ impl Reader {
                 if let Some(header) = file.header() {
                     self.first.get_or_insert(header);
                     if let Some(packet) = next {
-                        if window.contains(packet.ts) {
-                            return Ok(Some((packet, header)));
+                        if choice.window.contains(packet.ts) {
+                            self.read += 1;
+                            if self
+                                .keeps(choice.filter.as_deref(), header, &packet)
+                                .await?
+                            {
+                                return Ok(Some((packet, header)));
+                            }
                         }
                         continue;
                     }
@@ -191,7 +237,7 @@ impl Interfaces {
 /// first failure (a stream's, announced on `failure`; or the client leaving).
 pub(crate) async fn assemble(
     streams: Vec<(StreamSource, Arc<Pipe>)>,
-    window: Window,
+    choice: Choice,
     live: bool,
     failure: &Failure,
     tx: &mpsc::Sender<Msg>,
@@ -209,10 +255,11 @@ pub(crate) async fn assemble(
     // Every stream's first packet, before anything is sent.
     let mut heads = Vec::with_capacity(readers.len());
     for reader in &mut readers {
-        heads.push(reader.next(&window, failure, tx).await?);
+        heads.push(reader.next(&choice, failure, tx).await?);
     }
     let mut summary = Summary::default();
     if heads.iter().all(Option::is_none) {
+        summary.read = readers.iter().map(|r| r.read).sum();
         return Ok(summary);
     }
     let mut out = BytesMut::with_capacity(CHUNK_SIZE * 2);
@@ -245,7 +292,7 @@ pub(crate) async fn assemble(
             first = false;
             send(tx, Msg::Data(vec![out.split().freeze()])).await?;
         }
-        if let Some(next) = readers[i].next(&window, failure, tx).await? {
+        if let Some(next) = readers[i].next(&choice, failure, tx).await? {
             heap.push(Reverse((next.0.ts, i)));
             heads[i] = Some(next);
         }
@@ -253,5 +300,6 @@ pub(crate) async fn assemble(
     if !out.is_empty() {
         send(tx, Msg::Data(vec![out.split().freeze()])).await?;
     }
+    summary.read = readers.iter().map(|r| r.read).sum();
     Ok(summary)
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use self::fetch::{FetchOptions, NodeSource};
-pub use self::merge::StreamSource;
+pub use self::merge::{Choice, StreamSource};
 use self::output::Msg;
 pub use self::output::{CHANNEL_CHUNKS, CHUNK_SIZE, DownloadStream, Summary};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
@@ -146,7 +146,8 @@ pub async fn stream_zip(
     .await
 }
 
-/// Starts a merge of `streams` into one pcapng of the packets in `window`, for `user`.
+/// Starts a merge of `streams` into one pcapng of the packets `choice` keeps (its window,
+/// its filter), for `user`.
 /// Resolves once the first packet is known (`Some(stream)`), or once every stream was read
 /// and none held a packet in the window (`None`), or on an error before the first byte.
 ///
@@ -159,7 +160,7 @@ pub async fn stream_zip(
 pub async fn stream_pcapng(
     fetcher: Arc<dyn FileFetcher>,
     streams: Vec<StreamSource>,
-    window: crate::pcap::Window,
+    choice: merge::Choice,
     engine: &Engine,
     user: &str,
 ) -> Result<Option<DownloadStream>> {
@@ -230,7 +231,7 @@ pub async fn stream_pcapng(
         extra: None,
     };
     launch(fetcher, sources, reads, reserved, move |failure, tx| async move {
-        merge::assemble(with_pipes, window, live, &failure, &tx).await
+        merge::assemble(with_pipes, choice, live, &failure, &tx).await
     })
     .await
 }

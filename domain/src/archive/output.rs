@@ -2,6 +2,7 @@
 //! batches through a bounded channel, and the helpers both use on the way.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -26,6 +27,9 @@ pub struct Summary {
     pub files: u64,
     /// Packets written (a merge's).
     pub packets: u64,
+    /// Packets a merge read in its window, before its filter (equal to `packets` without
+    /// one).
+    pub read: u64,
     /// Bytes of file or packet data written (before compression).
     pub bytes: u64,
 }
@@ -67,6 +71,7 @@ pub struct DownloadStream {
     pending: std::collections::VecDeque<Bytes>,
     rx: mpsc::Receiver<Msg>,
     done: bool,
+    summary: Arc<OnceLock<Summary>>,
 }
 
 impl DownloadStream {
@@ -76,7 +81,14 @@ impl DownloadStream {
             pending: first.into(),
             rx,
             done: false,
+            summary: Arc::default(),
         }
+    }
+
+    /// Where the download's summary appears once the writer finished (never, when it
+    /// failed): for the edge's log line and metrics.
+    pub fn summary(&self) -> Arc<OnceLock<Summary>> {
+        self.summary.clone()
     }
 }
 
@@ -111,6 +123,7 @@ impl Stream for DownloadStream {
                 }
             }
             Poll::Ready(Some(Msg::Done(summary))) => {
+                let _ = self.summary.set(summary);
                 tracing::debug!(
                     files = summary.files,
                     packets = summary.packets,

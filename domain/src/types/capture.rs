@@ -208,6 +208,8 @@ pub struct Selection {
     pub nodes: Vec<NodeName>,
     /// Only packets (or files that may hold packets) in this window.
     pub window: crate::pcap::Window,
+    /// Only packets this pcap-filter expression matches (merges only).
+    pub filter: Option<crate::bpf::FilterExpression>,
 }
 
 impl Selection {

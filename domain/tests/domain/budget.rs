@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use packetcapture_domain::archive::{
-    Engine, EntryNamer, FetchOptions, NodeSource, SpoolLimits, StreamSource, stream_pcapng,
+    Choice, Engine, EntryNamer, FetchOptions, NodeSource, SpoolLimits, StreamSource, stream_pcapng,
     stream_zip,
 };
-use packetcapture_domain::pcap::Window;
+
 use packetcapture_domain::testing::{Script, ScriptedFetcher};
 use packetcapture_domain::{
     Budget, BudgetLimits, CaptureDir, CaptureRef, Compression, EntryPoint, Error, NodeName,
@@ -83,7 +83,7 @@ fn engine(streams: usize, memory: u64, queue: usize, wait_ms: u64) -> Engine {
 }
 
 async fn merge(fetcher: Arc<ScriptedFetcher>, n: usize, engine: &Engine) -> Result<Vec<u8>, Error> {
-    let stream = stream_pcapng(fetcher, streams(n), Window::default(), engine, "jane")
+    let stream = stream_pcapng(fetcher, streams(n), Choice::default(), engine, "jane")
         .await?
         .expect("packets");
     let chunks: Vec<_> = stream.collect().await;

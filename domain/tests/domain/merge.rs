@@ -280,6 +280,7 @@ async fn selection_keeps_the_nodes_and_exactly_the_packets_of_the_window() {
             since: Some(102 * s),
             until: Some(104 * s),
         },
+        filter: None,
     };
     let merged = service(&local)
         .merged(&request(), &selection)
@@ -304,6 +305,7 @@ async fn selection_keeps_the_nodes_and_exactly_the_packets_of_the_window() {
             since: Some(200 * s),
             until: None,
         },
+        filter: None,
     };
     assert!(matches!(
         service(&local).merged(&request(), &nothing).await.unwrap(),
@@ -313,6 +315,7 @@ async fn selection_keeps_the_nodes_and_exactly_the_packets_of_the_window() {
     let unknown = Selection {
         nodes: vec![NodeName::new("node-9").unwrap()],
         window: Window::default(),
+        filter: None,
     };
     for merged in [true, false] {
         let err = if merged {
@@ -351,6 +354,7 @@ async fn the_zip_keeps_the_selected_nodes_and_the_files_that_may_hold_the_window
             since: Some(103 * s),
             until: None,
         },
+        filter: None,
     };
     let zip = service(&local)
         .download(&request(), Compression::Stored, &after_rotation)
@@ -363,6 +367,7 @@ async fn the_zip_keeps_the_selected_nodes_and_the_files_that_may_hold_the_window
             since: None,
             until: Some(101 * s),
         },
+        filter: None,
     };
     let zip = service(&local)
         .download(&request(), Compression::Stored, &before_rotation)

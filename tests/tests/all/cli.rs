@@ -480,7 +480,7 @@ fn timestamps(data: &[u8]) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_takes_a_managed_cluster_and_a_window_and_rm_deletes_the_files() {
+async fn get_takes_a_managed_cluster_a_window_and_a_filter_and_rm_deletes_the_files() {
     let w = world().await;
 
     // --cluster: east's own files, through Voltron.
@@ -546,6 +546,56 @@ async fn get_takes_a_managed_cluster_and_a_window_and_rm_deletes_the_files() {
         rfc(since),
         rfc(until)
     );
+
+    // --filter: the server keeps what tcpdump keeps of the whole merge.
+    let all = w.plugin(&[
+        "--token",
+        "jane-token",
+        "get",
+        "dev/mesh",
+        "--merged",
+        "-o",
+        "all.pcapng",
+    ]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let udp = w.plugin(&[
+        "--token",
+        "jane-token",
+        "get",
+        "dev/mesh",
+        "--merged",
+        "--filter",
+        "udp port 53",
+        "-o",
+        "udp.pcapng",
+    ]);
+    assert!(udp.status.success(), "{}", stderr(&udp));
+    let tcpdump = Command::new("tcpdump")
+        .args([
+            "-r",
+            w.file("all.pcapng").to_str().unwrap(),
+            "-nn",
+            "udp port 53",
+        ])
+        .output()
+        .expect("tcpdump is installed (make tools installs it)");
+    let reference = String::from_utf8_lossy(&tcpdump.stdout).lines().count() as u64;
+    assert!(reference > 0);
+    assert_eq!(
+        packetcapture_tests::pcap::count_pcapng_packets(
+            &std::fs::read(w.file("udp.pcapng")).unwrap()
+        ),
+        Some(reference)
+    );
+    let zip_filter = w.plugin(&[
+        "--token",
+        "jane-token",
+        "get",
+        "dev/mesh",
+        "--filter",
+        "udp",
+    ]);
+    assert_eq!(zip_filter.status.code(), Some(2), "{}", stderr(&zip_filter));
 
     // rm by a user who may delete: exit 0, the files gone from every node, the listing empty.
     let rm = w.plugin(&["--token", "ops-token", "rm", "dev/mesh"]);

@@ -9,6 +9,7 @@ mod dex;
 mod e2e;
 mod engine;
 mod faults;
+mod filter;
 mod load;
 mod managed;
 mod observe;
