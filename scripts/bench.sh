@@ -164,9 +164,16 @@ read -r merged_s merged_bytes < <(fetch sim-wide /download/bench/merge-eight/mer
 rss_merged=$(peak_rss_mib)
 curl -sS --fail --cacert "$OUT/sim-wide/ca.crt" -H "Authorization: Bearer $TOKEN" -o "$OUT/merged.pcapng" \
   "https://localhost:$PORT/download/bench/merge-eight/merged.pcapng"
+# The same merge filtered on the server, keeping about 1% (TCP frames of 1440 bytes or more).
+FILTER="tcp and greater 1440"
+filtered_path="/download/bench/merge-eight/merged.pcapng?filter=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$FILTER")"
+read -r filtered_s filtered_bytes < <(fetch sim-wide "$filtered_path")
+curl -sS --fail --cacert "$OUT/sim-wide/ca.crt" -H "Authorization: Bearer $TOKEN" -o "$OUT/filtered.pcapng" \
+  "https://localhost:$PORT$filtered_path"
 stop_api
 merged_packets=$("$R/packetcapture-sim" pcapng-count "$OUT/merged.pcapng")
-rm -f "$OUT/merged.pcapng"
+filtered_packets=$("$R/packetcapture-sim" pcapng-count "$OUT/filtered.pcapng")
+rm -f "$OUT/merged.pcapng" "$OUT/filtered.pcapng"
 
 {
   echo "# make bench, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, loopback TLS, simulated cluster"
@@ -188,6 +195,7 @@ rm -f "$OUT/merged.pcapng"
   echo "| 6 | | | same, FETCH_CONCURRENCY=1 (one node at a time): $serial_s s | $(ratio "$serial_s" "$eight_s")x faster |"
   echo "| 7 | 64 nodes x 2 files x 4 MiB | $wide_s s, $(mbps "$wide_bytes" "$wide_s") MB/s | | |"
   echo "| 8 | 8 nodes x 64 MiB, same hours: merged.pcapng | $merged_s s, $(mbps "$merged_bytes" "$merged_s") MB/s, $(awk -v p="$merged_packets" -v s="$merged_s" 'BEGIN {printf "%.2f", p / s / 1e6}') M packets/s ($merged_packets), peak RSS $rss_merged MiB | files.zip of the same: $zip8_s s, $(mbps "$zip8_bytes" "$zip8_s") MB/s | $(ratio "$zip8_s" "$merged_s")x |"
+  echo "| 8 | the same merge, filter=$FILTER: kept $filtered_packets of $merged_packets ($(awk -v k="$filtered_packets" -v n="$merged_packets" 'BEGIN {printf "%.2f", 100 * k / n}')%) | $filtered_s s, $(awk -v p="$merged_packets" -v s="$filtered_s" 'BEGIN {printf "%.2f", p / s / 1e6}') M packets/s read, $filtered_bytes bytes sent | unfiltered: $merged_s s, $merged_bytes bytes | bytes $(ratio "$filtered_bytes" "$merged_bytes")x, time $(ratio "$merged_s" "$filtered_s")x faster |"
   if [ -s "$OUT/profile.txt" ]; then
     echo "| P | CPU profile of case 1 (perf, self time) | $(head -4 "$OUT/profile.txt" | sed 's/^ //' | paste -sd ';' | sed 's/;/; /g') | full list: profile.txt | |"
   fi
