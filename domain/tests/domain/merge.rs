@@ -654,3 +654,109 @@ mod properties {
         }
     }
 }
+
+mod filters {
+    use packetcapture_domain::FilterCompiler;
+    use packetcapture_domain::bpf::{FilterExpression, Instruction, Program};
+
+    use super::*;
+
+    /// Compiles `tag X` (the packet's first byte is X) for Ethernet only.
+    struct FirstByte;
+
+    impl FilterCompiler for FirstByte {
+        fn compile(
+            &self,
+            expression: &str,
+            link_type: u32,
+            _snaplen: u32,
+        ) -> Result<Program, String> {
+            if link_type != 1 {
+                return Err(format!("link type {link_type} is not Ethernet"));
+            }
+            let tag = expression
+                .strip_prefix("tag ")
+                .and_then(|t| t.bytes().next())
+                .ok_or_else(|| format!("cannot read {expression:?}"))?;
+            Program::new(vec![
+                Instruction::new(0x30, 0, 0, 0),
+                Instruction::new(0x15, 0, 1, u32::from(tag)),
+                Instruction::new(0x06, 0, 0, 1),
+                Instruction::new(0x06, 0, 0, 0),
+            ])
+        }
+    }
+
+    fn filtered(expression: &str) -> Selection {
+        Selection {
+            filter: Some(FilterExpression::new(expression).unwrap()),
+            ..Selection::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filter_keeps_its_packets_in_order_and_every_interface() {
+        let local = three_nodes();
+        let service = service(&local).with_filters(Arc::new(FirstByte));
+        let merged = service
+            .merged(&request(), &filtered("tag b"))
+            .await
+            .unwrap();
+        let file = read_pcapng(&body(merged).await.unwrap());
+        let tags: Vec<String> = file
+            .packets
+            .iter()
+            .map(|(_, _, d)| String::from_utf8(d.clone()).unwrap())
+            .collect();
+        assert_eq!(tags, ["b-0001", "b-0002", "b-0003"]);
+        assert_eq!(file.interfaces.len(), 4, "every stream keeps its interface");
+        let none = service
+            .merged(&request(), &filtered("tag z"))
+            .await
+            .unwrap();
+        assert!(matches!(none, Download::Empty), "nothing kept: no content");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filter_that_does_not_compile_is_refused_before_the_first_byte() {
+        let local = three_nodes();
+        let service = service(&local).with_filters(Arc::new(FirstByte));
+        let refused = |r: Result<Download, Error>| match r {
+            Err(Error::BadFilter { message }) => message,
+            other => panic!("expected BadFilter, got {:?}", other.map(|_| ())),
+        };
+        assert_eq!(
+            refused(service.merged(&request(), &filtered("what")).await),
+            "cannot read \"what\""
+        );
+        // A stream of another link type: its program does not compile either.
+        let mut other = pcap_file(false, &[(100, 0, packet("x", 1))]);
+        other[20..24].copy_from_slice(&105u32.to_le_bytes());
+        let wifi = world(
+            &[("node-1", "w-1_wlan0.pcap", other)],
+            CaptureState::Finished,
+        );
+        let service_wifi = super::service(&wifi).with_filters(Arc::new(FirstByte));
+        assert_eq!(
+            refused(service_wifi.merged(&request(), &filtered("tag x")).await),
+            "link type 105 is not Ethernet"
+        );
+        // Without a compiler, and on the zip.
+        assert!(
+            refused(
+                super::service(&local)
+                    .merged(&request(), &filtered("tag b"))
+                    .await
+            )
+            .contains("cannot filter")
+        );
+        assert!(
+            refused(
+                service
+                    .download(&request(), Compression::Stored, &filtered("tag b"))
+                    .await
+            )
+            .contains("merged.pcapng")
+        );
+    }
+}
