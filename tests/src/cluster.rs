@@ -118,6 +118,8 @@ pub struct Cluster {
     pub exec_stdout_bytes: AtomicU64,
     /// A folder of BusyBox applet links (when BusyBox is installed), for the `busybox` knob.
     pub busybox_bin: Option<PathBuf>,
+    /// Live captures ([`crate::live`]).
+    pub(crate) live: Mutex<Vec<Arc<crate::live::Live>>>,
 }
 
 impl Cluster {
@@ -142,6 +144,7 @@ impl Cluster {
             peak_execs: AtomicU64::new(0),
             exec_stdout_bytes: AtomicU64::new(0),
             busybox_bin: busybox_applets(out)?,
+            live: Mutex::new(Vec::new()),
         };
         for (index, capture) in spec.captures.iter().enumerate() {
             let mut files = Vec::new();
@@ -220,6 +223,9 @@ impl Cluster {
             });
             lock(&cluster.captures)
                 .insert((capture.namespace.clone(), capture.name.clone()), object);
+            if let Some(live) = &capture.live {
+                cluster.start_live(&capture.namespace, &capture.name, live.clone());
+            }
         }
         Ok(cluster)
     }
@@ -318,6 +324,13 @@ impl Cluster {
         let more = Policy::from_yaml(yaml)?;
         lock(&self.policy).extend(more);
         Ok(())
+    }
+
+    /// The PacketCapture `namespace/name` as stored now.
+    pub fn capture(&self, namespace: &str, name: &str) -> Option<Value> {
+        lock(&self.captures)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Adds or replaces a PacketCapture (its `metadata.namespace` and `name` say which), with a

@@ -208,6 +208,10 @@ pub struct CaptureSpec {
     /// previous one, which keeps the nodes' packets apart in time.
     #[serde(default, rename = "sameClock")]
     pub same_clock: bool,
+    /// The capture runs: packets are appended to its capturing nodes' active files, which
+    /// rotate, until it finishes ([`crate::live::LiveSpec`]).
+    #[serde(default)]
+    pub live: Option<crate::live::LiveSpec>,
 }
 
 fn default_directory() -> String {

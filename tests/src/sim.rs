@@ -33,6 +33,7 @@ pub struct Sim {
     /// Dex's address.
     pub dex_addr: SocketAddr,
     _servers: Vec<Server>,
+    _live: crate::live::LiveWriter,
 }
 
 fn write(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
@@ -148,6 +149,7 @@ impl Sim {
         let voltron_addr = voltron_server.addr;
         servers.push(voltron_server);
 
+        let world_clusters = world.clusters.clone();
         let sim = Self {
             world,
             out,
@@ -157,6 +159,7 @@ impl Sim {
             dex,
             dex_addr,
             _servers: servers,
+            _live: crate::live::LiveWriter::start(world_clusters),
         };
         write(&sim.out.join("dex-ca.crt"), &dex_ca.cert_pem)?;
         sim.write_files(&cluster_ca, &voltron_ca, &service_cert)?;
