@@ -124,6 +124,10 @@ pub enum Error {
         message: String,
     },
 
+    /// Following a running capture needs a file backend that can follow files.
+    #[error("this service's file backend cannot follow a running capture")]
+    CannotFollow,
+
     /// A file asked for is not one of the capture's files on that node (or is gone from it).
     #[error("file {file} of node {node} is not a file of packetcapture {capture}")]
     FileNotFound {

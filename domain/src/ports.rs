@@ -9,8 +9,8 @@ use futures_util::Stream;
 
 use crate::error::Result;
 use crate::types::{
-    BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo, FileSet,
-    FileSlice, NodeName, ResourceAttributes, User,
+    BaseName, BearerToken, Capture, CaptureDir, CaptureRef, ClusterTarget, EntryPoint, FileInfo,
+    FileSet, FileSlice, FileState, NodeName, ResourceAttributes, User,
 };
 
 /// A node's files as a tar stream, in chunks. It must end with an `Err` item if the producer
@@ -94,6 +94,26 @@ pub trait FileFetcher: Send + Sync {
 
     /// Removes the directory and everything in it; a missing directory is not an error.
     async fn remove(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<()>;
+
+    /// The directory's regular files now, with their inode numbers; a directory that does not
+    /// exist has none. For following a running capture: backends that cannot follow say so.
+    async fn inodes(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileState>> {
+        let _ = (entry, dir);
+        Err(crate::Error::CannotFollow)
+    }
+
+    /// The bytes of file `name` from its start, then whatever is appended to it, as it comes:
+    /// the file that was opened is followed, also once renamed. The stream never ends by
+    /// itself (dropping it stops the read); a producer that fails ends it with an `Err` item.
+    async fn follow(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+    ) -> Result<ByteStream> {
+        let _ = (entry, dir, name);
+        Err(crate::Error::CannotFollow)
+    }
 }
 
 /// Compiles pcap-filter expressions (tcpdump's syntax) into classic BPF programs, with the

@@ -456,6 +456,42 @@ impl CaptureService {
         }
     }
 
+    /// Follows a running capture: its packets as they are written, merged into one pcapng in
+    /// time order within `lag`, from `since` (the selection's, or now) until `until`, until
+    /// every node of the status stopped capturing, or until the client leaves.
+    pub async fn follow(
+        &self,
+        request: &Request,
+        selection: &Selection,
+        lag: std::time::Duration,
+    ) -> Result<Download> {
+        let authorized = self.authorize(request, Verb::Get).await?;
+        let filter = self.filter(selection).await?;
+        authorized.selected_nodes(selection)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let window = crate::pcap::Window {
+            since: Some(selection.window.since.unwrap_or(now)),
+            until: selection.window.until,
+        };
+        let follow = archive::follow::Follow {
+            fetcher: authorized.ports.fetcher.clone(),
+            locator: authorized.ports.locator.clone(),
+            capture: authorized.capture.reference.clone(),
+            nodes: selection.nodes.clone(),
+            choice: archive::Choice { window, filter },
+            lag,
+            poll: (lag / 2).clamp(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_millis(500),
+            ),
+            budget: self.engine.budget.clone(),
+        };
+        let stream = archive::stream_follow(follow, &self.engine, &authorized.user).await?;
+        Ok(Download::Pcapng(stream))
+    }
+
     /// The selection's filter, compiled for Ethernet now (Calico's captures are Ethernet), so
     /// a malformed expression is refused before any node is read; other link types compile
     /// when met.

@@ -72,7 +72,8 @@ pub struct Live {
     streams: Mutex<Vec<Stream>>,
     /// Every packet written, in order.
     pub written: Mutex<Vec<Written>>,
-    started: Instant,
+    /// When its nodes turn `Finished` (from `finishMs`, or [`Live::finish_in`]).
+    deadline: Mutex<Option<Instant>>,
     /// When its streams last had a packet appended.
     last: Mutex<Option<Instant>>,
     finished: AtomicBool,
@@ -87,6 +88,12 @@ impl Live {
     /// The packets written so far.
     pub fn written(&self) -> Vec<Written> {
         lock(&self.written).clone()
+    }
+
+    /// Finishes the capture `after` from now instead of at `finishMs` (tests time the end from
+    /// their own steps, not from the cluster's start, which a loaded machine delays).
+    pub fn finish_in(&self, after: Duration) {
+        *lock(&self.deadline) = Some(Instant::now() + after);
     }
 }
 
@@ -133,13 +140,16 @@ impl Cluster {
     /// Registers `namespace/name` as live with `spec`: every `Capturing` node's active files
     /// become streams.
     pub(crate) fn start_live(&self, namespace: &str, name: &str, spec: LiveSpec) {
+        let deadline = spec
+            .finish_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         let live = Arc::new(Live {
             namespace: namespace.into(),
             name: name.into(),
             spec,
             streams: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
-            started: Instant::now(),
+            deadline: Mutex::new(deadline),
             last: Mutex::new(None),
             finished: AtomicBool::new(false),
         });
@@ -216,6 +226,11 @@ impl Cluster {
                 "{namespace}/{name} is not live"
             )));
         };
+        if live.finished() {
+            return Err(std::io::Error::other(format!(
+                "{namespace}/{name} has finished: no stream can join it"
+            )));
+        }
         let directory = "/var/log/calico/pcap";
         let stem = format!(
             "{pod}_cali{}",
@@ -277,11 +292,7 @@ impl Cluster {
                 continue;
             }
             any = true;
-            if live
-                .spec
-                .finish_ms
-                .is_some_and(|ms| live.started.elapsed() >= Duration::from_millis(ms))
-            {
+            if lock(&live.deadline).is_some_and(|at| Instant::now() >= at) {
                 live.finished.store(true, Ordering::SeqCst);
                 let nodes: Vec<String> =
                     lock(&live.streams).iter().map(|s| s.node.clone()).collect();

@@ -13,7 +13,7 @@ use std::io;
 use async_trait::async_trait;
 use packetcapture_domain::{
     BaseName, ByteStream, CaptureDir, EntryPoint, FileFetcher, FileInfo, FileSet, FileSlice,
-    NodeName, Result, TarStream,
+    FileState, NodeName, Result, TarStream,
 };
 use packetcapture_kubernetes::EntryPods;
 use running::Exec;
@@ -91,6 +91,12 @@ pub enum Command {
     List(CaptureDir),
     /// The directory and everything in it removed (`rm`).
     Remove(CaptureDir),
+    /// The directory's regular files with inode and size (`find` and `stat`), to follow a
+    /// running capture.
+    Inodes(CaptureDir),
+    /// One file from its start, then what is appended to it (`tail -f`, which follows the
+    /// file it opened, also once renamed).
+    Follow(CaptureDir, BaseName),
 }
 
 impl Command {
@@ -99,8 +105,9 @@ impl Command {
         match self {
             Self::Archive(_) | Self::ArchiveFiles(..) => "tar",
             Self::Read(_) => "dd",
-            Self::List(_) => "find",
+            Self::List(_) | Self::Inodes(_) => "find",
             Self::Remove(_) => "rm",
+            Self::Follow(..) => "tail",
         }
     }
 
@@ -108,8 +115,9 @@ impl Command {
     pub fn action(&self) -> &'static str {
         match self {
             Self::Archive(_) | Self::ArchiveFiles(..) | Self::Read(_) => "reading files",
-            Self::List(_) => "listing files",
+            Self::List(_) | Self::Inodes(_) => "listing files",
             Self::Remove(_) => "removing files",
+            Self::Follow(..) => "following a file",
         }
     }
 
@@ -167,6 +175,27 @@ impl Command {
                 "{}",
                 "+",
             ],
+            Self::Inodes(dir) => vec![
+                dir.path(),
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "-type",
+                "f",
+                "-exec",
+                "stat",
+                "-c",
+                "%i %s %n",
+                "{}",
+                "+",
+            ],
+            // From the first byte, following the descriptor (GNU and BusyBox `-f`): a rename
+            // does not move the read to the new file.
+            Self::Follow(dir, name) => {
+                owned = vec![format!("{}/{name}", dir.path())];
+                vec!["-c", "+1", "-f", "--", owned[0].as_str()]
+            }
             Self::Remove(dir) => vec!["-rf", "--", dir.path()],
         };
         ["env", "LC_ALL=C", self.program()]
@@ -182,8 +211,9 @@ impl Command {
             Self::Archive(dir) => verdict::archive(relative(dir), exit, stderr),
             Self::ArchiveFiles(dir, _) => verdict::archive(relative(dir), exit, stderr),
             Self::Read(_) => verdict::read(exit, stderr),
-            Self::List(dir) => verdict::listing(dir.path(), exit, stderr),
-            Self::Remove(_) => verdict::removal(exit, stderr),
+            Self::List(dir) | Self::Inodes(dir) => verdict::listing(dir.path(), exit, stderr),
+            // It never ends by itself while it works: any end is the follower's to judge.
+            Self::Remove(_) | Self::Follow(..) => verdict::removal(exit, stderr),
         }
     }
 }
@@ -302,11 +332,102 @@ impl FileFetcher for ExecFetcher {
         exec.output(LIST_OUTPUT_LIMIT).await?;
         Ok(())
     }
+
+    async fn inodes(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileState>> {
+        let command = Command::Inodes(dir.clone());
+        let mut exec = self.start(entry, &command).await?;
+        let out = exec.output(LIST_OUTPUT_LIMIT).await?;
+        parse_inodes(&out).map_err(|reason| {
+            node_error(
+                &entry.node,
+                &command,
+                Error::Parse {
+                    command: command.program(),
+                    pod: entry.handle.clone(),
+                    reason,
+                },
+            )
+        })
+    }
+
+    async fn follow(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+    ) -> Result<ByteStream> {
+        let command = Command::Follow(dir.clone(), name.clone());
+        Ok(Box::pin(self.start(entry, &command).await?.into_stream()))
+    }
+}
+
+/// `stat -c '%i %s %n'` prints `inode size path` per file.
+fn parse_inodes(out: &[u8]) -> std::result::Result<Vec<FileState>, String> {
+    let text = std::str::from_utf8(out).map_err(|_| "not UTF-8".to_owned())?;
+    text.lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let (Some(inode), Some(size), Some(path)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(format!("line \"{line}\" is not inode, size and path"));
+            };
+            let inode = inode
+                .parse::<u64>()
+                .map_err(|_| format!("inode \"{inode}\" of {path}"))?;
+            let size = size
+                .parse::<u64>()
+                .map_err(|_| format!("size \"{size}\" of {path}"))?;
+            let name = path.rsplit('/').next().filter(|n| !n.is_empty());
+            let name = name.ok_or_else(|| format!("path \"{path}\" names no file"))?;
+            Ok(FileState {
+                name: name.to_owned(),
+                size,
+                inode,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inode_listings_parse_and_bad_ones_are_refused() {
+        let files = parse_inodes(b"77 12 /var/log/x/a.pcap\n78 0 /var/log/x/b c.pcap\n").unwrap();
+        assert_eq!(
+            files[0],
+            FileState {
+                name: "a.pcap".into(),
+                size: 12,
+                inode: 77
+            }
+        );
+        assert_eq!(files[1].name, "b c.pcap");
+        assert!(parse_inodes(b"x 1 /a\n").is_err());
+        assert!(parse_inodes(b"1 1\n").is_err());
+    }
+
+    #[test]
+    fn following_is_tail_from_the_first_byte_on_the_validated_path() {
+        let capture = packetcapture_domain::CaptureRef::parse("dev", "cap").unwrap();
+        let dir = CaptureDir::new("node-1", "/var/log/calico/pcap", &capture).unwrap();
+        let name = BaseName::new("-f.pcap").unwrap();
+        assert_eq!(
+            Command::Follow(dir, name).argv(),
+            [
+                "env",
+                "LC_ALL=C",
+                "tail",
+                "-c",
+                "+1",
+                "-f",
+                "--",
+                "/var/log/calico/pcap/dev/cap/-f.pcap"
+            ]
+        );
+    }
 
     #[test]
     fn listing_output_parses_and_bad_output_is_refused() {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use packetcapture_domain::{
-    ByteStream, CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo, FileSet,
-    FileSlice, NodeName, Result, TarStream,
+    BaseName, ByteStream, CaptureDir, EntryPoint, Error as DomainError, FileFetcher, FileInfo,
+    FileSet, FileSlice, FileState, NodeName, Result, TarStream,
 };
 use tokio::sync::mpsc;
 
@@ -296,6 +296,9 @@ fn produce(
     Box::pin(chunks)
 }
 
+/// How often a followed file is looked at again once its end is reached.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[async_trait]
 impl FileFetcher for LocalFetcher {
     async fn entry_point(&self, node: &NodeName) -> Result<EntryPoint> {
@@ -386,6 +389,73 @@ impl FileFetcher for LocalFetcher {
                 },
             )),
         }
+    }
+
+    async fn inodes(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileState>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir(entry, dir);
+        let files = tokio::task::spawn_blocking(move || regular_files(&path))
+            .await
+            .map_err(|e| DomainError::Internal(format!("listing task failed: {e}")))?
+            .map_err(|e| node_err(&entry.node, "listing files", e))?;
+        Ok(files
+            .into_iter()
+            .map(|(name, meta)| FileState {
+                name,
+                size: meta.len(),
+                inode: meta.ino(),
+            })
+            .collect())
+    }
+
+    /// Reads the open file to its end, then looks again every 50 ms, until the stream is
+    /// dropped; the file stays the one opened, also once renamed.
+    async fn follow(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+        name: &BaseName,
+    ) -> Result<ByteStream> {
+        let path = self.dir(entry, dir).join(name.as_str());
+        let node = entry.node.to_string();
+        let file = name.to_string();
+        let mut opened = open_regular(&path).map_err(|e| DomainError::FileUnreadable {
+            node: node.clone(),
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(CHUNKS);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; CHUNK];
+            while !tx.is_closed() {
+                match opened.read(&mut buf) {
+                    Ok(0) => std::thread::sleep(FOLLOW_POLL),
+                    Ok(n) => {
+                        if tx
+                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(DomainError::FileUnreadable {
+                            node,
+                            file,
+                            reason: e.to_string(),
+                        }));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                let item = rx.recv().await?;
+                Some((item, rx))
+            },
+        )))
     }
 }
 

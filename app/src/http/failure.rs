@@ -67,6 +67,7 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         | Error::BadFilter { .. }
         | Error::TooManyStreams { .. } => StatusCode::BAD_REQUEST,
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::CannotFollow => StatusCode::NOT_IMPLEMENTED,
         Error::SpoolExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
         Error::ImpersonationDenied { .. } | Error::Forbidden { .. } => StatusCode::FORBIDDEN,

@@ -30,7 +30,7 @@ pub use self::failure::status_of;
 use self::failure::{Failure, error_response};
 use self::range::serve_file;
 pub use self::range::{RangeAnswer, range_of};
-use self::request::{compression, head_size, query_pairs, request, selection};
+use self::request::{compression, follow, head_size, query_pairs, request, selection};
 pub use self::route::OPENAPI;
 use self::route::{Format, Route, check_params, parse_route};
 use self::span::RequestSpan;
@@ -161,7 +161,10 @@ async fn download(
                 .download(&request, compression, &selection)
                 .await?
         }
-        Format::Pcapng => edge.service.merged(&request, &selection).await?,
+        Format::Pcapng => match follow(pairs)? {
+            Some(lag) => edge.service.follow(&request, &selection, lag).await?,
+            None => edge.service.merged(&request, &selection).await?,
+        },
     };
     let (stream, content_type, disposition) = match download {
         Download::Empty => return Ok(empty(StatusCode::NO_CONTENT)),

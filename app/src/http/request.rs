@@ -68,6 +68,50 @@ pub(crate) fn selection(pairs: &[(String, String)]) -> Result<Selection, Error> 
     })
 }
 
+/// The lag a follow waits for a quiet stream unless `?lag=` says otherwise.
+pub(crate) const DEFAULT_LAG: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest `?lag=`, in milliseconds.
+const MAX_LAG_MS: u64 = 10_000;
+
+/// Reads `?follow=` (`true` or `false`, any case; absent: false) and `?lag=` (milliseconds,
+/// 0 to 10000, only with `follow=true`): the lag when following, `None` when not.
+pub(crate) fn follow(pairs: &[(String, String)]) -> Result<Option<std::time::Duration>, Error> {
+    let value = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v);
+    let following = match value("follow").map(|v| v.to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v == "true" => true,
+        Some(v) if v == "false" => false,
+        Some(v) => {
+            return Err(Error::InvalidName {
+                what: "follow",
+                value: printable(&v),
+                rule: "true or false",
+            });
+        }
+    };
+    let lag = match value("lag") {
+        None => DEFAULT_LAG,
+        Some(v) if !following => {
+            return Err(Error::InvalidName {
+                what: "lag",
+                value: printable(v),
+                rule: "given with follow=true only",
+            });
+        }
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms <= MAX_LAG_MS => std::time::Duration::from_millis(ms),
+            _ => {
+                return Err(Error::InvalidName {
+                    what: "lag",
+                    value: printable(v),
+                    rule: "milliseconds from 0 to 10000",
+                });
+            }
+        },
+    };
+    Ok(following.then_some(lag))
+}
+
 /// Reads `?compression=`: `stored` (or `none`, the default) or `deflate`, any case.
 pub(crate) fn compression(pairs: &[(String, String)]) -> Result<Compression, Error> {
     let Some((_, value)) = pairs.iter().rev().find(|(k, _)| k == "compression") else {

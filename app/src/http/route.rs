@@ -67,11 +67,13 @@ impl Route {
             SELECTION[2],
             Param::once("compression"),
         ];
-        const MERGE: [Param; 4] = [
+        const MERGE: [Param; 6] = [
             SELECTION[0],
             SELECTION[1],
             SELECTION[2],
             Param::once("filter"),
+            Param::once("follow"),
+            Param::once("lag"),
         ];
         match self {
             Self::Download(_, Format::Zip) => &ZIP,

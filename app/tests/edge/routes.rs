@@ -648,7 +648,7 @@ async fn a_query_parameter_the_route_does_not_take_or_gives_twice_is_400_naming_
     for (path, message) in [
         (
             "/download/dev/done/merged.pcapng?sinse=2026-11-30T10:00:00Z",
-            "unknown query parameter \"sinse\": this route takes node, since, until, filter",
+            "unknown query parameter \"sinse\": this route takes node, since, until, filter, follow, lag",
         ),
         (
             "/download/dev/done/files.zip?nodes=node-1",
@@ -656,7 +656,7 @@ async fn a_query_parameter_the_route_does_not_take_or_gives_twice_is_400_naming_
         ),
         (
             "/download/dev/done/merged.pcapng?compression=deflate",
-            "unknown query parameter \"compression\": this route takes node, since, until, filter",
+            "unknown query parameter \"compression\": this route takes node, since, until, filter, follow, lag",
         ),
         (
             "/files/dev/done?x=1",

@@ -18,6 +18,7 @@
 //!   partial download can never open as a whole archive.
 
 mod fetch;
+pub mod follow;
 mod merge;
 mod output;
 mod spool;
@@ -234,6 +235,38 @@ pub async fn stream_pcapng(
         merge::assemble(with_pipes, choice, live, &failure, &tx).await
     })
     .await
+}
+
+/// Starts following a running capture ([`follow`]) for `user`: resolves with the stream once
+/// its section header is ready (sent at once, so a live viewer starts), or with the error that
+/// stopped it first. The follow holds one node stream of the budget for its watcher and one
+/// per stream it reads.
+pub async fn stream_follow(
+    follow: follow::Follow,
+    engine: &Engine,
+    user: &str,
+) -> Result<DownloadStream> {
+    let reserved = engine
+        .budget
+        .reserve(user, "a follow", 1, STREAM_COST)
+        .await?;
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        let _reserved = reserved;
+        let msg = match follow::run(follow, tx.clone()).await {
+            Ok(summary) => Msg::Done(summary),
+            Err(Error::ClientGone) => return,
+            Err(e) => Msg::Failed(e),
+        };
+        let _ = tx.send(msg).await;
+    });
+    match rx.recv().await {
+        Some(Msg::Data(first)) => Ok(DownloadStream::new(first, rx)),
+        Some(Msg::Failed(e)) => Err(e),
+        _ => Err(Error::Internal(
+            "the follow stopped before its first byte".into(),
+        )),
+    }
 }
 
 /// Runs the reads of `sources` and `writer` in one task (a chunk read is written without a

@@ -192,6 +192,18 @@ pub struct FileInfo {
     pub modified: i64,
 }
 
+/// One file as it is on a node now, with its inode: following a running capture tells a file
+/// renamed by a rotation from the new one that took its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileState {
+    /// Base name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The inode number.
+    pub inode: u64,
+}
+
 /// How an adapter reaches a node's files: the node and, for exec, the entry pod.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EntryPoint {

@@ -10,6 +10,7 @@ mod e2e;
 mod engine;
 mod faults;
 mod filter;
+mod follow;
 mod load;
 mod managed;
 mod observe;

@@ -1,0 +1,664 @@
+//! Following a running capture: every stream's packets as they are written, merged into one
+//! pcapng in time order with a bounded delay, until the capture finishes, `until` passes or
+//! the client leaves.
+//!
+//! A watcher reads the capture's status and, per node, the capture directory with inode numbers
+//! every [`Follow::poll`]. Each `{pod}_{iface}` series is read by its own worker, file after
+//! file in rotation order: a rotated file whole, the active file followed from its first byte
+//! (the node's `tail -f` follows the file it opened, also once Felix renames it). A followed file
+//! is done when the listing shows its inode under a rotated name (or its node no longer
+//! capturing) and every byte of its final size was read; the worker then goes on with the next
+//! file of the series, so a rotation loses no packet and repeats none. A follow is trusted only
+//! once a listing made after its first bytes shows the active name still on the same inode
+//! (else Felix rotated between the listing and the open: it is dropped and the file is read as
+//! rotated). A record whose second half is not written yet simply waits in the reader. Streams
+//! that appear in the status later get workers of their own.
+//!
+//! The merge sends a packet once every other stream has a later one waiting or has sent nothing
+//! for the lag; packets are sent as soon as they may be (no batching). Nothing here times out a
+//! quiet stream: only an exec that fails ends the response, with its error.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::fetch::NodeSource;
+use super::merge::{Choice, StreamSource};
+use super::output::{Msg, Summary, send};
+use crate::bpf::Program;
+use crate::budget::{Budget, RETRY_AFTER, STREAM_COST};
+use crate::error::{Error, Result};
+use crate::pcap::{self, FileName, Interface, Packet, PcapHeader, PcapReader};
+use crate::ports::{CaptureLocator, FileFetcher};
+use crate::types::{
+    BaseName, CaptureDir, CaptureRef, CaptureState, EntryPoint, FileSlice, FileState, NodeName,
+};
+
+/// The application named in the section header.
+const APPLICATION: &str = concat!("packetcapture-api ", env!("CARGO_PKG_VERSION"));
+
+/// What a follow reads and how.
+pub struct Follow {
+    /// Reaches the nodes.
+    pub fetcher: Arc<dyn FileFetcher>,
+    /// Reads the capture's status.
+    pub locator: Arc<dyn CaptureLocator>,
+    /// The capture.
+    pub capture: CaptureRef,
+    /// Only these nodes (empty: every node, also nodes that appear later).
+    pub nodes: Vec<NodeName>,
+    /// The packets kept: window (its `since` is when the follow starts unless the request
+    /// gave one) and filter.
+    pub choice: Choice,
+    /// How long a quiet stream holds the others back.
+    pub lag: Duration,
+    /// How often the status and the directories are read.
+    pub poll: Duration,
+    /// Each followed stream takes a node stream of the process's budget while it runs.
+    pub budget: Arc<Budget>,
+}
+
+/// A node's directory as the last listing saw it.
+#[derive(Clone, Debug)]
+struct NodeView {
+    /// When the listing was started.
+    listed_at: Instant,
+    /// The node is still capturing.
+    capturing: bool,
+    /// Its pcap files.
+    files: Vec<FileState>,
+}
+
+/// What a worker tells the merge.
+enum Event {
+    /// A packet of stream `id` (in the window, matched by the filter).
+    Packet(usize, Packet, PcapHeader),
+    /// Stream `id` will send nothing more.
+    Ended(usize),
+    /// A stream, or the watcher, failed.
+    Failed(Error),
+    /// A new stream: its id is its place in the list.
+    Stream(StreamSource),
+    /// No node of the selection captures any more and every stream was started.
+    Settled,
+}
+
+/// Starts following; resolves once the section header is ready to send.
+pub(crate) async fn run(follow: Follow, tx: mpsc::Sender<Msg>) -> Result<Summary> {
+    let (events_tx, mut events) = mpsc::channel::<Event>(256);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(watch_capture(
+        Arc::new(FollowShared {
+            fetcher: follow.fetcher.clone(),
+            locator: follow.locator.clone(),
+            capture: follow.capture.clone(),
+            nodes: follow.nodes.clone(),
+            choice: follow.choice.clone(),
+            poll: follow.poll,
+            budget: follow.budget.clone(),
+        }),
+        events_tx,
+    ));
+    let mut out = BytesMut::new();
+    pcap::section_header(&mut out, APPLICATION);
+    send(&tx, Msg::Data(vec![out.split().freeze()])).await?;
+    let result = merge(
+        &mut events,
+        follow.lag,
+        follow.choice.window.until,
+        &tx,
+        &mut out,
+    )
+    .await;
+    tasks.abort_all();
+    result
+}
+
+struct FollowShared {
+    fetcher: Arc<dyn FileFetcher>,
+    locator: Arc<dyn CaptureLocator>,
+    capture: CaptureRef,
+    nodes: Vec<NodeName>,
+    choice: Choice,
+    poll: Duration,
+    budget: Arc<Budget>,
+}
+
+/// One stream in the merge.
+struct Merging {
+    heads: VecDeque<(Packet, PcapHeader)>,
+    /// The last packet (or the stream's start).
+    last: Instant,
+    ended: bool,
+    /// Interfaces written: `(link type, snap length, id)`.
+    interfaces: Vec<(u32, u32, u32)>,
+    source: StreamSource,
+}
+
+/// Sends packets in time order as the lag allows; ends when every stream ended after the
+/// capture settled, or once `until` (wall clock, nanoseconds) is past by the lag.
+async fn merge(
+    events: &mut mpsc::Receiver<Event>,
+    lag: Duration,
+    until: Option<u64>,
+    tx: &mpsc::Sender<Msg>,
+    out: &mut BytesMut,
+) -> Result<Summary> {
+    let mut streams: Vec<Merging> = Vec::new();
+    let mut settled = false;
+    let mut next_interface = 0u32;
+    let mut summary = Summary::default();
+    let tick = (lag / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    loop {
+        // Everything that may go now.
+        loop {
+            let now = Instant::now();
+            let Some(i) = (0..streams.len())
+                .filter(|i| !streams[*i].heads.is_empty())
+                .min_by_key(|i| (streams[*i].heads[0].0.ts, *i))
+            else {
+                break;
+            };
+            let ts = streams[i].heads[0].0.ts;
+            let held_back = streams.iter().enumerate().any(|(j, s)| {
+                j != i && !s.ended && s.heads.is_empty() && now.duration_since(s.last) < lag
+            });
+            if held_back {
+                break;
+            }
+            let Some((packet, header)) = streams[i].heads.pop_front() else {
+                break;
+            };
+            let stream = &mut streams[i];
+            let id = match stream
+                .interfaces
+                .iter()
+                .find(|(l, s, _)| (*l, *s) == (header.link_type, header.snaplen))
+            {
+                Some((_, _, id)) => *id,
+                None => {
+                    pcap::interface(
+                        out,
+                        &Interface {
+                            name: stream.source.name.clone(),
+                            description: stream.source.description.clone(),
+                            link_type: header.link_type,
+                            snaplen: header.snaplen,
+                        },
+                    );
+                    let id = next_interface;
+                    next_interface += 1;
+                    stream
+                        .interfaces
+                        .push((header.link_type, header.snaplen, id));
+                    id
+                }
+            };
+            let _ = ts;
+            pcap::packet(out, id, &packet);
+            summary.packets += 1;
+            summary.read += 1;
+            summary.bytes += packet.data.len() as u64;
+        }
+        if !out.is_empty() {
+            send(tx, Msg::Data(vec![out.split().freeze()])).await?;
+        }
+        let all_done = streams.iter().all(|s| s.ended && s.heads.is_empty());
+        if settled && all_done {
+            return Ok(summary);
+        }
+        if let Some(until) = until
+            && wall_nanos() > until.saturating_add(lag.as_nanos() as u64)
+            && streams.iter().all(|s| s.heads.is_empty())
+        {
+            return Ok(summary);
+        }
+        let event = tokio::select! {
+            biased;
+            () = tx.closed() => return Err(Error::ClientGone),
+            e = events.recv() => e,
+            () = tokio::time::sleep(tick) => continue,
+        };
+        match event {
+            Some(Event::Packet(id, packet, header)) => {
+                if let Some(s) = streams.get_mut(id) {
+                    s.last = Instant::now();
+                    s.heads.push_back((packet, header));
+                }
+            }
+            Some(Event::Ended(id)) => {
+                if let Some(s) = streams.get_mut(id) {
+                    s.ended = true;
+                }
+            }
+            Some(Event::Stream(source)) => streams.push(Merging {
+                heads: VecDeque::new(),
+                last: Instant::now(),
+                ended: false,
+                interfaces: Vec::new(),
+                source,
+            }),
+            Some(Event::Settled) => settled = true,
+            Some(Event::Failed(e)) => return Err(e),
+            None => return Err(Error::Internal("the follow's watcher stopped".into())),
+        }
+    }
+}
+
+fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Reads the status and the directories every poll, publishes each node's view, starts a
+/// worker per new stream; says when the capture settled.
+async fn watch_capture(shared: Arc<FollowShared>, events: mpsc::Sender<Event>) {
+    if let Err(e) = watch_loop(&shared, &events).await {
+        let _ = events.send(Event::Failed(e)).await;
+    }
+}
+
+struct NodeWatch {
+    entry: EntryPoint,
+    dir: CaptureDir,
+    view: watch::Sender<NodeView>,
+    streams: HashSet<String>,
+}
+
+async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) -> Result<()> {
+    let mut nodes: BTreeMap<String, NodeWatch> = BTreeMap::new();
+    let mut workers = JoinSet::new();
+    let mut next_id = 0usize;
+    let mut settled = false;
+    loop {
+        let listed_at = Instant::now();
+        let capture =
+            shared
+                .locator
+                .get(&shared.capture)
+                .await?
+                .ok_or_else(|| Error::CaptureNotFound {
+                    capture: shared.capture.to_string(),
+                })?;
+        let mut any_capturing = false;
+        for status in &capture.files {
+            let Ok(node) = NodeName::new(&status.node) else {
+                continue;
+            };
+            if !shared.nodes.is_empty() && !shared.nodes.contains(&node) {
+                continue;
+            }
+            let capturing = status.state == Some(CaptureState::Capturing);
+            any_capturing |= capturing;
+            if !nodes.contains_key(node.as_str()) {
+                let dir = CaptureDir::new(node.as_str(), &status.directory, &shared.capture)
+                    .map_err(|_| Error::InvalidStatus {
+                        capture: shared.capture.to_string(),
+                        reason: format!("node {node} has an invalid directory"),
+                    })?;
+                let entry = shared.fetcher.entry_point(&node).await?;
+                let (view, _) = watch::channel(NodeView {
+                    listed_at,
+                    capturing,
+                    files: Vec::new(),
+                });
+                nodes.insert(
+                    node.to_string(),
+                    NodeWatch {
+                        entry,
+                        dir,
+                        view,
+                        streams: HashSet::new(),
+                    },
+                );
+            }
+            let Some(watched) = nodes.get_mut(node.as_str()) else {
+                continue;
+            };
+            let files: Vec<FileState> = shared
+                .fetcher
+                .inodes(&watched.entry, &watched.dir)
+                .await?
+                .into_iter()
+                .filter(|f| f.name.ends_with(".pcap") && BaseName::new(&f.name).is_ok())
+                .collect();
+            let stems: Vec<String> = files
+                .iter()
+                .map(|f| FileName::parse(&f.name).stream)
+                .collect();
+            watched.view.send_replace(NodeView {
+                listed_at,
+                capturing,
+                files,
+            });
+            for stem in stems {
+                if !watched.streams.insert(stem.clone()) {
+                    continue;
+                }
+                let source = stream_source(&shared.capture, &watched.entry, &watched.dir, &stem);
+                events
+                    .send(Event::Stream(source))
+                    .await
+                    .map_err(|_| Error::ClientGone)?;
+                workers.spawn(worker(Worker {
+                    id: next_id,
+                    budget: shared.budget.clone(),
+                    fetcher: shared.fetcher.clone(),
+                    entry: watched.entry.clone(),
+                    dir: watched.dir.clone(),
+                    stem,
+                    view: watched.view.subscribe(),
+                    choice: shared.choice.clone(),
+                    events: events.clone(),
+                }));
+                next_id += 1;
+            }
+        }
+        if !any_capturing && !settled {
+            settled = true;
+            let _ = events.send(Event::Settled).await;
+        }
+        tokio::time::sleep(
+            shared
+                .poll
+                .saturating_sub(listed_at.elapsed())
+                .max(Duration::from_millis(20)),
+        )
+        .await;
+    }
+}
+
+fn stream_source(
+    capture: &CaptureRef,
+    entry: &EntryPoint,
+    dir: &CaptureDir,
+    stem: &str,
+) -> StreamSource {
+    let node = entry.node.to_string();
+    let (name, description) = match stem.split_once('_') {
+        Some((pod, iface)) => (
+            format!("{node}/{iface}"),
+            format!("packetcapture {capture}, pod {pod}, interface {iface}, node {node}"),
+        ),
+        None => (
+            format!("{node}/{stem}"),
+            format!("packetcapture {capture}, file {stem}, node {node}"),
+        ),
+    };
+    StreamSource {
+        source: NodeSource {
+            entry: entry.clone(),
+            dir: dir.clone(),
+            files: None,
+        },
+        name,
+        description,
+    }
+}
+
+struct Worker {
+    id: usize,
+    budget: Arc<Budget>,
+    fetcher: Arc<dyn FileFetcher>,
+    entry: EntryPoint,
+    dir: CaptureDir,
+    stem: String,
+    view: watch::Receiver<NodeView>,
+    choice: Choice,
+    events: mpsc::Sender<Event>,
+}
+
+async fn worker(mut w: Worker) {
+    // One node stream of the budget while the stream is read.
+    let result = match w.budget.try_reserve(1, STREAM_COST) {
+        Some(_reserved) => read_stream(&mut w).await,
+        None => Err(Error::Busy {
+            reason: format!(
+                "no node stream was free for {}'s series {}",
+                w.entry.node, w.stem
+            ),
+            retry_after: RETRY_AFTER,
+        }),
+    };
+    let last = match result {
+        Ok(()) => Event::Ended(w.id),
+        Err(e) => Event::Failed(e),
+    };
+    let _ = w.events.send(last).await;
+}
+
+/// The stream's files not read yet, in order: rotated ones by rotation time, then the active.
+fn pending<'a>(view: &'a NodeView, stem: &str, done: &HashSet<u64>) -> Vec<&'a FileState> {
+    let mut files: Vec<(&FileState, FileName)> = view
+        .files
+        .iter()
+        .map(|f| (f, FileName::parse(&f.name)))
+        .filter(|(f, n)| n.stream == stem && !done.contains(&f.inode))
+        .collect();
+    files.sort_by_key(|(_, n)| n.order_key());
+    files.into_iter().map(|(f, _)| f).collect()
+}
+
+/// Parses bytes of one file into packets and hands those the choice keeps to the merge.
+struct FileReader {
+    reader: PcapReader,
+    program: Option<(PcapHeader, Arc<Program>)>,
+}
+
+impl FileReader {
+    fn new() -> Self {
+        Self {
+            reader: PcapReader::new(),
+            program: None,
+        }
+    }
+
+    /// The packets of `data` that are kept (`held` collects them instead of sending when the
+    /// follow is not trusted yet).
+    async fn push(
+        &mut self,
+        w: &Worker,
+        node: &str,
+        file: &str,
+        data: Bytes,
+        held: Option<&mut Vec<(Packet, PcapHeader)>>,
+    ) -> Result<()> {
+        self.reader.push(data);
+        let mut kept = Vec::new();
+        loop {
+            let packet = self.reader.next_packet().map_err(|e| Error::NotACapture {
+                node: node.to_owned(),
+                file: file.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let (Some(packet), Some(header)) = (packet, self.reader.header()) else {
+                break;
+            };
+            if !w.choice.window.contains(packet.ts) {
+                continue;
+            }
+            if let Some(filter) = &w.choice.filter {
+                let program = match &self.program {
+                    Some((h, p))
+                        if (h.link_type, h.snaplen) == (header.link_type, header.snaplen) =>
+                    {
+                        p.clone()
+                    }
+                    _ => {
+                        let p = filter.program(header.link_type, header.snaplen).await?;
+                        self.program = Some((header, p.clone()));
+                        p
+                    }
+                };
+                if !program.matches(&packet.data, packet.orig_len) {
+                    continue;
+                }
+            }
+            kept.push((packet, header));
+        }
+        match held {
+            Some(held) => held.extend(kept),
+            None => {
+                for (packet, header) in kept {
+                    w.events
+                        .send(Event::Packet(w.id, packet, header))
+                        .await
+                        .map_err(|_| Error::ClientGone)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read_stream(w: &mut Worker) -> Result<()> {
+    let node = w.entry.node.to_string();
+    let mut done: HashSet<u64> = HashSet::new();
+    let mut first = true;
+    loop {
+        let view = w.view.borrow_and_update().clone();
+        let files = pending(&view, &w.stem, &done);
+        let Some(next) = files.first().map(|f| (*f).clone()) else {
+            if !view.capturing {
+                return Ok(());
+            }
+            w.view.changed().await.map_err(|_| Error::ClientGone)?;
+            continue;
+        };
+        let parsed = FileName::parse(&next.name);
+        // On the first pass, rotated files before the window are skipped by their names.
+        if first
+            && parsed.rotated.is_some_and(|micros| {
+                w.choice
+                    .window
+                    .since
+                    .is_some_and(|since| micros.saturating_mul(1_000) < since)
+            })
+        {
+            done.insert(next.inode);
+            continue;
+        }
+        let name = BaseName::new(&next.name).map_err(|_| {
+            Error::Internal(format!("a listed name {} is not a base name", next.name))
+        })?;
+        if parsed.rotated.is_some() || !view.capturing {
+            // A file that no longer grows: read whole.
+            read_whole(w, &node, &name, next.size).await?;
+            done.insert(next.inode);
+            continue;
+        }
+        first = false;
+        if follow_file(w, &node, &name, next.inode).await? {
+            done.insert(next.inode);
+        }
+    }
+}
+
+/// Reads `size` bytes of a file that no longer grows.
+async fn read_whole(w: &Worker, node: &str, name: &BaseName, size: u64) -> Result<()> {
+    let slice = FileSlice {
+        dir: w.dir.clone(),
+        name: name.clone(),
+        start: 0,
+        len: size,
+    };
+    let mut stream = w.fetcher.read_file(&w.entry, &slice).await?;
+    let mut file = FileReader::new();
+    while let Some(chunk) = stream.next().await {
+        file.push(w, node, name.as_str(), chunk?, None).await?;
+    }
+    Ok(())
+}
+
+/// Follows the active file of inode `inode`: true once all of it was read (it was renamed, or
+/// its node stopped capturing, and its final size is in; or it is gone); false when it cannot
+/// be known that the follow opened `inode` (Felix rotated around the open) and the series must
+/// go on from `inode` read whole under its rotated name.
+///
+/// Which file `tail` opened is known only from a listing started after its first bytes: if
+/// that listing still shows the active name on `inode`, the name pointed there since the
+/// listing that found `inode` (a name only ever moves to newer files), so the open was ours.
+/// Until then packets are held; if `inode` was renamed first, they are dropped and the file is
+/// read whole instead (the packets of whichever file the follow opened come again either way:
+/// `inode` read whole, or the newer file followed next).
+async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) -> Result<bool> {
+    let mut stream = w.fetcher.follow(&w.entry, &w.dir, name).await?;
+    let mut file = FileReader::new();
+    let mut consumed = 0u64;
+    // Packets held until a listing after the first bytes says which file was opened.
+    let mut held: Option<Vec<(Packet, PcapHeader)>> = Some(Vec::new());
+    let mut first_bytes: Option<Instant> = None;
+    loop {
+        let view = w.view.borrow_and_update().clone();
+        let ours = view.files.iter().find(|f| f.inode == inode).cloned();
+        if held.is_some()
+            && let Some(at) = first_bytes
+            && view.listed_at > at
+        {
+            match &ours {
+                Some(f) if f.name == name.as_str() => {
+                    for (packet, header) in held.take().unwrap_or_default() {
+                        w.events
+                            .send(Event::Packet(w.id, packet, header))
+                            .await
+                            .map_err(|_| Error::ClientGone)?;
+                    }
+                }
+                _ => {
+                    tracing::debug!(node, file = %name, inode, "renamed before the follow was confirmed: read whole");
+                    return Ok(ours.is_none());
+                }
+            }
+        }
+        if held.is_none() {
+            match &ours {
+                None => return Ok(true),
+                Some(f) if (f.name != name.as_str() || !view.capturing) && consumed >= f.size => {
+                    return Ok(true);
+                }
+                Some(_) => {}
+            }
+        }
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(Ok(data)) => {
+                    if first_bytes.is_none() {
+                        first_bytes = Some(Instant::now());
+                    }
+                    consumed += data.len() as u64;
+                    file.push(w, node, name.as_str(), data, held.as_mut()).await?;
+                }
+                Some(Err(e)) if first_bytes.is_none() => {
+                    // Felix renames the active file, then creates the next one: a follow
+                    // opened in between finds no file. Once a later listing shows the name
+                    // moved on, the series goes on; otherwise the failure stands.
+                    let failed = Instant::now();
+                    while w.view.borrow().listed_at <= failed {
+                        w.view.changed().await.map_err(|_| Error::ClientGone)?;
+                    }
+                    let view = w.view.borrow_and_update().clone();
+                    return match view.files.iter().find(|f| f.inode == inode) {
+                        Some(f) if f.name == name.as_str() => Err(e),
+                        ours => {
+                            tracing::debug!(node, file = %name, inode, error = %e, "the follow found no file across a rotation");
+                            Ok(ours.is_none())
+                        }
+                    };
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(Error::Internal(format!(
+                        "the follow of {name} on node {node} ended by itself"
+                    )));
+                }
+            },
+            changed = w.view.changed() => changed.map_err(|_| Error::ClientGone)?,
+        }
+    }
+}
