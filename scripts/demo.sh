@@ -116,6 +116,12 @@ echo "  A filter libpcap refuses is 400 in its words:"
 "${CURL[@]}" -G -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" \
   --data-urlencode "filter=udp port" "$URL/download/dev/web-traffic/merged.pcapng" | sed 's/^/  /'
 
+say "Following dev/web-live while it captures (node-1 and node-3, 20 packets/s each): 3 s, then Ctrl-C"
+# What Wireshark would show live: kubectl packetcapture get dev/web-live --merged --follow -o - | wireshark -k -i -
+(cd "$DIR" && timeout -s INT 3 "${PC[@]}" get dev/web-live --merged --follow --lag 500 -o live.pcapng 2>&1 | sed 's/^/  /') || true
+command -v capinfos >/dev/null && capinfos "$DIR/live.pcapng" 2>/dev/null \
+  | grep -E 'Number of packets|First packet|Last packet|Name =' | sed 's/^ */  /'
+
 say "What is on the nodes now (JSON listing: each file with its own path)"
 "${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$URL/files/dev/web-traffic" | head -c 600; echo " ..."
 
@@ -159,6 +165,11 @@ cat <<EOT
   # only the packets a pcap-filter expression matches (tcpdump's syntax), filtered on the server
   curl --fail --cacert $DIR/ca.crt -G -H "Authorization: Bearer \$TOKEN" -o dns.pcapng \\
     --data-urlencode "filter=udp port 53" https://localhost:$PORT/download/dev/web-traffic/merged.pcapng
+
+  # follow a running capture from every node, live, into Wireshark (Ctrl-C to stop)
+  kubectl packetcapture --certificate-authority $DIR/ca.crt --token \$(cat $DIR/tokens/jane) get dev/web-live --merged --follow -o - | wireshark -k -i -
+  curl -sN --fail --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" \\
+    "https://localhost:$PORT/download/dev/web-live/merged.pcapng?follow=true" | tshark -r - -l
 
   # list the files; deflate the zip; a running capture (still downloadable)
   curl --cacert $DIR/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:$PORT/files/dev/web-traffic

@@ -15,7 +15,8 @@ Exit codes:
   7  the server, a cluster or a node failed (5xx), or the server cannot be reached
   8  the transfer was cut after it started: nothing was saved as whole (a single file
      keeps FILE.part; run the same command again to resume)
-  130 interrupted (Ctrl-C): the same as 8";
+  130 interrupted (Ctrl-C): the same as 8; with --follow, Ctrl-C is the way to stop and
+     gives 0 (what was followed is saved)";
 
 /// A failure of one command.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,12 @@ pub enum CliError {
         /// What was kept.
         kept: String,
     },
+    /// The reader of standard output went away (a closed pipe).
+    #[error("the reader of the output went away after {bytes} bytes")]
+    OutputClosed {
+        /// Bytes written.
+        bytes: u64,
+    },
     /// The body stopped before its end.
     #[error("the transfer was cut after {bytes} bytes: {reason}")]
     Cut {
@@ -59,7 +66,7 @@ impl CliError {
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Local(_) => 1,
+            Self::Local(_) | Self::OutputClosed { .. } => 1,
             Self::Usage(_) => 2,
             Self::Server { status, .. } => match status.as_u16() {
                 401 => 3,

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use api::{Api, Connection, encode, refusal};
 use error::{CliError, EXIT_CODES};
-use transfer::{Destination, part_of, progress, receive, saved};
+use transfer::{Destination, FollowEnd, part_of, progress, receive, receive_live, saved};
 
 /// Download the files of a Calico Enterprise PacketCapture: the zip of every node's files, one
 /// time-ordered pcapng, or one file (resumed when cut); list them; delete them.
@@ -87,6 +87,15 @@ enum Command {
         /// matches, filtered on the server.
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
+        /// With --merged: follow the running capture, packets written as they arrive, until
+        /// it finishes, --until passes or Ctrl-C (a clean end). Starts now unless --since.
+        /// For Wireshark: `-o - | wireshark -k -i -`.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: how long (milliseconds, 0-10000) a quiet stream may hold the others
+        /// back, so packets come in time order (the server's default: 1000).
+        #[arg(long, value_name = "MS")]
+        lag: Option<u32>,
     },
     /// Delete the capture's files from every node (the capture must be Finished).
     Rm {
@@ -212,6 +221,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             until,
             merged,
             filter,
+            follow,
+            lag,
         } => match target(&text)? {
             Target::Capture(ns, name) => {
                 if filter.is_some() && !merged {
@@ -220,11 +231,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                             .into(),
                     ));
                 }
+                if follow && !merged {
+                    return Err(CliError::Usage(
+                        "--follow streams packets as they are captured: it needs --merged".into(),
+                    ));
+                }
+                if lag.is_some() && !follow {
+                    return Err(CliError::Usage("--lag is for --follow only".into()));
+                }
                 let query = Query {
                     nodes: node,
                     since,
                     until,
                     filter,
+                    follow: follow.then_some(lag),
                 };
                 download(&api, &ns, &name, merged, &query, output.as_deref()).await
             }
@@ -234,9 +254,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     || since.is_some()
                     || until.is_some()
                     || filter.is_some()
+                    || follow
+                    || lag.is_some()
                 {
                     return Err(CliError::Usage(
-                        "--merged, --node, --since, --until and --filter select from a capture, not one file"
+                        "--merged, --node, --since, --until, --filter and --follow select from a capture, not one file"
                             .into(),
                     ));
                 }
@@ -316,6 +338,8 @@ struct Query {
     since: Option<String>,
     until: Option<String>,
     filter: Option<String>,
+    /// Following, with the lag asked for (if any).
+    follow: Option<Option<u32>>,
 }
 
 impl Query {
@@ -333,6 +357,12 @@ impl Query {
         }
         if let Some(f) = &self.filter {
             pairs.push(format!("filter={}", encode(f)));
+        }
+        if let Some(lag) = self.follow {
+            pairs.push("follow=true".to_owned());
+            if let Some(lag) = lag {
+                pairs.push(format!("lag={lag}"));
+            }
         }
         if pairs.is_empty() {
             String::new()
@@ -363,7 +393,8 @@ async fn download(
         query.to_query_string()
     );
     // The listing's sizes give the bar its length (the zip is about their sum).
-    let estimate = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let estimate = if query.follow.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
         api.json::<Listing>(&format!("/files/{}/{}", encode(ns), encode(name)))
             .await
             .ok()
@@ -389,6 +420,16 @@ async fn download(
         _ => return Err(refusal(response).await),
     }
     let bar = progress(estimate.filter(|t| *t > 0), 0, &format!("{ns}/{name}"));
+    if query.follow.is_some() {
+        return follow(
+            response,
+            destination,
+            &bar,
+            started,
+            &format!("{ns}/{name}"),
+        )
+        .await;
+    }
     match destination {
         Destination::Stdout => {
             let mut out = tokio::io::stdout();
@@ -426,6 +467,72 @@ async fn download(
                 ))
             })?;
             saved(&bar, &target.display().to_string(), bytes, started);
+        }
+    }
+    Ok(())
+}
+
+/// Writes a followed capture as it comes: to standard output, or to `OUT.part` renamed to
+/// `OUT` when the follow ends (the capture finished, `--until` passed, or Ctrl-C: all clean
+/// ends); a stream the server cut removes the part file, as for any download.
+async fn follow(
+    response: http::Response<kube::client::Body>,
+    destination: Destination,
+    bar: &indicatif::ProgressBar,
+    started: Instant,
+    capture: &str,
+) -> Result<(), CliError> {
+    let said = |end: FollowEnd| match end {
+        FollowEnd::Ended => format!("{capture} ended"),
+        FollowEnd::Stopped => "stopped".to_owned(),
+    };
+    match destination {
+        Destination::Stdout => {
+            let mut out = tokio::io::stdout();
+            let (bytes, end) = receive_live(
+                response,
+                &mut out,
+                bar,
+                "part of it was written to standard output",
+            )
+            .await?;
+            saved(
+                bar,
+                &format!("to standard output ({})", said(end)),
+                bytes,
+                started,
+            );
+        }
+        Destination::File(target) => {
+            let part = part_of(&target);
+            let mut out = tokio::fs::File::create(&part)
+                .await
+                .map_err(|e| CliError::Local(format!("cannot create {}: {e}", part.display())))?;
+            let (bytes, end) =
+                match receive_live(response, &mut out, bar, "nothing was saved").await {
+                    Ok(received) => received,
+                    Err(e) => {
+                        drop(out);
+                        let _ = tokio::fs::remove_file(&part).await;
+                        return Err(e);
+                    }
+                };
+            out.sync_all()
+                .await
+                .map_err(|e| CliError::Local(format!("cannot write {}: {e}", part.display())))?;
+            tokio::fs::rename(&part, &target).await.map_err(|e| {
+                CliError::Local(format!(
+                    "cannot rename {} to {}: {e}",
+                    part.display(),
+                    target.display()
+                ))
+            })?;
+            saved(
+                bar,
+                &format!("{} ({})", target.display(), said(end)),
+                bytes,
+                started,
+            );
         }
     }
     Ok(())

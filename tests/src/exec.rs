@@ -332,16 +332,15 @@ pub async fn handle(
             return;
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        cluster.exec_started();
+        let counted = Counted::start(&cluster);
         match unreachable {
             Some((message, _)) => {
                 let (mut sink, _) = ws.split();
                 let _ = sink.send(frame(1, &[])).await;
-                end(&mut sink, internal_error(&message)).await;
+                end(&mut sink, internal_error(&message), &counted).await;
             }
-            None => run(ws, &cluster, &node, root, mapped, streams).await,
+            None => run(ws, &cluster, &node, root, mapped, streams, &counted).await,
         }
-        cluster.exec_ended();
     });
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -399,7 +398,38 @@ type Sink =
     futures_util::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>;
 
 /// Sends the status frame, then a normal close, as the API server ends an exec.
-async fn end(sink: &mut Sink, status: Message) {
+/// An exec counted in [`Cluster::running_execs`] from its upgrade until its command is over:
+/// ended when its status frame is about to go (a client that starts its next exec on reading
+/// the status is never counted twice), or when it is dropped.
+struct Counted<'a> {
+    cluster: &'a Cluster,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Counted<'a> {
+    fn start(cluster: &'a Cluster) -> Self {
+        cluster.exec_started();
+        Self {
+            cluster,
+            ended: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn end(&self) {
+        if !self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.cluster.exec_ended();
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+async fn end(sink: &mut Sink, status: Message, counted: &Counted<'_>) {
+    counted.end();
     let _ = sink.send(status).await;
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
@@ -462,6 +492,7 @@ async fn run(
     root: PathBuf,
     mapped: Result<Mapped, Unmapped>,
     streams: Streams,
+    counted: &Counted<'_>,
 ) {
     let (mut sink, mut stream) = ws.split();
     // kube-apiserver's translator opens every exec with an empty stdout frame.
@@ -501,7 +532,7 @@ async fn run(
                     exit_frame(127)
                 }
             };
-            end(&mut sink, status).await;
+            end(&mut sink, status, counted).await;
             reader.abort();
             return;
         }
@@ -511,7 +542,7 @@ async fn run(
         (Some(bin), true) => (bin.display().to_string(), bin.join(&program)),
         (None, true) => {
             let why = "the busybox knob is on but busybox is not installed";
-            end(&mut sink, cannot_start(&program, why)).await;
+            end(&mut sink, cannot_start(&program, why), counted).await;
             reader.abort();
             return;
         }
@@ -539,7 +570,7 @@ async fn run(
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            end(&mut sink, cannot_start(&program, &e.to_string())).await;
+            end(&mut sink, cannot_start(&program, &e.to_string()), counted).await;
             reader.abort();
             return;
         }
@@ -644,7 +675,7 @@ async fn run(
         Err(_) => 137,
     };
     let code = faults.exec_exit_status.unwrap_or(code);
-    end(&mut sink, exit_frame(code)).await;
+    end(&mut sink, exit_frame(code), counted).await;
     // Give the client a moment to answer the close, then drop the connection.
     let _ = tokio::time::timeout(Duration::from_secs(2), gone.changed()).await;
     reader.abort();

@@ -473,7 +473,28 @@ impl Scenario {
     pub fn default_scenario() -> Self {
         Self::from_yaml(DEFAULT).expect("the built-in scenario is valid")
     }
+
+    /// The demo's scenario (`packetcapture-sim` without `--scenario`): the built-in one and a
+    /// live capture, `dev/web-live`, that keeps capturing on node-1 and node-3 (20 packets/s
+    /// per stream, a rotation every 3 s) for `make demo` to follow.
+    pub fn demo_scenario() -> Self {
+        let mut scenario = Self::default_scenario();
+        let live: CaptureSpec =
+            serde_norway::from_str(DEMO_LIVE).expect("the demo's capture is valid");
+        scenario.clusters[0].captures.push(live);
+        scenario.check().expect("the demo's scenario is valid");
+        scenario
+    }
 }
+
+const DEMO_LIVE: &str = r#"
+namespace: dev
+name: web-live
+live: {rate: 20, rotateMs: 3000}
+nodes:
+  - {node: node-1, state: Capturing, files: 1, size: 24}
+  - {node: node-3, state: Capturing, files: 1, size: 24}
+"#;
 
 const DEFAULT: &str = r#"
 users:
@@ -552,6 +573,13 @@ mod tests {
     fn the_default_scenario_parses_and_a_bad_one_is_explained() {
         let s = Scenario::default_scenario();
         assert_eq!(s.clusters[0].name, "cluster");
+        let demo = Scenario::demo_scenario();
+        assert!(
+            demo.clusters[0]
+                .captures
+                .iter()
+                .any(|c| c.name == "web-live" && c.live.is_some())
+        );
         assert_eq!(s.clusters[1].name, "east");
         let err = Scenario::from_yaml(
             "clusters: [{name: c, captures: [{namespace: a, name: b, nodes: [{node: x}]}]}]",

@@ -90,7 +90,7 @@ async fn main() -> ExitCode {
     }
     let Some(out) = out else { return usage() };
     let scenario = match scenario_file {
-        None => Scenario::default_scenario(),
+        None => Scenario::demo_scenario(),
         Some(f) => match std::fs::read_to_string(&f)
             .map_err(|e| e.to_string())
             .and_then(|t| Scenario::from_yaml(&t))

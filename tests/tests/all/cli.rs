@@ -1,6 +1,7 @@
 //! `kubectl packetcapture` end to end: found by `kubectl plugin list`, run through kubectl,
 //! against the real service on the simulated cluster: ls, the zip, one node, the merge, a
-//! refused user, a single file resumed after a cut, the progress bar in a pseudo-terminal.
+//! refused user, a single file resumed after a cut, the progress bar in a pseudo-terminal, a
+//! running capture followed into tshark and stopped with Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -77,7 +78,11 @@ struct World {
 }
 
 async fn world() -> World {
-    let sim = start(&Scenario::from_yaml(SCENARIO).unwrap()).await;
+    world_of(SCENARIO).await
+}
+
+async fn world_of(scenario: &str) -> World {
+    let sim = start(&Scenario::from_yaml(scenario).unwrap()).await;
     let api = start_api(&sim, &[]).await;
     World {
         sim,
@@ -612,5 +617,143 @@ async fn get_takes_a_managed_cluster_a_window_and_a_filter_and_rm_deletes_the_fi
         capture_dir(&w.sim, "east", "dev", "mesh").len(),
         2,
         "the managed cluster's capture of the same name is untouched"
+    );
+}
+
+/// A capture running on two nodes (3 streams at 50 packets/s, rotating every 0.7 s).
+const LIVE: &str = r#"
+users: [{name: jane, token: jane-token}]
+clusters:
+  - name: cluster
+    nodes: [node-1, node-2]
+    captures:
+      - namespace: dev
+        name: running
+        live: {rate: 50, rotateMs: 700, finishMs: 60000}
+        nodes:
+          - {node: node-1, state: Capturing, files: 1, size: 24}
+          - {node: node-2, state: Capturing, files: 1, size: 24, interfaces: 2}
+    rbac:
+      - {subjects: [user:jane], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}
+"#;
+
+/// What `tshark -r FILE` (or `-r -` from `input`) reads: packet count and interface names, or
+/// its complaint.
+fn tshark_read(input: std::process::Stdio, file: &str) -> (usize, Vec<String>, String) {
+    let out = Command::new("tshark")
+        .args(["-r", file, "-T", "fields", "-e", "frame.interface_name"])
+        .stdin(input)
+        .output()
+        .expect("tshark is installed (make tools installs it)");
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut interfaces = names.clone();
+    interfaces.sort();
+    interfaces.dedup();
+    // As root tshark warns that it runs as root: not a complaint about the file.
+    let complaint = stderr(&out)
+        .lines()
+        .filter(|l| !l.contains("Running as user"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(out.status.success(), "tshark -r {file}: {complaint}");
+    (names.len(), interfaces, complaint)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_follow_pipes_a_running_capture_into_tshark_and_ctrl_c_saves_a_whole_file() {
+    let w = world_of(LIVE).await;
+    let live = w.sim.local().live("dev", "running").unwrap();
+
+    // -o - into tshark, as into Wireshark: the capture finishes 2 s in, the pipe ends cleanly.
+    let mut plugin = w
+        .plugin_command(&[
+            "--token",
+            "jane-token",
+            "get",
+            "dev/running",
+            "--merged",
+            "--follow",
+            "--lag",
+            "300",
+            "-o",
+            "-",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = plugin.stdout.take().unwrap();
+    live.finish_in(std::time::Duration::from_millis(2000));
+    let (packets, interfaces, complaint) = tshark_read(pipe.into(), "-");
+    let done = plugin.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(
+        stderr(&done).contains("dev/running ended"),
+        "{}",
+        stderr(&done)
+    );
+    assert!(complaint.trim().is_empty(), "tshark: {complaint}");
+    assert!(packets >= 50, "{packets} packets followed");
+    assert_eq!(interfaces.len(), 3, "every stream: {interfaces:?}");
+
+    // --follow to a file, stopped by Ctrl-C: exit 0, the file whole (whole blocks only).
+    let w = world_of(LIVE).await;
+    let child = w
+        .plugin_command(&[
+            "--token",
+            "jane-token",
+            "get",
+            "dev/running",
+            "--merged",
+            "--follow",
+            "-o",
+            "live.pcapng",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part = w.file("live.pcapng.part");
+    for _ in 0..100 {
+        if std::fs::metadata(&part).is_ok_and(|m| m.len() > 2000) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stderr(&stopped));
+    assert!(stderr(&stopped).contains("stopped"), "{}", stderr(&stopped));
+    assert!(!part.exists());
+    let saved = w.file("live.pcapng");
+    let (packets, _, complaint) = tshark_read(std::process::Stdio::null(), saved.to_str().unwrap());
+    assert!(complaint.trim().is_empty(), "tshark: {complaint}");
+    assert!(packets > 0);
+    let mut every_exec_ended = false;
+    for _ in 0..100 {
+        if w.sim
+            .local()
+            .running_execs
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            every_exec_ended = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(every_exec_ended, "no tail left on a node after Ctrl-C");
+
+    // --follow is for the merge only.
+    let refused = w.plugin(&["--token", "jane-token", "get", "dev/running", "--follow"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("needs --merged"),
+        "{}",
+        stderr(&refused)
     );
 }

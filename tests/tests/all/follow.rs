@@ -40,7 +40,13 @@ clusters:
 
 /// Packets as tshark reads them: (time in µs, interface name, payload text).
 fn tshark_packets(file: &Path) -> Vec<(u64, String, String)> {
+    tshark_matching(file, "")
+}
+
+/// The packets of `file` tshark's display filter `display` keeps (all when empty).
+fn tshark_matching(file: &Path, display: &str) -> Vec<(u64, String, String)> {
     let out = Command::new("tshark")
+        .args(["-Y", display])
         .args([
             "-r",
             file.to_str().unwrap(),
@@ -109,7 +115,21 @@ async fn follow_to_end(api: &ApiProcess, query: &str) -> (Vec<u8>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_capture_gives_every_packet_once_in_time_order_until_it_finishes() {
-    let sim = start(&scenario(60_000, "execBandwidth: 2000")).await;
+    every_packet_once_in_time_order("execBandwidth: 2000").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busybox_entry_pods_follow_as_well() {
+    every_packet_once_in_time_order("execBandwidth: 2000, busybox: true").await;
+}
+
+/// Follows a capture from before it began to its end (a node joins a second in) and checks
+/// what tshark reads against every packet the simulation wrote.
+async fn every_packet_once_in_time_order(faults: &str) {
+    let sim = start(&scenario(60_000, faults)).await;
+    if faults.contains("busybox") && sim.local().busybox_bin.is_none() {
+        panic!("busybox is not installed: .ci/run installs it (apt-get install busybox)");
+    }
     let api = start_api(&sim, &[("PACKETCAPTURE_API_LOG_LEVEL", "info")]).await;
     let live = sim.local().live("dev", "running").unwrap();
     // A node joins the capture a second into the follow; the capture finishes 1.5 s later
@@ -296,4 +316,41 @@ async fn follow_and_lag_are_checked() {
         .await;
         assert_eq!((status, body.trim_end()), (400, message), "{query}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_capture_filtered_on_the_server_keeps_what_tshark_keeps() {
+    let sim = start(&scenario(60_000, "")).await;
+    let api = start_api(&sim, &[]).await;
+    let live = sim.local().live("dev", "running").unwrap();
+    live.finish_in(Duration::from_millis(2000));
+    // The same window twice at once: everything, and only one source port (one stream's
+    // packets), compiled by libpcap on the service.
+    let query = "lag=300&since=2020-01-01T00:00:00Z";
+    let filtered_query = format!("{query}&filter=udp%20src%20port%2040001");
+    let (all, filtered) = tokio::join!(
+        follow_to_end(&api, query),
+        follow_to_end(&api, &filtered_query)
+    );
+    assert!(all.1 && filtered.1, "both end cleanly");
+    let (all_file, filtered_file) = (
+        sim.dir.path().join("all.pcapng"),
+        sim.dir.path().join("filtered.pcapng"),
+    );
+    std::fs::write(&all_file, &all.0).unwrap();
+    std::fs::write(&filtered_file, &filtered.0).unwrap();
+    let payloads = |packets: Vec<(u64, String, String)>| {
+        let mut p: Vec<String> = packets.into_iter().map(|(_, _, text)| text).collect();
+        p.sort();
+        p
+    };
+    let kept = payloads(tshark_packets(&filtered_file));
+    let want = payloads(tshark_matching(&all_file, "udp.srcport == 40001"));
+    let everything = tshark_packets(&all_file).len();
+    assert!(
+        !kept.is_empty() && kept.len() < everything,
+        "{} of {everything}",
+        kept.len()
+    );
+    assert_eq!(kept, want, "the server's filter and tshark's agree");
 }
