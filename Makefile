@@ -67,6 +67,10 @@ rss: ## Peak RSS of streaming 4 GiB through the archive engine (needs /usr/bin/t
 bench: ## Throughput, memory, latency and compression against kubectl (release build; prints a table)
 	bash scripts/bench.sh
 
+.PHONY: bench-follow
+bench-follow: ## A running capture followed live: delay p50/p99 and CPU per 100k packets (release build; part of make bench)
+	bash scripts/bench-follow.sh
+
 .PHONY: bench-load
 bench-load: ## Hundreds of nodes and concurrent downloads: peak RSS, time, refusals, execs (release build; part of make bench)
 	bash scripts/bench-load.sh

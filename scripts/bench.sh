@@ -209,3 +209,6 @@ say "9. Load: hundreds of nodes, concurrent downloads (scripts/bench-load.sh)"
 cleanup
 PIDS=()
 SKIP_BUILD=1 BENCH_OUT="$OUT/load" bash scripts/bench-load.sh
+
+say "10. Follow: a running capture live, 8 nodes x 2 streams at 2,000 packets/s (scripts/bench-follow.sh)"
+SKIP_BUILD=1 BENCH_OUT="$OUT/follow" bash scripts/bench-follow.sh

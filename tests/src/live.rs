@@ -74,8 +74,9 @@ pub struct Live {
     pub written: Mutex<Vec<Written>>,
     /// When its nodes turn `Finished` (from `finishMs`, or [`Live::finish_in`]).
     deadline: Mutex<Option<Instant>>,
-    /// When its streams last had a packet appended.
-    last: Mutex<Option<Instant>>,
+    /// When writing began, and how many packets each stream has been given since: a step
+    /// writes what is due by then, so the rate holds whatever the writer thread's pace.
+    pace: Mutex<(Instant, u64)>,
     finished: AtomicBool,
 }
 
@@ -150,7 +151,7 @@ impl Cluster {
             streams: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
             deadline: Mutex::new(deadline),
-            last: Mutex::new(None),
+            pace: Mutex::new((Instant::now(), 0)),
             finished: AtomicBool::new(false),
         });
         let files = lock(&self.captures)
@@ -314,50 +315,67 @@ impl Cluster {
                 }
                 continue;
             }
-            {
+            let due = {
                 // Each capture at its own rate (the writer ticks at the fastest).
-                let mut last = lock(&live.last);
-                let period = Duration::from_secs_f64(1.0 / f64::from(live.spec.rate.max(1)));
-                if last.is_some_and(|t| t.elapsed() < period.mul_f64(0.95)) {
-                    continue;
-                }
-                *last = Some(Instant::now());
+                let mut pace = lock(&live.pace);
+                let target =
+                    (pace.0.elapsed().as_secs_f64() * f64::from(live.spec.rate)) as u64 + 1;
+                let due = target.saturating_sub(pace.1);
+                pace.1 = target.max(pace.1);
+                due
+            };
+            if due == 0 {
+                continue;
             }
             let mut rotations = Vec::new();
             {
                 let mut streams = lock(&live.streams);
                 for (i, stream) in streams.iter_mut().enumerate() {
                     let label = format!("{}/{}", stream.node, stream.iface);
-                    let text = payload(&label, stream.seq);
-                    let data = frame(&text, 40000 + i as u16);
-                    let micros = now_micros();
-                    let mut record = Vec::with_capacity(16 + data.len());
-                    record.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
-                    record.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
-                    record.extend_from_slice(&(data.len() as u32).to_le_bytes());
-                    record.extend_from_slice(&(data.len() as u32).to_le_bytes());
-                    record.extend_from_slice(&data);
                     let path = stream.dir.join(active(&stream.stem));
                     let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&path) else {
                         continue;
                     };
-                    let split = live.spec.split_records && stream.seq % 10 == 5;
-                    let ok = if split {
-                        file.write_all(&record[..16]).is_ok() && {
-                            std::thread::sleep(Duration::from_millis(30));
-                            file.write_all(&record[16..]).is_ok()
-                        }
-                    } else {
-                        file.write_all(&record).is_ok()
-                    };
-                    if ok {
-                        lock(&live.written).push(Written {
-                            stream: label,
+                    let mut batch: Vec<u8> = Vec::new();
+                    let mut batched: Vec<Written> = Vec::new();
+                    for _ in 0..due {
+                        let text = payload(&label, stream.seq);
+                        let data = frame(&text, 40000 + i as u16);
+                        let micros = now_micros();
+                        let mut record = Vec::with_capacity(16 + data.len());
+                        record.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
+                        record.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
+                        record.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                        record.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                        record.extend_from_slice(&data);
+                        let written = Written {
+                            stream: label.clone(),
                             seq: stream.seq,
                             ts: micros * 1_000,
                             at: Instant::now(),
-                        });
+                        };
+                        if live.spec.split_records && stream.seq % 10 == 5 {
+                            // What is batched goes first, then this record in two halves.
+                            let ok = file.write_all(&batch).is_ok()
+                                && file.write_all(&record[..16]).is_ok()
+                                && {
+                                    std::thread::sleep(Duration::from_millis(30));
+                                    file.write_all(&record[16..]).is_ok()
+                                };
+                            batch.clear();
+                            if !ok {
+                                break;
+                            }
+                            batched.push(written);
+                            lock(&live.written).append(&mut batched);
+                        } else {
+                            batch.extend_from_slice(&record);
+                            batched.push(written);
+                        }
                         stream.seq += 1;
+                    }
+                    if file.write_all(&batch).is_ok() {
+                        lock(&live.written).append(&mut batched);
                     }
                     if live
                         .spec
@@ -415,7 +433,9 @@ impl LiveWriter {
                 for cluster in &clusters {
                     cluster.live_step();
                 }
-                let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+                // At most 500 steps a second: faster captures get several packets a step.
+                let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)))
+                    .max(Duration::from_millis(2));
                 if let Some(rest) = period.checked_sub(tick.elapsed()) {
                     std::thread::sleep(rest);
                 }

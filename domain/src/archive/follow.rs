@@ -101,6 +101,7 @@ pub(crate) async fn run(follow: Follow, tx: mpsc::Sender<Msg>) -> Result<Summary
             choice: follow.choice.clone(),
             poll: follow.poll,
             budget: follow.budget.clone(),
+            relist: Arc::new(tokio::sync::Notify::new()),
         }),
         events_tx,
     ));
@@ -127,6 +128,9 @@ struct FollowShared {
     choice: Choice,
     poll: Duration,
     budget: Arc<Budget>,
+    /// Wakes the watcher before its next poll: a follow that got its first bytes waits for a
+    /// listing to trust them, and its stream holds the merge back meanwhile.
+    relist: Arc<tokio::sync::Notify>,
 }
 
 /// One stream in the merge.
@@ -354,6 +358,7 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                     dir: watched.dir.clone(),
                     stem,
                     view: watched.view.subscribe(),
+                    relist: shared.relist.clone(),
                     choice: shared.choice.clone(),
                     events: events.clone(),
                 }));
@@ -364,13 +369,14 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
             settled = true;
             let _ = events.send(Event::Settled).await;
         }
-        tokio::time::sleep(
-            shared
-                .poll
-                .saturating_sub(listed_at.elapsed())
-                .max(Duration::from_millis(20)),
-        )
-        .await;
+        let pause = shared
+            .poll
+            .saturating_sub(listed_at.elapsed())
+            .max(Duration::from_millis(20));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shared.relist.notified() => {}
+        }
     }
 }
 
@@ -410,6 +416,7 @@ struct Worker {
     dir: CaptureDir,
     stem: String,
     view: watch::Receiver<NodeView>,
+    relist: Arc<tokio::sync::Notify>,
     choice: Choice,
     events: mpsc::Sender<Event>,
 }
@@ -630,6 +637,7 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
                 Some(Ok(data)) => {
                     if first_bytes.is_none() {
                         first_bytes = Some(Instant::now());
+                        w.relist.notify_one();
                     }
                     consumed += data.len() as u64;
                     file.push(w, node, name.as_str(), data, held.as_mut()).await?;

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make bench-follow (and a part of make bench): a running capture followed live. 8 nodes x 2
+# streams, each written at RATE packets/s (default 2,000) by the simulation's live writer,
+# rotating every 10 s; one client follows merged.pcapng?follow=true for SECONDS (default 30).
+# Prints the packets received, their delay from the write on the node to the arrival at the
+# client (p50, p99, max), and the CPU per 100k packets of the service and of the simulated
+# cluster (API server, exec, tail, and the live writer itself). Writes follow.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R="${CARGO_TARGET_DIR:-target}/release"
+OUT="${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench/follow-$(date +%Y%m%d-%H%M%S)}"
+RATE="${RATE:-2000}"
+SECONDS_FOLLOWED="${SECONDS_FOLLOWED:-30}"
+LAG="${LAG:-1000}"
+mkdir -p "$OUT"
+say() { printf '\n== %s\n' "$*" >&2; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"/sim-*/nodes; }
+trap cleanup EXIT
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "Building release binaries"
+  cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bins >&2
+fi
+
+{
+  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
+  echo "    nodes: [$(seq -s, -f 'n%g' 1 8)]"
+  printf '    captures:\n      - namespace: bench\n        name: live\n'
+  echo "        live: {rate: $RATE, rotateMs: 10000}"
+  echo "        nodes:"
+  for i in $(seq 1 8); do echo "          - {node: n$i, state: Capturing, files: 1, size: 24, interfaces: 2}"; done
+  echo '    rbac:
+      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
+} >"$OUT/live.yaml"
+
+"$R/packetcapture-sim" --scenario "$OUT/live.yaml" --out "$OUT/sim-live" >"$OUT/sim.log" 2>&1 &
+SIM_PID=$!
+PIDS+=("$SIM_PID")
+for _ in $(seq 1 300); do [ -f "$OUT/sim-live/ready" ] && break; sleep 0.2; done
+[ -f "$OUT/sim-live/ready" ] || { cat "$OUT/sim.log"; echo "simulation did not start" >&2; exit 1; }
+PORT=18801
+( source "$OUT/sim-live/env"; export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_METRICS_PORT=0 PACKETCAPTURE_API_LOG_LEVEL=Warn; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
+API_PID=$!
+PIDS+=("$API_PID")
+for _ in $(seq 1 100); do curl -sf --cacert "$OUT/sim-live/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# CPU seconds of a process and its children that have been waited for (the sim's tails).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"; }
+say "Following bench/live for $SECONDS_FOLLOWED s: 16 streams at $RATE packets/s, lag $LAG ms"
+api0=$(cpu_s "$API_PID"); sim0=$(cpu_s "$SIM_PID")
+"$R/packetcapture-load" --url "https://localhost:$PORT/download/bench/live/merged.pcapng?follow=true&lag=$LAG" \
+  --token bench-token --cacert "$OUT/sim-live/ca.crt" --follow-seconds "$SECONDS_FOLLOWED" >"$OUT/follow.txt"
+# The tails end when the follow ends: give the sim a moment to reap them.
+sleep 1
+api1=$(cpu_s "$API_PID"); sim1=$(cpu_s "$SIM_PID")
+val() { sed -n "s/^$1=//p" "$OUT/follow.txt"; }
+packets=$(val packets)
+per100k() { awk -v a="$1" -v b="$2" -v p="$packets" 'BEGIN {printf "%.2f", (b - a) / p * 100000}'; }
+{
+  echo "| Follow: 8 nodes x 2 streams at $RATE packets/s each, $SECONDS_FOLLOWED s, lag $LAG ms | Figure |"
+  echo "| --- | --- |"
+  echo "| packets received ($(awk -v p="$packets" -v s="$SECONDS_FOLLOWED" 'BEGIN {printf "%.0f", p / s}')/s; written: $((16 * RATE))/s) | $packets |"
+  echo "| delay from write on the node to arrival: p50 / p99 / max | $(val delay_p50_ms) / $(val delay_p99_ms) / $(val delay_max_ms) ms (goal p99 <= $((LAG + 500)) ms) |"
+  echo "| packets that came after a later one | $(val after_a_later_one) |"
+  echo "| CPU per 100k packets: the service / the simulated cluster (API server, exec, tail, writer) | $(per100k "$api0" "$api1") / $(per100k "$sim0" "$sim1") s |"
+} | tee "$OUT/follow.md"
