@@ -354,3 +354,44 @@ async fn a_followed_capture_filtered_on_the_server_keeps_what_tshark_keeps() {
     );
     assert_eq!(kept, want, "the server's filter and tshark's agree");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_followed_capture_is_not_cut_by_the_node_idle_timeout() {
+    // Capturing, but nothing is written: the follow waits, past NODE_IDLE_TIMEOUT, until `until`.
+    let sim = start(
+        &Scenario::from_yaml(
+            "users: [{name: jane, token: jane-token}]
+clusters:
+  - name: cluster
+    nodes: [node-1]
+    captures:
+      - namespace: dev
+        name: running
+        nodes:
+          - {node: node-1, state: Capturing, files: 1, size: 2000}
+    rbac:
+      - {subjects: [user:jane], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}
+",
+        )
+        .unwrap(),
+    )
+    .await;
+    let api = start_api(&sim, &[("PACKETCAPTURE_API_NODE_IDLE_TIMEOUT", "1s")]).await;
+    let until_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        + 3_000_000_000;
+    let until = jiff::Timestamp::from_nanosecond(until_ns as i128)
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let (body, whole) = follow_to_end(&api, &format!("until={until}")).await;
+    assert!(whole, "a quiet follow ends cleanly at until");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "it lasted until until"
+    );
+    assert!(body.len() >= 28, "the section header came at once");
+    assert_execs_end_within_a_second(sim.local()).await;
+}
