@@ -112,6 +112,7 @@ pub(crate) async fn run(follow: Follow, tx: mpsc::Sender<Msg>) -> Result<Summary
         &mut events,
         follow.lag,
         follow.choice.window.until,
+        HOLD_PER_STREAM,
         &tx,
         &mut out,
     )
@@ -144,15 +145,27 @@ struct Merging {
     source: StreamSource,
 }
 
+/// Packet bytes the merge may hold per stream while a quiet one holds them back; past it, it
+/// takes no more until the lag lets some go (the nodes' `tail`s wait meanwhile: nothing is
+/// lost, a busy capture followed with a long lag stays within memory).
+const HOLD_PER_STREAM: usize = STREAM_COST as usize;
+/// A followed file's packets held until the follow is confirmed (see [`follow_file`]); past
+/// it, reading waits for the confirming listing.
+const UNCONFIRMED_LIMIT: usize = STREAM_COST as usize;
+
 /// Sends packets in time order as the lag allows; ends when every stream ended after the
-/// capture settled, or once `until` (wall clock, nanoseconds) is past by the lag.
+/// capture settled, or once `until` (wall clock, nanoseconds) is past by the lag. Holds at
+/// most `hold_per_stream` bytes of packets per stream (1 MiB at least) before it stops taking
+/// more.
 async fn merge(
     events: &mut mpsc::Receiver<Event>,
     lag: Duration,
     until: Option<u64>,
+    hold_per_stream: usize,
     tx: &mpsc::Sender<Msg>,
     out: &mut BytesMut,
 ) -> Result<Summary> {
+    let mut held = 0usize;
     let mut streams: Vec<Merging> = Vec::new();
     let mut settled = false;
     let mut next_interface = 0u32;
@@ -178,6 +191,7 @@ async fn merge(
             let Some((packet, header)) = streams[i].heads.pop_front() else {
                 break;
             };
+            held = held.saturating_sub(packet.data.len());
             let stream = &mut streams[i];
             let id = match stream
                 .interfaces
@@ -222,16 +236,18 @@ async fn merge(
         {
             return Ok(summary);
         }
+        let full = held >= hold_per_stream.saturating_mul(streams.len()).max(1 << 20);
         let event = tokio::select! {
             biased;
             () = tx.closed() => return Err(Error::ClientGone),
-            e = events.recv() => e,
+            e = events.recv(), if !full => e,
             () = tokio::time::sleep(tick) => continue,
         };
         match event {
             Some(Event::Packet(id, packet, header)) => {
                 if let Some(s) = streams.get_mut(id) {
                     s.last = Instant::now();
+                    held += packet.data.len();
                     s.heads.push_back((packet, header));
                 }
             }
@@ -601,6 +617,8 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
     // Packets held until a listing after the first bytes says which file was opened.
     let mut held: Option<Vec<(Packet, PcapHeader)>> = Some(Vec::new());
     let mut first_bytes: Option<Instant> = None;
+    // Bytes of the packets held.
+    let mut unconfirmed = 0usize;
     loop {
         let view = w.view.borrow_and_update().clone();
         let ours = view.files.iter().find(|f| f.inode == inode).cloned();
@@ -633,14 +651,18 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
             }
         }
         tokio::select! {
-            chunk = stream.next() => match chunk {
+            chunk = stream.next(), if held.is_none() || unconfirmed < UNCONFIRMED_LIMIT => match chunk {
                 Some(Ok(data)) => {
                     if first_bytes.is_none() {
                         first_bytes = Some(Instant::now());
                         w.relist.notify_one();
                     }
                     consumed += data.len() as u64;
+                    let before = held.as_ref().map_or(0, Vec::len);
                     file.push(w, node, name.as_str(), data, held.as_mut()).await?;
+                    if let Some(held) = &held {
+                        unconfirmed += held[before..].iter().map(|(p, _)| p.data.len()).sum::<usize>();
+                    }
                 }
                 Some(Err(e)) if first_bytes.is_none() => {
                     // Felix renames the active file, then creates the next one: a follow
@@ -668,5 +690,85 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
             },
             changed = w.view.changed() => changed.map_err(|_| Error::ClientGone)?,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcap::LINKTYPE_ETHERNET;
+
+    fn source(node: &str) -> StreamSource {
+        let capture = CaptureRef::parse("dev", "cap").expect("a capture");
+        let node_name = NodeName::new(node).expect("a node");
+        StreamSource {
+            source: NodeSource {
+                entry: EntryPoint {
+                    node: node_name,
+                    handle: node.to_owned(),
+                },
+                dir: CaptureDir::new(node, "/var/log/calico/pcap", &capture).expect("a dir"),
+                files: None,
+            },
+            name: format!("{node}/eth0"),
+            description: String::new(),
+        }
+    }
+
+    fn packet(ts: u64) -> Event {
+        Event::Packet(
+            0,
+            Packet {
+                ts,
+                orig_len: 1000,
+                data: Bytes::from(vec![7u8; 1000]),
+            },
+            PcapHeader {
+                link_type: LINKTYPE_ETHERNET,
+                snaplen: 65535,
+                nanos: true,
+            },
+        )
+    }
+
+    /// A busy stream held back by a quiet one: the merge takes packets only up to its hold
+    /// (1 MiB here), so the busy stream's sender waits; once the lag passes they go out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_stream_holds_back_no_more_than_the_hold() {
+        let (events_tx, mut events) = mpsc::channel::<Event>(4);
+        let (tx, mut rx) = mpsc::channel::<Msg>(16);
+        // The client reads everything sent.
+        let reading = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let lag = Duration::from_millis(600);
+        let merging = tokio::spawn(async move {
+            let mut out = BytesMut::new();
+            merge(&mut events, lag, None, 1, &tx, &mut out).await
+        });
+        events_tx.send(Event::Stream(source("busy"))).await.unwrap();
+        events_tx
+            .send(Event::Stream(source("quiet")))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut sent = 0u64;
+        // 3 MiB of packets: with a 1 MiB hold at most about 1 MiB is taken before the lag.
+        let mut before_lag = 0u64;
+        while sent < 3_000 {
+            events_tx.send(packet(1_000 + sent)).await.unwrap();
+            sent += 1;
+            if started.elapsed() < lag / 2 {
+                before_lag = sent;
+            }
+        }
+        assert!(
+            before_lag <= 1_100,
+            "{before_lag} packets of 1000 bytes were taken while the quiet stream held them back"
+        );
+        events_tx.send(Event::Ended(0)).await.unwrap();
+        events_tx.send(Event::Ended(1)).await.unwrap();
+        events_tx.send(Event::Settled).await.unwrap();
+        let summary = merging.await.unwrap().unwrap();
+        assert_eq!(summary.packets, 3_000, "every packet went out in the end");
+        reading.abort();
     }
 }
