@@ -102,6 +102,29 @@ if command -v perf >/dev/null; then
   perf report -i "$OUT/perf.data" --stdio --no-children --sort symbol 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | sed -E 's/ +/ /g; s/\[\.\] //; s/\[k\] //; s/( -)+ *$//' | head -12 >"$OUT/profile.txt" || true
 fi
+# HTTP/1.1 against HTTP/2 (curl, the same 1 GiB), three runs each, alternating; CPU seconds per
+# GiB by process: the API, the simulated cluster (API server and its exec's tar: the sim and
+# its children), curl. The simulation sends kube-apiserver's 32 KiB exec frames.
+SIM_FAST_PID=$(cat "$OUT/sim-fast.pid")
+ticks_all() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+for v in http1.1 http2 http1.1 http2 http1.1 http2; do
+  a0=$(ticks_all "$API_PID"); s0=$(ticks_all "$SIM_FAST_PID")
+  /usr/bin/time -f '%U %S' -o "$OUT/curl-cpu" curl -sS --fail "--$v" --cacert "$OUT/sim-fast/ca.crt" \
+    -H "Authorization: Bearer $TOKEN" -o /dev/null -w '%{time_total} %{size_download}\n' \
+    "https://localhost:$PORT/download/bench/one-gib/files.zip" >"$OUT/curl-out"
+  a1=$(ticks_all "$API_PID"); s1=$(ticks_all "$SIM_FAST_PID")
+  read -r t b <"$OUT/curl-out"
+  echo "$v $t $b $((a1 - a0)) $((s1 - s0)) $(awk '{print $1 + $2}' "$OUT/curl-cpu")" >>"$OUT/protocols.txt"
+done
+# proto_stat PROTO: median seconds, then mean CPU per GiB of the API, the simulation, curl.
+proto_stat() {
+  local median
+  median=$(awk -v p="$1" '$1 == p {print $2}' "$OUT/protocols.txt" | sort -n | sed -n 2p)
+  awk -v p="$1" -v m="$median" -v hz="$(getconf CLK_TCK)" '$1 == p {n++; gib = $3 / 1073741824; a += $4 / hz / gib; s += $5 / hz / gib; c += $6 / gib}
+    END {printf "%.2f %.2f %.2f %.2f\n", m, a / n, s / n, c / n}' "$OUT/protocols.txt"
+}
+read -r h1_s h1_api h1_sim h1_curl < <(proto_stat http1.1)
+read -r h2_s h2_api h2_sim h2_curl < <(proto_stat http2)
 stop_api
 POD1=$(pod_on n1)
 t0=$(now); /usr/bin/time -f '%U %S' -o "$OUT/kubectl-cpu" "${KC[@]}" exec "$POD1" -- tar cf - -C /var/log/calico/pcap/bench one-gib >/dev/null; t1=$(now)
@@ -183,6 +206,8 @@ rm -f "$OUT/merged.pcapng" "$OUT/filtered.pcapng"
   echo "| 1 | 1 GiB, one node: API download (curl, HTTPS, zip) | $(mbps "$api_bytes" "$api_s") MB/s ($api_s s) | kubectl exec tar: $(mbps "$BYTES_1G" "$exec_s") MB/s ($exec_s s) | $(ratio "$exec_s" "$api_s")x |"
   echo "| 1 | the same through kubectl packetcapture (HTTP/1.1) | $(mbps "$api_bytes" "$plugin_s") MB/s ($plugin_s s) | kubectl exec tar | $(ratio "$exec_s" "$plugin_s")x |"
   echo "| 1 | CPU of that download: the API (TLS both ways, tar to zip, CRC-32, SHA-256) | $api_cpu s | kubectl (TLS, WebSocket): $kubectl_cpu s | |"
+  echo "| 1 | curl HTTP/2 against HTTP/1.1, 1 GiB, median of 3 each | HTTP/2 $h2_s s ($(mbps "$api_bytes" "$h2_s") MB/s) | HTTP/1.1 $h1_s s ($(mbps "$api_bytes" "$h1_s") MB/s) | HTTP/2 takes $(ratio "$h2_s" "$h1_s")x |"
+  echo "| 1 | CPU s per GiB at 32 KiB exec frames: API / simulated cluster (API server, tar) / curl | HTTP/2: $h2_api / $h2_sim / $h2_curl | HTTP/1.1: $h1_api / $h1_sim / $h1_curl | |"
   echo "| 1 | | | kubectl cp: $(mbps "$cp_bytes" "$cp_s") MB/s ($cp_s s) | $(ratio "$cp_s" "$api_s")x |"
   echo "| 2 | API peak RSS: 1 GiB / 4 GiB ($(mbps "$api4_bytes" "$api4_s") MB/s) / 8 capped nodes / 64 nodes | $rss_1g / $rss_4g / $rss_8 / $rss_64 MiB | target <= 32 MiB each | 4 GiB / 1 GiB: $(ratio "$rss_4g" "$rss_1g")x |"
   echo "| 3 | small capture, 1 client: TTFB p50 / p99 | $(val "$OUT/latency-1.txt" ttfb_p50_ms) / $(val "$OUT/latency-1.txt" ttfb_p99_ms) ms | whole request p50 / p99: $(val "$OUT/latency-1.txt" total_p50_ms) / $(val "$OUT/latency-1.txt" total_p99_ms) ms | |"
