@@ -2,7 +2,8 @@
 //! `tshark` reads of the followed stream is every packet written in the window, once, in time
 //! order, across rotations, records written in two halves and a node added mid-follow; the
 //! stream ends when the capture finishes and at `until`; a client that leaves leaves no `tail`
-//! on any node; a node whose exec dies cuts the stream visibly.
+//! on any node; a node whose exec dies cuts the stream visibly; a quiet capture outlives the
+//! node idle timeout; `node=` and `filter=` select what is followed; BusyBox pods follow too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -394,4 +395,40 @@ clusters:
     );
     assert!(body.len() >= 28, "the section header came at once");
     assert_execs_end_within_a_second(sim.local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_selects_the_streams_followed() {
+    let sim = start(&scenario(60_000, "")).await;
+    let api = start_api(&sim, &[]).await;
+    let live = sim.local().live("dev", "running").unwrap();
+    live.finish_in(Duration::from_millis(1500));
+    let (body, whole) = follow_to_end(&api, "node=node-2&lag=200&since=2020-01-01T00:00:00Z").await;
+    assert!(whole);
+    let file = sim.dir.path().join("node-2.pcapng");
+    std::fs::write(&file, &body).unwrap();
+    let got = tshark_packets(&file);
+    let mut interfaces: Vec<&str> = got.iter().map(|(_, iface, _)| iface.as_str()).collect();
+    interfaces.sort_unstable();
+    interfaces.dedup();
+    assert_eq!(
+        interfaces.len(),
+        2,
+        "node-2's two interfaces only: {interfaces:?}"
+    );
+    assert!(
+        interfaces.iter().all(|i| i.starts_with("node-2/")),
+        "{interfaces:?}"
+    );
+    // Every packet node-2 wrote, once.
+    let mut want: Vec<String> = live
+        .written()
+        .iter()
+        .filter(|w| w.stream.starts_with("node-2/"))
+        .map(|w| packetcapture_tests::live::payload(&w.stream, w.seq))
+        .collect();
+    want.sort();
+    let mut seen: Vec<String> = got.into_iter().map(|(_, _, text)| text).collect();
+    seen.sort();
+    assert_eq!(seen, want);
 }
