@@ -18,7 +18,9 @@ use tokio::io::AsyncWriteExt;
 
 use api::{Api, Connection, encode, refusal};
 use error::{CliError, EXIT_CODES};
-use transfer::{Destination, FollowEnd, part_of, progress, receive, receive_live, saved};
+use transfer::{
+    Destination, FollowEnd, into_part, part_of, progress, receive, receive_live, saved,
+};
 
 /// Download the files of a Calico Enterprise PacketCapture: the zip of every node's files, one
 /// time-ordered pcapng, or one file (resumed when cut); list them; delete them.
@@ -443,29 +445,10 @@ async fn download(
             saved(&bar, "to standard output", bytes, started);
         }
         Destination::File(target) => {
-            let part = part_of(&target);
-            let mut out = tokio::fs::File::create(&part)
-                .await
-                .map_err(|e| CliError::Local(format!("cannot create {}: {e}", part.display())))?;
-            let received = receive(response, &mut out, &bar, "nothing was saved").await;
-            let bytes = match received {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    drop(out);
-                    let _ = tokio::fs::remove_file(&part).await;
-                    return Err(e);
-                }
-            };
-            out.sync_all()
-                .await
-                .map_err(|e| CliError::Local(format!("cannot write {}: {e}", part.display())))?;
-            tokio::fs::rename(&part, &target).await.map_err(|e| {
-                CliError::Local(format!(
-                    "cannot rename {} to {}: {e}",
-                    part.display(),
-                    target.display()
-                ))
-            })?;
+            let bytes = into_part(&target, async |out| {
+                receive(response, out, &bar, "nothing was saved").await
+            })
+            .await?;
             saved(&bar, &target.display().to_string(), bytes, started);
         }
     }
@@ -504,29 +487,10 @@ async fn follow(
             );
         }
         Destination::File(target) => {
-            let part = part_of(&target);
-            let mut out = tokio::fs::File::create(&part)
-                .await
-                .map_err(|e| CliError::Local(format!("cannot create {}: {e}", part.display())))?;
-            let (bytes, end) =
-                match receive_live(response, &mut out, bar, "nothing was saved").await {
-                    Ok(received) => received,
-                    Err(e) => {
-                        drop(out);
-                        let _ = tokio::fs::remove_file(&part).await;
-                        return Err(e);
-                    }
-                };
-            out.sync_all()
-                .await
-                .map_err(|e| CliError::Local(format!("cannot write {}: {e}", part.display())))?;
-            tokio::fs::rename(&part, &target).await.map_err(|e| {
-                CliError::Local(format!(
-                    "cannot rename {} to {}: {e}",
-                    part.display(),
-                    target.display()
-                ))
-            })?;
+            let (bytes, end) = into_part(&target, async |out| {
+                receive_live(response, out, bar, "nothing was saved").await
+            })
+            .await?;
             saved(
                 bar,
                 &format!("{} ({})", target.display(), said(end)),

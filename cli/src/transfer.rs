@@ -39,6 +39,37 @@ pub fn part_of(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Runs `write` on `TARGET.part`, then makes it `target` (synced, renamed); when `write`
+/// fails the part file is removed, so nothing that looks whole is left.
+pub async fn into_part<T>(
+    target: &Path,
+    write: impl AsyncFnOnce(&mut tokio::fs::File) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let part = part_of(target);
+    let mut out = tokio::fs::File::create(&part)
+        .await
+        .map_err(|e| CliError::Local(format!("cannot create {}: {e}", part.display())))?;
+    let written = match write(&mut out).await {
+        Ok(written) => written,
+        Err(e) => {
+            drop(out);
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+    };
+    out.sync_all()
+        .await
+        .map_err(|e| CliError::Local(format!("cannot write {}: {e}", part.display())))?;
+    tokio::fs::rename(&part, target).await.map_err(|e| {
+        CliError::Local(format!(
+            "cannot rename {} to {}: {e}",
+            part.display(),
+            target.display()
+        ))
+    })?;
+    Ok(written)
+}
+
 /// A progress display: a bar on a terminal (bytes, rate, ETA when the total is known), hidden
 /// otherwise.
 pub fn progress(total: Option<u64>, already: u64, label: &str) -> ProgressBar {
