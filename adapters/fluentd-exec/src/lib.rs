@@ -261,32 +261,46 @@ fn relative(dir: &CaptureDir) -> &str {
     dir.path().trim_start_matches('/')
 }
 
-/// `stat -c '%s %Y %n'` prints `size mtime path` per file; the name is the path's last part.
-fn parse_listing(out: &[u8]) -> std::result::Result<Vec<FileInfo>, String> {
+/// The lines of a `stat -c '%A %B %n'` listing: two numbers, then the path, of which the file's
+/// name is the last part. `what` names the two numbers in errors.
+fn stat_lines<'a, A: std::str::FromStr, B: std::str::FromStr>(
+    out: &'a [u8],
+    what: [&'static str; 2],
+) -> std::result::Result<Vec<(A, B, &'a str)>, String> {
     let text = std::str::from_utf8(out).map_err(|_| "not UTF-8".to_owned())?;
     text.lines()
         .map(|line| {
             let mut fields = line.splitn(3, ' ');
-            let (Some(size), Some(mtime), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
+            let (Some(a), Some(b), Some(path)) = (fields.next(), fields.next(), fields.next())
             else {
-                return Err(format!("line \"{line}\" is not size, time and path"));
+                return Err(format!(
+                    "line \"{line}\" is not {}, {} and path",
+                    what[0], what[1]
+                ));
             };
-            let size = size
-                .parse::<u64>()
-                .map_err(|_| format!("size \"{size}\" of {path}"))?;
-            let modified = mtime
-                .parse::<i64>()
-                .map_err(|_| format!("time \"{mtime}\" of {path}"))?;
+            let a = a
+                .parse::<A>()
+                .map_err(|_| format!("{} \"{a}\" of {path}", what[0]))?;
+            let b = b
+                .parse::<B>()
+                .map_err(|_| format!("{} \"{b}\" of {path}", what[1]))?;
             let name = path.rsplit('/').next().filter(|n| !n.is_empty());
             let name = name.ok_or_else(|| format!("path \"{path}\" names no file"))?;
-            Ok(FileInfo {
-                name: name.to_owned(),
-                size,
-                modified,
-            })
+            Ok((a, b, name))
         })
         .collect()
+}
+
+/// `stat -c '%s %Y %n'` prints `size mtime path` per file.
+fn parse_listing(out: &[u8]) -> std::result::Result<Vec<FileInfo>, String> {
+    Ok(stat_lines::<u64, i64>(out, ["size", "time"])?
+        .into_iter()
+        .map(|(size, modified, name)| FileInfo {
+            name: name.to_owned(),
+            size,
+            modified,
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -363,30 +377,14 @@ impl FileFetcher for ExecFetcher {
 
 /// `stat -c '%i %s %n'` prints `inode size path` per file.
 fn parse_inodes(out: &[u8]) -> std::result::Result<Vec<FileState>, String> {
-    let text = std::str::from_utf8(out).map_err(|_| "not UTF-8".to_owned())?;
-    text.lines()
-        .map(|line| {
-            let mut fields = line.splitn(3, ' ');
-            let (Some(inode), Some(size), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(format!("line \"{line}\" is not inode, size and path"));
-            };
-            let inode = inode
-                .parse::<u64>()
-                .map_err(|_| format!("inode \"{inode}\" of {path}"))?;
-            let size = size
-                .parse::<u64>()
-                .map_err(|_| format!("size \"{size}\" of {path}"))?;
-            let name = path.rsplit('/').next().filter(|n| !n.is_empty());
-            let name = name.ok_or_else(|| format!("path \"{path}\" names no file"))?;
-            Ok(FileState {
-                name: name.to_owned(),
-                size,
-                inode,
-            })
+    Ok(stat_lines::<u64, u64>(out, ["inode", "size"])?
+        .into_iter()
+        .map(|(inode, size, name)| FileState {
+            name: name.to_owned(),
+            size,
+            inode,
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
