@@ -59,6 +59,19 @@ impl LocalFetcher {
         self.node_root(&entry.node)
             .join(dir.path().trim_start_matches('/'))
     }
+
+    /// The capture directory's regular files with their metadata, read on a blocking thread.
+    async fn regular_files(
+        &self,
+        entry: &EntryPoint,
+        dir: &CaptureDir,
+    ) -> Result<Vec<(String, fs::Metadata)>> {
+        let path = self.dir(entry, dir);
+        tokio::task::spawn_blocking(move || regular_files(&path))
+            .await
+            .map_err(|e| DomainError::Internal(format!("listing task failed: {e}")))?
+            .map_err(|e| node_err(&entry.node, "listing files", e))
+    }
 }
 
 fn node_err(node: &NodeName, action: &'static str, e: Error) -> DomainError {
@@ -359,12 +372,9 @@ impl FileFetcher for LocalFetcher {
     }
 
     async fn list(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileInfo>> {
-        let path = self.dir(entry, dir);
-        let files = tokio::task::spawn_blocking(move || regular_files(&path))
-            .await
-            .map_err(|e| DomainError::Internal(format!("listing task failed: {e}")))?
-            .map_err(|e| node_err(&entry.node, "listing files", e))?;
-        Ok(files
+        Ok(self
+            .regular_files(entry, dir)
+            .await?
             .into_iter()
             .map(|(name, meta)| FileInfo {
                 name,
@@ -393,12 +403,9 @@ impl FileFetcher for LocalFetcher {
 
     async fn inodes(&self, entry: &EntryPoint, dir: &CaptureDir) -> Result<Vec<FileState>> {
         use std::os::unix::fs::MetadataExt;
-        let path = self.dir(entry, dir);
-        let files = tokio::task::spawn_blocking(move || regular_files(&path))
-            .await
-            .map_err(|e| DomainError::Internal(format!("listing task failed: {e}")))?
-            .map_err(|e| node_err(&entry.node, "listing files", e))?;
-        Ok(files
+        Ok(self
+            .regular_files(entry, dir)
+            .await?
             .into_iter()
             .map(|(name, meta)| FileState {
                 name,
