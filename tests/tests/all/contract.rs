@@ -9,8 +9,8 @@ use packetcapture_domain::testing::{
     CaptureTable, NodeFileTable, RbacTable, StaticRouter, TokenTable,
 };
 use packetcapture_domain::{
-    Authenticator, Authorizer, BearerToken, Capture, CaptureDir, CaptureLocator, CaptureRef,
-    ClusterPorts, ClusterRouter, ClusterTarget, Error, FileFetcher, FileSet, NodeName,
+    Authenticator, Authorizer, BaseName, BearerToken, Capture, CaptureDir, CaptureLocator,
+    CaptureRef, ClusterPorts, ClusterRouter, ClusterTarget, Error, FileFetcher, FileSet, NodeName,
     ResourceAttributes, StatusUpdate, User, Verb,
 };
 use packetcapture_fluentd_exec::ExecFetcher;
@@ -378,6 +378,82 @@ async fn fetcher_contract_holds_for_the_fake_exec_and_local_files() {
         &node_1_files(&sim),
     )
     .await;
+}
+
+/// What following needs of a fetcher: `inodes` lists each file with its size and inode; a
+/// `follow` gives the file's bytes so far, then what is appended, also once the file is renamed
+/// (it follows the file it opened, not the name), and ends only when dropped. `node_dir` is
+/// where node-1's capture directory of `dev/web-traffic` is on this machine.
+async fn follow_contract(f: &dyn FileFetcher, node_dir: &std::path::Path) {
+    let node = NodeName::new("node-1").unwrap();
+    let entry = f.entry_point(&node).await.unwrap();
+    let d = dir("node-1", "web-traffic");
+    let active = node_dir.join("live_cali0.pcap");
+    std::fs::write(&active, b"first").unwrap();
+    let listed = f.inodes(&entry, &d).await.unwrap();
+    let mine = listed
+        .iter()
+        .find(|s| s.name == "live_cali0.pcap")
+        .expect("the new file is listed");
+    assert_eq!(mine.size, 5);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(mine.inode, std::fs::metadata(&active).unwrap().ino());
+    assert_eq!(
+        listed.len(),
+        std::fs::read_dir(node_dir).unwrap().count(),
+        "every file"
+    );
+
+    let name = BaseName::new("live_cali0.pcap").unwrap();
+    let mut followed = f.follow(&entry, &d, &name).await.unwrap();
+    let mut got = Vec::new();
+    let mut until = async |got: &mut Vec<u8>, want: &[u8]| {
+        while got.len() < want.len() {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), followed.next())
+                .await
+                .expect("followed bytes come")
+                .expect("the follow goes on")
+                .unwrap();
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got.as_slice(), want);
+    };
+    until(&mut got, b"first").await;
+    let append = |data: &[u8], path: &std::path::Path| {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(data)
+            .unwrap();
+    };
+    append(b", second", &active);
+    until(&mut got, b"first, second").await;
+    // Renamed as Felix rotates it, a new file under the old name: the follow stays on the first.
+    let rotated = node_dir.join("live_cali0-1700000000000000.pcap");
+    std::fs::rename(&active, &rotated).unwrap();
+    std::fs::write(&active, b"NEW FILE").unwrap();
+    append(b", third", &rotated);
+    until(&mut got, b"first, second, third").await;
+    drop(followed);
+    std::fs::remove_file(&active).unwrap();
+    std::fs::remove_file(&rotated).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_contract_holds_for_exec_with_gnu_and_busybox_tools_and_local_files() {
+    let sim = start_default().await;
+    let node_dir = sim
+        .node_dir("cluster", "node-1")
+        .join("var/log/calico/pcap/dev/web-traffic");
+    follow_contract(&exec_fetcher(&sim).await, &node_dir).await;
+    if sim.local().busybox_bin.is_none() {
+        panic!("busybox is not installed: .ci/run installs it (apt-get install busybox)");
+    }
+    sim.local().set_faults(|f| f.busybox = true);
+    follow_contract(&exec_fetcher(&sim).await, &node_dir).await;
+    follow_contract(&LocalFetcher::new(sim.out.join("nodes/cluster")), &node_dir).await;
 }
 
 async fn exec_fetcher(sim: &TestSim) -> ExecFetcher {
