@@ -181,7 +181,6 @@ async fn merge(
             else {
                 break;
             };
-            let ts = streams[i].heads[0].0.ts;
             let held_back = streams.iter().enumerate().any(|(j, s)| {
                 j != i && !s.ended && s.heads.is_empty() && now.duration_since(s.last) < lag
             });
@@ -217,7 +216,6 @@ async fn merge(
                     id
                 }
             };
-            let _ = ts;
             pcap::packet(out, id, &packet);
             summary.packets += 1;
             summary.read += 1;
