@@ -2,9 +2,10 @@
 //! pcapng in time order with a bounded delay, until the capture finishes, `until` passes or
 //! the client leaves.
 //!
-//! A watcher reads the capture's status and, per node, the capture directory with inode numbers
-//! every [`Follow::poll`]. Each `{pod}_{iface}` series is read by its own worker, file after
-//! file in rotation order: a rotated file whole, the active file followed from its first byte
+//! A watcher reads the capture's status every [`Follow::poll`] and lists a node's capture
+//! directory with inode numbers when the node's status changed (Felix names a new or rotated
+//! file, or the node stopped), when a worker asks, or every ten polls; at most eight at once.
+//! Each `{pod}_{iface}` series is read by its own worker, file after file in rotation order: a rotated file whole, the active file followed from its first byte
 //! (the node's `tail -f` follows the file it opened, also once Felix renames it). A followed file
 //! is done when the listing shows its inode under a rotated name (or its node no longer
 //! capturing) and every byte of its final size was read; the worker then goes on with the next
@@ -287,13 +288,28 @@ struct NodeWatch {
     dir: CaptureDir,
     view: watch::Sender<NodeView>,
     streams: HashSet<String>,
+    /// The node's state and file names in the status when it was last listed.
+    seen: Option<(Option<CaptureState>, Vec<String>)>,
+    /// When it was last listed.
+    listed: Instant,
+    /// A worker of this node asked for a listing (to confirm a follow).
+    wanted: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How many nodes are listed at once.
+const LISTINGS_AT_ONCE: usize = 8;
+
+/// A node is listed when its status changed (Felix names a new or rotated file, or the node
+/// stopped), when a worker asks, or when it was not listed for this many polls: listing every
+/// node every poll would be an exec per node twice a second on the API server.
+const POLLS_BETWEEN_LISTINGS: u32 = 10;
 
 async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) -> Result<()> {
     let mut nodes: BTreeMap<String, NodeWatch> = BTreeMap::new();
     let mut workers = JoinSet::new();
     let mut next_id = 0usize;
     let mut settled = false;
+    let fallback = shared.poll * POLLS_BETWEEN_LISTINGS;
     loop {
         let listed_at = Instant::now();
         let capture =
@@ -305,6 +321,8 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                     capture: shared.capture.to_string(),
                 })?;
         let mut any_capturing = false;
+        // The nodes to list now: (key, entry, dir, capturing, what the status says).
+        let mut due = Vec::new();
         for status in &capture.files {
             let Ok(node) = NodeName::new(&status.node) else {
                 continue;
@@ -333,16 +351,43 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                         dir,
                         view,
                         streams: HashSet::new(),
+                        seen: None,
+                        listed: listed_at,
+                        wanted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                     },
                 );
             }
             let Some(watched) = nodes.get_mut(node.as_str()) else {
                 continue;
             };
-            let files: Vec<FileState> = shared
-                .fetcher
-                .inodes(&watched.entry, &watched.dir)
-                .await?
+            let said = (status.state.clone(), status.file_names.clone());
+            let asked = watched
+                .wanted
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            if asked || watched.seen.as_ref() != Some(&said) || watched.listed.elapsed() >= fallback
+            {
+                due.push((
+                    node.to_string(),
+                    watched.entry.clone(),
+                    watched.dir.clone(),
+                    capturing,
+                    said,
+                ));
+            }
+        }
+        let fetcher = &shared.fetcher;
+        let mut listings = futures_util::stream::iter(due.into_iter().map(
+            |(key, entry, dir, capturing, said)| async move {
+                let files = fetcher.inodes(&entry, &dir).await;
+                (key, capturing, said, files)
+            },
+        ))
+        .buffer_unordered(LISTINGS_AT_ONCE);
+        while let Some((key, capturing, said, files)) = listings.next().await {
+            let Some(watched) = nodes.get_mut(&key) else {
+                continue;
+            };
+            let files: Vec<FileState> = files?
                 .into_iter()
                 .filter(|f| f.name.ends_with(".pcap") && BaseName::new(&f.name).is_ok())
                 .collect();
@@ -350,6 +395,8 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                 .iter()
                 .map(|f| FileName::parse(&f.name).stream)
                 .collect();
+            watched.seen = Some(said);
+            watched.listed = listed_at;
             watched.view.send_replace(NodeView {
                 listed_at,
                 capturing,
@@ -373,12 +420,14 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                     stem,
                     view: watched.view.subscribe(),
                     relist: shared.relist.clone(),
+                    wanted: watched.wanted.clone(),
                     choice: shared.choice.clone(),
                     events: events.clone(),
                 }));
                 next_id += 1;
             }
         }
+        drop(listings);
         if !any_capturing && !settled {
             settled = true;
             let _ = events.send(Event::Settled).await;
@@ -431,6 +480,8 @@ struct Worker {
     stem: String,
     view: watch::Receiver<NodeView>,
     relist: Arc<tokio::sync::Notify>,
+    /// Set to have this node listed at the next poll.
+    wanted: Arc<std::sync::atomic::AtomicBool>,
     choice: Choice,
     events: mpsc::Sender<Event>,
 }
@@ -622,6 +673,14 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
         let ours = view.files.iter().find(|f| f.inode == inode).cloned();
         if held.is_some()
             && let Some(at) = first_bytes
+            && view.listed_at <= at
+        {
+            // Not confirmed by the listings so far: ask until a listing after the first bytes.
+            w.wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+            w.relist.notify_one();
+        }
+        if held.is_some()
+            && let Some(at) = first_bytes
             && view.listed_at > at
         {
             match &ours {
@@ -653,7 +712,6 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
                 Some(Ok(data)) => {
                     if first_bytes.is_none() {
                         first_bytes = Some(Instant::now());
-                        w.relist.notify_one();
                     }
                     consumed += data.len() as u64;
                     let before = held.as_ref().map_or(0, Vec::len);
