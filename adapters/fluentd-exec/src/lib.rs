@@ -160,36 +160,8 @@ impl Command {
             }
             // No --ignore-failed-read: a file that cannot be read must not be skipped silently.
             Self::Archive(dir) => vec!["-c", "-f", "-", "-C", "/", "--", relative(dir)],
-            Self::List(dir) => vec![
-                dir.path(),
-                "-mindepth",
-                "1",
-                "-maxdepth",
-                "1",
-                "-type",
-                "f",
-                "-exec",
-                "stat",
-                "-c",
-                "%s %Y %n",
-                "{}",
-                "+",
-            ],
-            Self::Inodes(dir) => vec![
-                dir.path(),
-                "-mindepth",
-                "1",
-                "-maxdepth",
-                "1",
-                "-type",
-                "f",
-                "-exec",
-                "stat",
-                "-c",
-                "%i %s %n",
-                "{}",
-                "+",
-            ],
+            Self::List(dir) => stat_each(dir, "%s %Y %n"),
+            Self::Inodes(dir) => stat_each(dir, "%i %s %n"),
             // From the first byte, following the descriptor (GNU and BusyBox `-f`): a rename
             // does not move the read to the new file.
             Self::Follow(dir, name) => {
@@ -254,6 +226,25 @@ pub(crate) fn node_error(
         action: command.action(),
         source: Box::new(e),
     }
+}
+
+/// `find`'s arguments that `stat -c FORMAT` each regular file directly in `dir`.
+fn stat_each<'a>(dir: &'a CaptureDir, format: &'static str) -> Vec<&'a str> {
+    vec![
+        dir.path(),
+        "-mindepth",
+        "1",
+        "-maxdepth",
+        "1",
+        "-type",
+        "f",
+        "-exec",
+        "stat",
+        "-c",
+        format,
+        "{}",
+        "+",
+    ]
 }
 
 /// The capture directory without its leading `/`, as `tar -C /` takes and prints it.
