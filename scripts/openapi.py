@@ -57,7 +57,7 @@ doc = {
      "description": "One pcapng: an interface per `{pod}_{iface}` file series of each node (`if_name` `{node}/{iface}`), packets in timestamp order with nanosecond resolution. A cut last record ends its stream; a file that is not a pcap fails the download. Streams beyond what the service may hold open at once are read into its spool and merged from there (507 when that spool is too small). With `filter`, only the packets the expression matches (as `tcpdump -r` would keep them); none: 204. With `follow=true` the capture is followed while it runs: the response (always 200, the section header sent at once) goes on until `until`, until no selected node is `Capturing`, or until the client leaves; packets from `since` (default: the request's time) are sent in time order once every other stream has reached their time or has been quiet for `lag`; streams that appear in the status are added; a node whose exec fails cuts the response.",
      "parameters": capture_params + selection + [p("Filter"), p("Follow"), p("Lag")],
      "responses": dict({"200": binary("application/x-pcapng", "The pcapng, streamed.", disposition), "204": empty,
-        "507": ref("InsufficientStorage")}, **errors_download)}},
+        "501": ref("CannotFollow"), "507": ref("InsufficientStorage")}, **errors_download)}},
   "/files/{namespace}/{name}": {
     "get": {"operationId": "listFiles", "summary": "The capture's files per node",
      "parameters": capture_params,
@@ -142,6 +142,7 @@ doc = {
    "BadGateway": text_resp("A cluster or node failed: an API server error, no entry pod, a read that failed, stalled or could not be read whole, a file that is not a pcap (for a merge); the message names it."),
    "Unavailable": text_resp("The API server, Voltron or the identity provider cannot be reached, or the managed cluster is not connected; or the service is busy: its node streams or memory for downloads stayed taken for QUEUE_TIMEOUT, or too many requests wait (then Retry-After says when to try again).",
       {"Retry-After": {"required": False, "description": "Seconds to wait, when the service is busy.", "schema": {"type": "integer", "minimum": 1}}}),
+   "CannotFollow": text_resp("`follow=true` with a fetch backend that cannot follow files (both shipped backends, exec and local, can)."),
    "InsufficientStorage": text_resp("A merge of more streams than may be open at once needs more spool (SPOOL_LIMIT) than a download may use; choose nodes or a shorter window."),
   },
   "schemas": {
