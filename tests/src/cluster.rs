@@ -113,6 +113,8 @@ pub struct Cluster {
     pub running_execs: AtomicU64,
     /// The most execs that ran at once (since start, or since [`Cluster::reset_peak_execs`]).
     pub peak_execs: AtomicU64,
+    /// Execs started since the cluster started.
+    pub execs_started: AtomicU64,
     /// Bytes of stdout the execs have sent (their clients read them, or their sockets took
     /// them): flat while a client has stopped reading.
     pub exec_stdout_bytes: AtomicU64,
@@ -142,6 +144,7 @@ impl Cluster {
             log: Mutex::new(Vec::new()),
             running_execs: AtomicU64::new(0),
             peak_execs: AtomicU64::new(0),
+            execs_started: AtomicU64::new(0),
             exec_stdout_bytes: AtomicU64::new(0),
             busybox_bin: busybox_applets(out)?,
             live: Mutex::new(Vec::new()),
@@ -353,6 +356,7 @@ impl Cluster {
 
     /// An exec started (its upgrade is done).
     pub fn exec_started(&self) {
+        self.execs_started.fetch_add(1, Ordering::SeqCst);
         let now = self.running_execs.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_execs.fetch_max(now, Ordering::SeqCst);
     }

@@ -1,5 +1,5 @@
 //! `packetcapture-sim [--scenario FILE] --out DIR`: runs a simulated cluster until killed,
-//! writing `DIR/execs` (`running peak` of the local cluster's execs) every 50 ms; creating
+//! writing `DIR/execs` (`running peak started` of the local cluster's execs) every 50 ms; creating
 //! `DIR/reset-peak-execs` starts the peak anew.
 //! `packetcapture-sim pcap-info FILE...`: checks pcap files and prints their packet
 //! counts (and the bytes of a cut last record).
@@ -125,7 +125,10 @@ async fn main() -> ExitCode {
                 .running_execs
                 .load(std::sync::atomic::Ordering::SeqCst);
             let peak = cluster.peak_execs.load(std::sync::atomic::Ordering::SeqCst);
-            let _ = std::fs::write(&execs, format!("{running} {peak}\n"));
+            let started = cluster
+                .execs_started
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let _ = std::fs::write(&execs, format!("{running} {peak} {started}\n"));
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     });
