@@ -14,15 +14,8 @@ RATE="${RATE:-2000}"
 SECONDS_FOLLOWED="${SECONDS_FOLLOWED:-30}"
 LAG="${LAG:-1000}"
 mkdir -p "$OUT"
-say() { printf '\n== %s\n' "$*" >&2; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"/sim-*/nodes; }
-trap cleanup EXIT
-
-if [ -z "${SKIP_BUILD:-}" ]; then
-  say "Building release binaries"
-  cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bins >&2
-fi
+source scripts/bench-lib.sh
+PORT=18801
 
 {
   printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
@@ -35,16 +28,9 @@ fi
       - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
 } >"$OUT/live.yaml"
 
-"$R/packetcapture-sim" --scenario "$OUT/live.yaml" --out "$OUT/sim-live" >"$OUT/sim.log" 2>&1 &
-SIM_PID=$!
-PIDS+=("$SIM_PID")
-for _ in $(seq 1 300); do [ -f "$OUT/sim-live/ready" ] && break; sleep 0.2; done
-[ -f "$OUT/sim-live/ready" ] || { cat "$OUT/sim.log"; echo "simulation did not start" >&2; exit 1; }
-PORT=18801
-( source "$OUT/sim-live/env"; export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_METRICS_PORT=0 PACKETCAPTURE_API_LOG_LEVEL=Warn; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
-API_PID=$!
-PIDS+=("$API_PID")
-for _ in $(seq 1 100); do curl -sf --cacert "$OUT/sim-live/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+start_sim sim-live "$OUT/live.yaml"
+SIM_PID=$(cat "$OUT/sim-live.pid")
+start_api sim-live
 
 # CPU seconds of a process and its children that have been waited for (the sim's tails).
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"; }

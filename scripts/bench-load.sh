@@ -8,15 +8,8 @@ cd "$(dirname "$0")/.."
 R="${CARGO_TARGET_DIR:-target}/release"
 OUT="${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench/load-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
-say() { printf '\n== %s\n' "$*" >&2; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"/sim-*/nodes; }
-trap cleanup EXIT
-
-if [ -z "${SKIP_BUILD:-}" ]; then
-  say "Building release binaries"
-  cargo build --release --locked -p packetcapture-api -p packetcapture-tests --bins >&2
-fi
+source scripts/bench-lib.sh
+PORT=18701
 
 # scenario NODES IFACES FILES SIZE: one capture `load` on n1..nNODES, captured at the same time.
 scenario() {
@@ -30,23 +23,6 @@ scenario() {
 scenario 200 1 2 1000000 >"$OUT/two-hundred.yaml"
 scenario 500 2 1 200000 >"$OUT/five-hundred.yaml"
 
-start_sim() { # name scenario
-  "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 1800); do [ -f "$OUT/$1/ready" ] && return 0; sleep 0.2; done
-  cat "$OUT/$1.log"; echo "simulation $1 did not start" >&2; exit 1
-}
-API_PID=""
-PORT=18701
-start_api() { # sim [VAR=value...]
-  local sim=$1; shift
-  ( source "$OUT/$sim/env"; export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_METRICS_PORT=0 PACKETCAPTURE_API_LOG_LEVEL=Warn "$@"; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
-  API_PID=$!
-  PIDS+=("$API_PID")
-  for _ in $(seq 1 100); do curl -sf --cacert "$OUT/$sim/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "the API did not start" >&2; exit 1
-}
-stop_api() { kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$API_PID/status"; }
 now() { date +%s.%N; }
 
