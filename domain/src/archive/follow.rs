@@ -29,12 +29,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::fetch::NodeSource;
-use super::merge::{Choice, StreamSource};
+use super::merge::{Choice, Interfaces, StreamSource};
 use super::output::{Msg, Summary, send};
 use crate::bpf::Program;
 use crate::budget::{Budget, RETRY_AFTER, STREAM_COST};
 use crate::error::{Error, Result};
-use crate::pcap::{self, FileName, Interface, Packet, PcapHeader, PcapReader};
+use crate::pcap::{self, FileName, Packet, PcapHeader, PcapReader};
 use crate::ports::{CaptureLocator, FileFetcher};
 use crate::types::{
     BaseName, CaptureDir, CaptureRef, CaptureState, EntryPoint, FileSlice, FileState, NodeName,
@@ -92,16 +92,11 @@ enum Event {
 /// Starts following; resolves once the section header is ready to send.
 pub(crate) async fn run(follow: Follow, tx: mpsc::Sender<Msg>) -> Result<Summary> {
     let (events_tx, mut events) = mpsc::channel::<Event>(256);
+    let (lag, until) = (follow.lag, follow.choice.window.until);
     let mut tasks = JoinSet::new();
     tasks.spawn(watch_capture(
         Arc::new(FollowShared {
-            fetcher: follow.fetcher.clone(),
-            locator: follow.locator.clone(),
-            capture: follow.capture.clone(),
-            nodes: follow.nodes.clone(),
-            choice: follow.choice.clone(),
-            poll: follow.poll,
-            budget: follow.budget.clone(),
+            follow,
             relist: Arc::new(tokio::sync::Notify::new()),
         }),
         events_tx,
@@ -109,27 +104,14 @@ pub(crate) async fn run(follow: Follow, tx: mpsc::Sender<Msg>) -> Result<Summary
     let mut out = BytesMut::new();
     pcap::section_header(&mut out, APPLICATION);
     send(&tx, Msg::Data(vec![out.split().freeze()])).await?;
-    let result = merge(
-        &mut events,
-        follow.lag,
-        follow.choice.window.until,
-        HOLD_PER_STREAM,
-        &tx,
-        &mut out,
-    )
-    .await;
+    let result = merge(&mut events, lag, until, HOLD_PER_STREAM, &tx, &mut out).await;
     tasks.abort_all();
     result
 }
 
+/// What the watcher and its workers share.
 struct FollowShared {
-    fetcher: Arc<dyn FileFetcher>,
-    locator: Arc<dyn CaptureLocator>,
-    capture: CaptureRef,
-    nodes: Vec<NodeName>,
-    choice: Choice,
-    poll: Duration,
-    budget: Arc<Budget>,
+    follow: Follow,
     /// Wakes the watcher before its next poll: a follow that got its first bytes waits for a
     /// listing to trust them, and its stream holds the merge back meanwhile.
     relist: Arc<tokio::sync::Notify>,
@@ -141,8 +123,6 @@ struct Merging {
     /// The last packet (or the stream's start).
     last: Instant,
     ended: bool,
-    /// Interfaces written: `(link type, snap length, id)`.
-    interfaces: Vec<(u32, u32, u32)>,
     source: StreamSource,
 }
 
@@ -169,7 +149,7 @@ async fn merge(
     let mut held = 0usize;
     let mut streams: Vec<Merging> = Vec::new();
     let mut settled = false;
-    let mut next_interface = 0u32;
+    let mut interfaces = Interfaces::new(0);
     let mut summary = Summary::default();
     let tick = (lag / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     loop {
@@ -192,31 +172,7 @@ async fn merge(
                 break;
             };
             held = held.saturating_sub(packet.data.len());
-            let stream = &mut streams[i];
-            let id = match stream
-                .interfaces
-                .iter()
-                .find(|(l, s, _)| (*l, *s) == (header.link_type, header.snaplen))
-            {
-                Some((_, _, id)) => *id,
-                None => {
-                    pcap::interface(
-                        out,
-                        &Interface {
-                            name: stream.source.name.clone(),
-                            description: stream.source.description.clone(),
-                            link_type: header.link_type,
-                            snaplen: header.snaplen,
-                        },
-                    );
-                    let id = next_interface;
-                    next_interface += 1;
-                    stream
-                        .interfaces
-                        .push((header.link_type, header.snaplen, id));
-                    id
-                }
-            };
+            let id = interfaces.id(out, i, &streams[i].source, header);
             pcap::packet(out, id, &packet);
             summary.packets += 1;
             summary.read += 1;
@@ -255,13 +211,15 @@ async fn merge(
                     s.ended = true;
                 }
             }
-            Some(Event::Stream(source)) => streams.push(Merging {
-                heads: VecDeque::new(),
-                last: Instant::now(),
-                ended: false,
-                interfaces: Vec::new(),
-                source,
-            }),
+            Some(Event::Stream(source)) => {
+                interfaces.add_stream();
+                streams.push(Merging {
+                    heads: VecDeque::new(),
+                    last: Instant::now(),
+                    ended: false,
+                    source,
+                });
+            }
             Some(Event::Settled) => settled = true,
             Some(Event::Failed(e)) => return Err(e),
             None => return Err(Error::Internal("the follow's watcher stopped".into())),
@@ -309,17 +267,17 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
     let mut workers = JoinSet::new();
     let mut next_id = 0usize;
     let mut settled = false;
-    let fallback = shared.poll * POLLS_BETWEEN_LISTINGS;
+    let fallback = shared.follow.poll * POLLS_BETWEEN_LISTINGS;
     loop {
         let listed_at = Instant::now();
-        let capture =
-            shared
-                .locator
-                .get(&shared.capture)
-                .await?
-                .ok_or_else(|| Error::CaptureNotFound {
-                    capture: shared.capture.to_string(),
-                })?;
+        let capture = shared
+            .follow
+            .locator
+            .get(&shared.follow.capture)
+            .await?
+            .ok_or_else(|| Error::CaptureNotFound {
+                capture: shared.follow.capture.to_string(),
+            })?;
         let mut any_capturing = false;
         // The nodes to list now: (key, entry, dir, capturing, what the status says).
         let mut due = Vec::new();
@@ -327,18 +285,18 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
             let Ok(node) = NodeName::new(&status.node) else {
                 continue;
             };
-            if !shared.nodes.is_empty() && !shared.nodes.contains(&node) {
+            if !shared.follow.nodes.is_empty() && !shared.follow.nodes.contains(&node) {
                 continue;
             }
             let capturing = status.state == Some(CaptureState::Capturing);
             any_capturing |= capturing;
             if !nodes.contains_key(node.as_str()) {
-                let dir = CaptureDir::new(node.as_str(), &status.directory, &shared.capture)
+                let dir = CaptureDir::new(node.as_str(), &status.directory, &shared.follow.capture)
                     .map_err(|_| Error::InvalidStatus {
-                        capture: shared.capture.to_string(),
+                        capture: shared.follow.capture.to_string(),
                         reason: format!("node {node} has an invalid directory"),
                     })?;
-                let entry = shared.fetcher.entry_point(&node).await?;
+                let entry = shared.follow.fetcher.entry_point(&node).await?;
                 let (view, _) = watch::channel(NodeView {
                     listed_at,
                     capturing,
@@ -375,7 +333,7 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                 ));
             }
         }
-        let fetcher = &shared.fetcher;
+        let fetcher = &shared.follow.fetcher;
         let mut listings = futures_util::stream::iter(due.into_iter().map(
             |(key, entry, dir, capturing, said)| async move {
                 let files = fetcher.inodes(&entry, &dir).await;
@@ -406,22 +364,23 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                 if !watched.streams.insert(stem.clone()) {
                     continue;
                 }
-                let source = stream_source(&shared.capture, &watched.entry, &watched.dir, &stem);
+                let source =
+                    stream_source(&shared.follow.capture, &watched.entry, &watched.dir, &stem);
                 events
                     .send(Event::Stream(source))
                     .await
                     .map_err(|_| Error::ClientGone)?;
                 workers.spawn(worker(Worker {
                     id: next_id,
-                    budget: shared.budget.clone(),
-                    fetcher: shared.fetcher.clone(),
+                    budget: shared.follow.budget.clone(),
+                    fetcher: shared.follow.fetcher.clone(),
                     entry: watched.entry.clone(),
                     dir: watched.dir.clone(),
                     stem,
                     view: watched.view.subscribe(),
                     relist: shared.relist.clone(),
                     wanted: watched.wanted.clone(),
-                    choice: shared.choice.clone(),
+                    choice: shared.follow.choice.clone(),
                     events: events.clone(),
                 }));
                 next_id += 1;
@@ -433,6 +392,7 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
             let _ = events.send(Event::Settled).await;
         }
         let pause = shared
+            .follow
             .poll
             .saturating_sub(listed_at.elapsed())
             .max(Duration::from_millis(20));

@@ -196,14 +196,27 @@ impl Reader {
 }
 
 /// The interfaces written so far: per stream, `(link type, snap length, interface id)`.
-struct Interfaces {
+pub(super) struct Interfaces {
     by_stream: Vec<Vec<(u32, u32, u32)>>,
     next: u32,
 }
 
 impl Interfaces {
+    /// None written yet, for `streams` streams.
+    pub(super) fn new(streams: usize) -> Self {
+        Self {
+            by_stream: vec![Vec::new(); streams],
+            next: 0,
+        }
+    }
+
+    /// One more stream (a followed capture's streams come as they appear).
+    pub(super) fn add_stream(&mut self) {
+        self.by_stream.push(Vec::new());
+    }
+
     /// The id of `stream`'s interface for `header`, writing its description first if new.
-    fn id(
+    pub(super) fn id(
         &mut self,
         out: &mut BytesMut,
         stream: usize,
@@ -264,10 +277,7 @@ pub(crate) async fn assemble(
     }
     let mut out = BytesMut::with_capacity(CHUNK_SIZE * 2);
     pcap::section_header(&mut out, APPLICATION);
-    let mut interfaces = Interfaces {
-        by_stream: vec![Vec::new(); readers.len()],
-        next: 0,
-    };
+    let mut interfaces = Interfaces::new(readers.len());
     // One description per stream up front, in stream order.
     for (i, reader) in readers.iter().enumerate() {
         if let Some(header) = reader.first {
