@@ -97,7 +97,7 @@ pub(crate) async fn run(follow: Follow, tx: mpsc::Sender<Msg>) -> Result<Summary
     tasks.spawn(watch_capture(
         Arc::new(FollowShared {
             follow,
-            relist: Arc::new(tokio::sync::Notify::new()),
+            relist: tokio::sync::Notify::new(),
         }),
         events_tx,
     ));
@@ -114,7 +114,7 @@ struct FollowShared {
     follow: Follow,
     /// Wakes the watcher before its next poll: a follow that got its first bytes waits for a
     /// listing to trust them, and its stream holds the merge back meanwhile.
-    relist: Arc<tokio::sync::Notify>,
+    relist: tokio::sync::Notify,
 }
 
 /// One stream in the merge.
@@ -372,15 +372,12 @@ async fn watch_loop(shared: &Arc<FollowShared>, events: &mpsc::Sender<Event>) ->
                     .map_err(|_| Error::ClientGone)?;
                 workers.spawn(worker(Worker {
                     id: next_id,
-                    budget: shared.follow.budget.clone(),
-                    fetcher: shared.follow.fetcher.clone(),
+                    shared: shared.clone(),
                     entry: watched.entry.clone(),
                     dir: watched.dir.clone(),
                     stem,
                     view: watched.view.subscribe(),
-                    relist: shared.relist.clone(),
                     wanted: watched.wanted.clone(),
-                    choice: shared.follow.choice.clone(),
                     events: events.clone(),
                 }));
                 next_id += 1;
@@ -433,22 +430,20 @@ fn stream_source(
 
 struct Worker {
     id: usize,
-    budget: Arc<Budget>,
-    fetcher: Arc<dyn FileFetcher>,
+    /// The follow (fetcher, budget, choice) and the watcher's relist notice.
+    shared: Arc<FollowShared>,
     entry: EntryPoint,
     dir: CaptureDir,
     stem: String,
     view: watch::Receiver<NodeView>,
-    relist: Arc<tokio::sync::Notify>,
     /// Set to have this node listed at the next poll.
     wanted: Arc<std::sync::atomic::AtomicBool>,
-    choice: Choice,
     events: mpsc::Sender<Event>,
 }
 
 async fn worker(mut w: Worker) {
     // One node stream of the budget while the stream is read.
-    let result = match w.budget.try_reserve(1, STREAM_COST) {
+    let result = match w.shared.follow.budget.try_reserve(1, STREAM_COST) {
         Some(_reserved) => read_stream(&mut w).await,
         None => Err(Error::Busy {
             reason: format!(
@@ -512,10 +507,10 @@ impl FileReader {
             let (Some(packet), Some(header)) = (packet, self.reader.header()) else {
                 break;
             };
-            if !w.choice.window.contains(packet.ts) {
+            if !w.shared.follow.choice.window.contains(packet.ts) {
                 continue;
             }
-            if let Some(filter) = &w.choice.filter {
+            if let Some(filter) = &w.shared.follow.choice.filter {
                 let program = match &self.program {
                     Some((h, p))
                         if (h.link_type, h.snaplen) == (header.link_type, header.snaplen) =>
@@ -567,7 +562,9 @@ async fn read_stream(w: &mut Worker) -> Result<()> {
         // On the first pass, rotated files before the window are skipped by their names.
         if first
             && parsed.rotated.is_some_and(|micros| {
-                w.choice
+                w.shared
+                    .follow
+                    .choice
                     .window
                     .since
                     .is_some_and(|since| micros.saturating_mul(1_000) < since)
@@ -600,7 +597,7 @@ async fn read_whole(w: &Worker, node: &str, name: &BaseName, size: u64) -> Resul
         start: 0,
         len: size,
     };
-    let mut stream = w.fetcher.read_file(&w.entry, &slice).await?;
+    let mut stream = w.shared.follow.fetcher.read_file(&w.entry, &slice).await?;
     let mut file = FileReader::new();
     while let Some(chunk) = stream.next().await {
         file.push(w, node, name.as_str(), chunk?, None).await?;
@@ -620,7 +617,12 @@ async fn read_whole(w: &Worker, node: &str, name: &BaseName, size: u64) -> Resul
 /// read whole instead (the packets of whichever file the follow opened come again either way:
 /// `inode` read whole, or the newer file followed next).
 async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) -> Result<bool> {
-    let mut stream = w.fetcher.follow(&w.entry, &w.dir, name).await?;
+    let mut stream = w
+        .shared
+        .follow
+        .fetcher
+        .follow(&w.entry, &w.dir, name)
+        .await?;
     let mut file = FileReader::new();
     let mut consumed = 0u64;
     // Packets held until a listing after the first bytes says which file was opened.
@@ -637,7 +639,7 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
         {
             // Not confirmed by the listings so far: ask until a listing after the first bytes.
             w.wanted.store(true, std::sync::atomic::Ordering::SeqCst);
-            w.relist.notify_one();
+            w.shared.relist.notify_one();
         }
         if held.is_some()
             && let Some(at) = first_bytes
