@@ -630,9 +630,11 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
     let mut first_bytes: Option<Instant> = None;
     // Bytes of the packets held.
     let mut unconfirmed = 0usize;
+    // What the latest listing says of this file; read again only when a listing comes (not
+    // for every chunk: a directory may hold hundreds of rotated files).
+    let mut view = Seen::of(&mut w.view, inode);
     loop {
-        let view = w.view.borrow_and_update().clone();
-        let ours = view.files.iter().find(|f| f.inode == inode).cloned();
+        let ours = &view.ours;
         if held.is_some()
             && let Some(at) = first_bytes
             && view.listed_at <= at
@@ -645,7 +647,7 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
             && let Some(at) = first_bytes
             && view.listed_at > at
         {
-            match &ours {
+            match ours {
                 Some(f) if f.name == name.as_str() => {
                     for (packet, header) in held.take().unwrap_or_default() {
                         w.events
@@ -661,7 +663,7 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
             }
         }
         if held.is_none() {
-            match &ours {
+            match ours {
                 None => return Ok(true),
                 Some(f) if (f.name != name.as_str() || !view.capturing) && consumed >= f.size => {
                     return Ok(true);
@@ -690,8 +692,7 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
                     while w.view.borrow().listed_at <= failed {
                         w.view.changed().await.map_err(|_| Error::ClientGone)?;
                     }
-                    let view = w.view.borrow_and_update().clone();
-                    return match view.files.iter().find(|f| f.inode == inode) {
+                    return match Seen::of(&mut w.view, inode).ours {
                         Some(f) if f.name == name.as_str() => Err(e),
                         ours => {
                             tracing::debug!(node, file = %name, inode, error = %e, "the follow found no file across a rotation");
@@ -706,7 +707,32 @@ async fn follow_file(w: &mut Worker, node: &str, name: &BaseName, inode: u64) ->
                     )));
                 }
             },
-            changed = w.view.changed() => changed.map_err(|_| Error::ClientGone)?,
+            changed = w.view.changed() => {
+                changed.map_err(|_| Error::ClientGone)?;
+                view = Seen::of(&mut w.view, inode);
+            }
+        }
+    }
+}
+
+/// One followed file as a node's latest listing saw it.
+struct Seen {
+    /// When that listing started.
+    listed_at: Instant,
+    /// The node was capturing.
+    capturing: bool,
+    /// The file (by inode): its name and size then; `None` when gone.
+    ours: Option<FileState>,
+}
+
+impl Seen {
+    /// From the latest listing (marked seen).
+    fn of(view: &mut watch::Receiver<NodeView>, inode: u64) -> Self {
+        let latest = view.borrow_and_update();
+        Self {
+            listed_at: latest.listed_at,
+            capturing: latest.capturing,
+            ours: latest.files.iter().find(|f| f.inode == inode).cloned(),
         }
     }
 }
