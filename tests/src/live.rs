@@ -44,8 +44,6 @@ pub struct Written {
     pub seq: u64,
     /// Its timestamp, nanoseconds since the epoch (microsecond precision, as Felix writes).
     pub ts: u64,
-    /// When it was whole on disk.
-    pub at: Instant,
 }
 
 /// The payload of a live packet: it names its stream and number, for a reader to recognize.
@@ -352,7 +350,6 @@ impl Cluster {
                             stream: label.clone(),
                             seq: stream.seq,
                             ts: micros * 1_000,
-                            at: Instant::now(),
                         };
                         if live.spec.split_records && stream.seq % 10 == 5 {
                             // What is batched goes first, then this record in two halves.

@@ -117,30 +117,16 @@ async fn save(api: &ApiProcess, path: &str, to: &Path) -> u16 {
 
 /// `tshark`'s view: per packet, epoch time (nanoseconds) and interface name.
 fn tshark_packets(file: &Path) -> Vec<(u64, String)> {
-    let out = run(
-        "tshark",
-        &[
-            "-r",
-            file.to_str().unwrap(),
-            "-T",
-            "fields",
-            "-e",
-            "frame.time_epoch",
-            "-e",
-            "frame.interface_name",
-        ],
-    );
-    out.lines()
-        .map(|l| {
-            let (time, iface) = l.split_once('\t').unwrap();
-            let (secs, frac) = time.split_once('.').unwrap();
-            let frac = format!("{frac:0<9}");
-            (
-                secs.parse::<u64>().unwrap() * 1_000_000_000 + frac[..9].parse::<u64>().unwrap(),
-                iface.to_owned(),
-            )
-        })
-        .collect()
+    tshark_fields(
+        file.to_str().unwrap(),
+        std::process::Stdio::null(),
+        "",
+        &["frame.time_epoch", "frame.interface_name"],
+    )
+    .0
+    .into_iter()
+    .map(|row| (epoch_nanos(&row[0]), row[1].clone()))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

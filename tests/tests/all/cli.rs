@@ -640,26 +640,11 @@ clusters:
 /// What `tshark -r FILE` (or `-r -` from `input`) reads: packet count and interface names, or
 /// its complaint.
 fn tshark_read(input: std::process::Stdio, file: &str) -> (usize, Vec<String>, String) {
-    let out = Command::new("tshark")
-        .args(["-r", file, "-T", "fields", "-e", "frame.interface_name"])
-        .stdin(input)
-        .output()
-        .expect("tshark is installed (make tools installs it)");
-    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let mut interfaces = names.clone();
+    let (rows, complaint) = tshark_fields(file, input, "", &["frame.interface_name"]);
+    let mut interfaces: Vec<String> = rows.iter().map(|row| row[0].clone()).collect();
     interfaces.sort();
     interfaces.dedup();
-    // As root tshark warns that it runs as root: not a complaint about the file.
-    let complaint = stderr(&out)
-        .lines()
-        .filter(|l| !l.contains("Running as user"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(out.status.success(), "tshark -r {file}: {complaint}");
-    (names.len(), interfaces, complaint)
+    (rows.len(), interfaces, complaint)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

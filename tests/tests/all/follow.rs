@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -46,44 +45,26 @@ fn tshark_packets(file: &Path) -> Vec<(u64, String, String)> {
 
 /// The packets of `file` tshark's display filter `display` keeps (all when empty).
 fn tshark_matching(file: &Path, display: &str) -> Vec<(u64, String, String)> {
-    let out = Command::new("tshark")
-        .args(["-Y", display])
-        .args([
-            "-r",
-            file.to_str().unwrap(),
-            "-T",
-            "fields",
-            "-E",
-            "separator=;",
-        ])
-        .args([
-            "-e",
-            "frame.time_epoch",
-            "-e",
-            "frame.interface_name",
-            "-e",
-            "data.data",
-        ])
-        .output()
-        .expect("tshark is installed (make tools installs it)");
-    assert!(
-        out.status.success(),
-        "tshark read the followed stream: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let mut f = line.split(';');
-            let (t, iface, data) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-            let (s, frac) = t.split_once('.').unwrap();
-            let micros = s.parse::<u64>().unwrap() * 1_000_000 + frac[..6].parse::<u64>().unwrap();
-            let bytes: Vec<u8> = (0..data.len() / 2)
-                .map(|i| u8::from_str_radix(&data[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            (micros, iface.to_owned(), String::from_utf8(bytes).unwrap())
-        })
-        .collect()
+    tshark_fields(
+        file.to_str().unwrap(),
+        std::process::Stdio::null(),
+        display,
+        &["frame.time_epoch", "frame.interface_name", "data.data"],
+    )
+    .0
+    .into_iter()
+    .map(|row| {
+        let data = &row[2];
+        let bytes: Vec<u8> = (0..data.len() / 2)
+            .map(|i| u8::from_str_radix(&data[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        (
+            epoch_nanos(&row[0]) / 1_000,
+            row[1].clone(),
+            String::from_utf8(bytes).unwrap(),
+        )
+    })
+    .collect()
 }
 
 /// Follows until the response ends: the bytes and whether it ended cleanly.

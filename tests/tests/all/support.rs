@@ -381,3 +381,43 @@ pub fn capture_dir(sim: &TestSim, cluster: &str, ns: &str, name: &str) -> Vec<(S
 pub fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
+
+/// `tshark -r FILE -T fields -e FIELD...` (FILE `-`: from `input`), with the display filter
+/// `display` when not empty: per packet, its fields; and what tshark said on standard error
+/// other than its warning about running as root. Fails the test when tshark fails.
+pub fn tshark_fields(
+    file: &str,
+    input: std::process::Stdio,
+    display: &str,
+    fields: &[&str],
+) -> (Vec<Vec<String>>, String) {
+    let mut command = std::process::Command::new("tshark");
+    command.args(["-r", file, "-T", "fields"]).stdin(input);
+    if !display.is_empty() {
+        command.args(["-Y", display]);
+    }
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let out = command
+        .output()
+        .expect("tshark is installed (make tools installs it)");
+    let complaint = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("Running as user"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(out.status.success(), "tshark -r {file}: {complaint}");
+    let rows = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect();
+    (rows, complaint)
+}
+
+/// tshark's `frame.time_epoch` (`seconds.fraction`) in nanoseconds.
+pub fn epoch_nanos(text: &str) -> u64 {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let frac = format!("{frac:0<9}");
+    secs.parse::<u64>().unwrap() * 1_000_000_000 + frac[..9].parse::<u64>().unwrap()
+}
