@@ -468,11 +468,13 @@ impl CaptureService {
         let authorized = self.authorize(request, Verb::Get).await?;
         let filter = self.filter(selection).await?;
         authorized.selected_nodes(selection)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let window = crate::pcap::Window {
-            since: Some(selection.window.since.unwrap_or(now)),
+            since: Some(
+                selection
+                    .window
+                    .since
+                    .unwrap_or_else(archive::follow::wall_nanos),
+            ),
             until: selection.window.until,
         };
         let follow = archive::follow::Follow {

@@ -227,7 +227,8 @@ async fn merge(
     }
 }
 
-fn wall_nanos() -> u64 {
+/// The wall clock in nanoseconds since the Unix epoch (packets' time scale).
+pub(crate) fn wall_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
