@@ -49,9 +49,18 @@ doc = {
         "405": ref("MethodNotAllowed")}}},
   "/download/{namespace}/{name}/files.zip": {"get": {"operationId": "downloadZip",
      "summary": "Every file of every node, as one zip",
-     "description": "A streamed zip: one entry per file (named by the file; `{node}/{file}` when two nodes hold the same name), then `SHA256SUMS` (sha256sum format). A failure after the first byte aborts the transfer (never a zip that opens with files missing). With a window, the files kept are those whose rotation times say they may hold packets in it.",
-     "parameters": capture_params + [p("Compression")] + selection,
-     "responses": dict({"200": binary("application/zip", "The zip, streamed.", disposition), "204": empty}, **errors_download)}},
+     "description": "One entry per file (named by the file; `{node}/{file}` when two nodes hold the same name), then `SHA256SUMS` (sha256sum format). A failure after the first byte aborts the transfer (never a zip that opens with files missing). With a window, the files kept are those whose rotation times say they may hold packets in it. When every selected node is `Finished` and `compression` is `stored` (the default), the zip is planned from the nodes' listings and served like a static file: `Content-Length`, `Accept-Ranges: bytes`, a strong `ETag` (it changes when a file's name, node, size or time changes, or the selection does) and `Last-Modified`; one range (`bytes=a-b`, `a-`, `-n`) is answered 206, several ranges or a malformed header the whole zip; `If-Range` that no longer matches gives the whole zip (200); a file that changed after the plan aborts the transfer (409 before the first byte). Otherwise (a node still capturing, or `deflate`) the zip streams without a length and `Range` is ignored.",
+     "parameters": capture_params + [p("Compression")] + selection + [p("Range"), p("IfRange")],
+     "responses": dict({"200": binary("application/zip", "The zip: with Content-Length, ETag and Last-Modified when planned (finished and stored), streamed without a length otherwise.", dict(disposition, **{
+            "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+            "ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}}})),
+        "206": binary("application/zip", "The range asked for, of a planned zip: the same bytes a whole download has at those offsets.", dict(disposition, **{
+            "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+            "Content-Range": {"required": True, "schema": {"type": "string", "pattern": "^bytes [0-9]+-[0-9]+/[0-9]+$"}},
+            "ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}}})),
+        "204": empty,
+        "409": text_resp("A file of a finished capture changed between the listing the zip was planned from and its read: download again."),
+        "416": text_resp("The range starts past the end of the planned zip.", {"Content-Range": {"required": True, "schema": {"type": "string", "pattern": "^bytes \\*/[0-9]+$"}}})}, **errors_download)}},
   "/download/{namespace}/{name}/merged.pcapng": {"get": {"operationId": "downloadMerged",
      "summary": "Every packet of every node, as one time-ordered pcapng",
      "description": "One pcapng: an interface per `{pod}_{iface}` file series of each node (`if_name` `{node}/{iface}`), packets in timestamp order with nanosecond resolution. A cut last record ends its stream; a file that is not a pcap fails the download. Streams beyond what the service may hold open at once are read into its spool and merged from there (507 when that spool is too small). With `filter`, only the packets the expression matches (as `tcpdump -r` would keep them); none: 204. With `follow=true` the capture is followed while it runs: the response (always 200, the section header sent at once) goes on until `until`, until no selected node is `Capturing`, or until the client leaves; packets from `since` (default: the request's time) are sent in time order once every other stream has reached their time or has been quiet for `lag`; streams that appear in the status are added; a node whose exec fails cuts the response.",
@@ -175,4 +184,16 @@ for code, r in head["responses"].items():
         head["responses"][code] = r
     r.pop("content", None)
 doc["paths"]["/files/{namespace}/{name}/{node}/{file}"]["head"] = head
+zip_get = doc["paths"]["/download/{namespace}/{name}/files.zip"]["get"]
+zip_head = copy.deepcopy(zip_get)
+zip_head["operationId"] = "headZip"
+zip_head["summary"] = "The headers of the zip (or of a range), without reading any file"
+zip_head["description"] = "What GET would answer, without the body. A planned zip (every selected node `Finished`, stored): Content-Length, ETag, Last-Modified, Accept-Ranges, Content-Range for a range; each node's directory is listed, no file is read. Otherwise: 200 with the content type and no length, nothing read on the nodes."
+for code, r in zip_head["responses"].items():
+    if "$ref" in r:
+        name = r["$ref"].split("/")[-1]
+        r = copy.deepcopy(doc["components"]["responses"][name])
+        zip_head["responses"][code] = r
+    r.pop("content", None)
+doc["paths"]["/download/{namespace}/{name}/files.zip"]["head"] = zip_head
 print(json.dumps(doc, indent=2))

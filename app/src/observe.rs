@@ -278,6 +278,7 @@ pub fn node_failure_reason(error: &Error) -> Option<&'static str> {
         Error::NodeFiles { .. } => "exec_failed",
         Error::TruncatedArchive { .. } => "truncated",
         Error::FileUnreadable { .. } => "file_unreadable",
+        Error::FileChanged { .. } => "file_changed",
         Error::NodeStalled { .. } => "stalled",
         Error::NotACapture { .. } => "not_a_pcap",
         _ => return None,

@@ -262,6 +262,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file of a finished capture is not what the download planned from the listing (its
+    /// size or time changed, or it is gone): the zip's headers, already computed, would
+    /// disagree with its bytes, so the download stops.
+    #[error(
+        "file {file} on node {node} changed since the download was planned ({reason}); download the capture again"
+    )]
+    FileChanged {
+        /// The node.
+        node: String,
+        /// The file's name.
+        file: String,
+        /// What differs.
+        reason: String,
+    },
+
     /// A node sent nothing for longer than the idle timeout.
     #[error("node {node} sent nothing for {seconds} s; its read was abandoned")]
     NodeStalled {

@@ -5,15 +5,11 @@
 
 use std::sync::Arc;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use futures_util::Stream;
-
-use crate::archive::{self, DownloadStream, Engine, EntryNamer, NodeSource, StreamSource};
+use crate::archive::{
+    self, DownloadStream, Engine, EntryNamer, Exact, NodeSource, StreamSource, ZipPlan,
+};
 use crate::bpf::Filter;
-use crate::budget::{Budget, Reservation};
+use crate::budget::Budget;
 use crate::error::{Error, Result};
 use crate::pcap::{FileName, files_in_window};
 use crate::ports::{
@@ -51,6 +47,49 @@ pub enum Download {
     Zip(DownloadStream),
     /// The merged pcapng, streaming; its first chunk is ready.
     Pcapng(DownloadStream),
+    /// The zip of a finished capture, planned (length, entity tag, ranges) and not yet read.
+    Planned(PlannedZip),
+    /// A zip that would stream (its capture is not finished, or it is deflated), not started:
+    /// the answer to HEAD, which reads no node.
+    Unstarted,
+}
+
+/// The zip of a finished capture, stored: planned from the nodes' listings, read only when
+/// asked for, whole or in part.
+pub struct PlannedZip {
+    plan: Arc<ZipPlan>,
+    fetcher: Arc<dyn FileFetcher>,
+    engine: Engine,
+    user: String,
+}
+
+impl std::fmt::Debug for PlannedZip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedZip")
+            .field("len", &self.plan.len())
+            .field("etag", &self.plan.etag())
+            .finish()
+    }
+}
+
+impl PlannedZip {
+    /// The plan: length, entity tag, time.
+    pub fn plan(&self) -> &ZipPlan {
+        &self.plan
+    }
+
+    /// Starts reading the zip, whole (`None`) or the bytes `range` (within its length, not
+    /// empty); resolves once the first bytes are ready.
+    pub async fn stream(&self, range: Option<std::ops::Range<u64>>) -> Result<DownloadStream> {
+        archive::stream_planned(
+            self.fetcher.clone(),
+            self.plan.clone(),
+            range,
+            &self.engine,
+            &self.user,
+        )
+        .await
+    }
 }
 
 /// One file of one node, found and sized, ready to be read whole or in part.
@@ -95,68 +134,13 @@ impl NodeFile {
         };
         let stream = self.budget.stream(&self.user, "reading one file").await?;
         let inner = self.fetcher.read_file(&self.entry, &slice).await?;
-        Ok(Box::pin(Counted {
+        Ok(Box::pin(Exact::new(
             inner,
-            left: len,
-            expected: len,
-            node: self.node.to_string(),
-            file: self.name.to_string(),
-            done: false,
-            _stream: stream,
-        }))
-    }
-}
-
-/// Passes exactly `expected` bytes through; fewer is an error item, more is cut off. Holds
-/// the read's node stream until it is dropped.
-struct Counted {
-    inner: ByteStream,
-    left: u64,
-    expected: u64,
-    node: String,
-    file: String,
-    done: bool,
-    _stream: Reservation,
-}
-
-impl Stream for Counted {
-    type Item = Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(mut chunk))) => {
-                let take = usize::try_from(self.left)
-                    .unwrap_or(usize::MAX)
-                    .min(chunk.len());
-                chunk.truncate(take);
-                self.left -= take as u64;
-                if self.left == 0 {
-                    self.done = true;
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                let error = Error::FileUnreadable {
-                    node: self.node.clone(),
-                    file: self.file.clone(),
-                    reason: format!(
-                        "it ended after {} of {} bytes",
-                        self.expected - self.left,
-                        self.expected
-                    ),
-                };
-                Poll::Ready(Some(Err(error)))
-            }
-        }
+            len,
+            &self.node,
+            &self.name,
+            Some(stream),
+        )))
     }
 }
 
@@ -336,12 +320,16 @@ impl CaptureService {
     }
 
     /// Downloads the capture's files as one zip: every file of the selected nodes, or, with a
-    /// time window, the files whose packets may fall in it (decided from their names).
+    /// time window, the files whose packets may fall in it (decided from their names). When
+    /// every selected node finished and the zip is stored, it is planned from the nodes'
+    /// listings ([`Download::Planned`]); otherwise it streams as the nodes are read, unless
+    /// `head` (then nothing is read: [`Download::Unstarted`]).
     pub async fn download(
         &self,
         request: &Request,
         compression: Compression,
         selection: &Selection,
+        head: bool,
     ) -> Result<Download> {
         if selection.filter.is_some() {
             return Err(Error::BadFilter {
@@ -350,8 +338,12 @@ impl CaptureService {
             });
         }
         let authorized = self.authorize(request, Verb::Get).await?;
+        let selected = authorized.selected_nodes(selection)?;
+        let finished = selected
+            .iter()
+            .all(|n| n.state == Some(CaptureState::Finished));
         let mut chosen = Vec::new();
-        for node in authorized.selected_nodes(selection)? {
+        for node in selected {
             if node.file_names.is_empty() {
                 continue;
             }
@@ -372,21 +364,72 @@ impl CaptureService {
         // Every entry point is resolved (in one go) before anything is sent, so a missing one
         // is an error status rather than a cut download.
         let nodes: Vec<&NodeFiles> = chosen.iter().map(|(n, _)| *n).collect();
-        let sources = authorized
-            .reach_all(&nodes)
-            .await?
-            .into_iter()
-            .zip(chosen.iter().map(|(_, files)| files.clone()))
-            .map(|((entry, dir), files)| NodeSource { entry, dir, files })
-            .collect();
+        let reached = authorized.reach_all(&nodes).await?;
         let status: Vec<NodeFiles> = nodes.iter().map(|n| (*n).clone()).collect();
         let namer = EntryNamer::from_status(&status);
         let fetcher = authorized.ports.fetcher.clone();
         let user = &authorized.user;
+        if finished && compression == Compression::Stored {
+            let listed = self.listings(user, &fetcher, &reached).await?;
+            let mut planned = Vec::with_capacity(listed.len());
+            for (((entry, dir), mut files), (_, wanted)) in
+                reached.into_iter().zip(listed).zip(&chosen)
+            {
+                if let Some(wanted) = wanted {
+                    files.retain(|f| wanted.iter().any(|w| w.as_str() == f.name));
+                }
+                planned.push((entry, dir, files));
+            }
+            return Ok(
+                match ZipPlan::new(request.cluster.name(), planned, namer)? {
+                    Some(plan) => Download::Planned(PlannedZip {
+                        plan: Arc::new(plan),
+                        fetcher,
+                        engine: self.engine.clone(),
+                        user: user.clone(),
+                    }),
+                    None => Download::Empty,
+                },
+            );
+        }
+        if head {
+            return Ok(Download::Unstarted);
+        }
+        let sources = reached
+            .into_iter()
+            .zip(chosen.iter().map(|(_, files)| files.clone()))
+            .map(|((entry, dir), files)| NodeSource { entry, dir, files })
+            .collect();
         match archive::stream_zip(fetcher, sources, namer, compression, &self.engine, user).await? {
             Some(zip) => Ok(Download::Zip(zip)),
             None => Ok(Download::Empty),
         }
+    }
+
+    /// Lists the directories of `reached` nodes, as many at once as a download reads, in
+    /// order.
+    async fn listings(
+        &self,
+        user: &str,
+        fetcher: &Arc<dyn FileFetcher>,
+        reached: &[(EntryPoint, CaptureDir)],
+    ) -> Result<Vec<Vec<FileInfo>>> {
+        let idle = self.engine.fetch.idle_timeout;
+        let listings = reached.iter().map(|(entry, dir)| {
+            let fetcher = fetcher.clone();
+            async move { within(idle, dir.node(), fetcher.list(entry, dir)).await }
+        });
+        let budget = &self.engine.budget;
+        let first = budget.stream(user, "a listing").await?;
+        budget
+            .run_each(
+                first,
+                self.engine.fetch.concurrency.get(),
+                listings.collect(),
+            )
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Merges the packets of the selection into one pcapng in timestamp order: one stream
@@ -564,25 +607,22 @@ impl CaptureService {
         let authorized = self.authorize(request, Verb::Get).await?;
         let all: Vec<&NodeFiles> = authorized.capture.files.iter().collect();
         let reached = authorized.reach_all(&all).await?;
-        // Listed concurrently (as many at once as a download reads), kept in status order.
-        let mut listings = Vec::with_capacity(reached.len());
-        let idle = self.engine.fetch.idle_timeout;
-        for ((entry, dir), node) in reached.into_iter().zip(&authorized.capture.files) {
-            let fetcher = authorized.ports.fetcher.clone();
-            let state = node.state.clone();
-            listings.push(async move {
-                let mut files = within(idle, dir.node(), fetcher.list(&entry, &dir)).await?;
-                files.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok::<_, Error>(NodeListing { dir, state, files })
-            });
-        }
-        let budget = &self.engine.budget;
-        let first = budget.stream(&authorized.user, "a listing").await?;
-        let nodes = budget
-            .run_each(first, self.engine.fetch.concurrency.get(), listings)
-            .await
+        let listed = self
+            .listings(&authorized.user, &authorized.ports.fetcher, &reached)
+            .await?;
+        let nodes = reached
             .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+            .zip(listed)
+            .zip(&authorized.capture.files)
+            .map(|(((_, dir), mut files), node)| {
+                files.sort_by(|a, b| a.name.cmp(&b.name));
+                NodeListing {
+                    dir,
+                    state: node.state.clone(),
+                    files,
+                }
+            })
+            .collect();
         Ok(Listing {
             cluster: request.cluster.name().to_owned(),
             capture: authorized.capture.reference,

@@ -222,6 +222,12 @@ pub struct NodeFileTable {
 impl NodeFileTable {
     /// Puts a file at `dir/name` on `node`.
     pub fn with_file(self, node: &str, dir: &str, name: &str, data: &[u8], modified: i64) -> Self {
+        self.put_file(node, dir, name, data, modified);
+        self
+    }
+
+    /// Puts (or replaces) a file at `dir/name` on `node`, as a node writing it would.
+    pub fn put_file(&self, node: &str, dir: &str, name: &str, data: &[u8], modified: i64) {
         lock(&self.files)
             .entry(node.into())
             .or_default()
@@ -234,7 +240,6 @@ impl NodeFileTable {
                     modified,
                 },
             );
-        self
     }
 
     /// Makes `node` unreachable (no entry pod).

@@ -74,9 +74,9 @@ pub fn status_of(failure: &Failure) -> StatusCode {
         Error::ClusterNotFound { .. }
         | Error::CaptureNotFound { .. }
         | Error::FileNotFound { .. } => StatusCode::NOT_FOUND,
-        Error::CaptureNotFinished { .. } | Error::CaptureStateUnknown { .. } => {
-            StatusCode::CONFLICT
-        }
+        Error::CaptureNotFinished { .. }
+        | Error::CaptureStateUnknown { .. }
+        | Error::FileChanged { .. } => StatusCode::CONFLICT,
         Error::ClusterNotConnected { .. }
         | Error::Backend {
             transient: true, ..
@@ -115,7 +115,7 @@ pub(crate) fn message_of(failure: &Failure, status: StatusCode) -> String {
             MAX_HEAD / 1024
         ),
         Failure::RangeNotSatisfiable { size } => {
-            format!("the range is outside the file's {size} bytes")
+            format!("the range is outside the download's {size} bytes")
         }
         Failure::UnknownParameter { name, takes } if takes.is_empty() => {
             format!("unknown query parameter \"{name}\": this route takes none")

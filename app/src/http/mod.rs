@@ -28,8 +28,8 @@ use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use self::body::{ListingBody, empty, json};
 pub use self::failure::status_of;
 use self::failure::{Failure, error_response};
-use self::range::serve_file;
 pub use self::range::{RangeAnswer, range_of};
+use self::range::{serve_file, serve_zip};
 use self::request::{compression, follow, head_size, query_pairs, request, selection};
 pub use self::route::OPENAPI;
 use self::route::{Format, Route, check_params, parse_route};
@@ -37,6 +37,9 @@ use self::span::RequestSpan;
 use crate::observe::Metrics;
 use crate::server::MAX_HEAD;
 use crate::version::VersionInfo;
+
+/// How every zip is named to the browser.
+const ZIP_DISPOSITION: &str = "attachment; filename=files.zip";
 
 /// What the routes need.
 #[derive(Clone, Debug)]
@@ -126,7 +129,8 @@ async fn answer(
             response
         }
         Route::Download(capture, format) => {
-            download(edge, capture, format, headers, &pairs).await?
+            let head = method == Method::HEAD;
+            download(edge, capture, format, headers, &pairs, head).await?
         }
         Route::File(capture, node, name) => {
             let request = request(capture, headers)?;
@@ -151,14 +155,15 @@ async fn download(
     format: Format,
     headers: &HeaderMap,
     pairs: &[(String, String)],
-) -> Result<warp::reply::Response, Error> {
+    head: bool,
+) -> Result<warp::reply::Response, Failure> {
     let selection = selection(pairs)?;
     let request = request(capture, headers)?;
     let download = match format {
         Format::Zip => {
             let compression = compression(pairs)?;
             edge.service
-                .download(&request, compression, &selection)
+                .download(&request, compression, &selection, head)
                 .await?
         }
         Format::Pcapng => match follow(pairs)? {
@@ -168,11 +173,22 @@ async fn download(
     };
     let (stream, content_type, disposition) = match download {
         Download::Empty => return Ok(empty(StatusCode::NO_CONTENT)),
-        Download::Zip(zip) => (
-            zip,
-            "application/zip",
-            "attachment; filename=files.zip".to_owned(),
-        ),
+        Download::Planned(zip) => {
+            return serve_zip(&request, &zip, headers, head, edge.metrics.clone()).await;
+        }
+        Download::Unstarted => {
+            // HEAD of a zip that streams: its headers, nothing read, no length to tell.
+            let mut response = empty(StatusCode::OK);
+            let h = response.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+            h.insert(
+                CONTENT_DISPOSITION,
+                HeaderValue::from_static(ZIP_DISPOSITION),
+            );
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(response);
+        }
+        Download::Zip(zip) => (zip, "application/zip", ZIP_DISPOSITION.to_owned()),
         Download::Pcapng(pcapng) => (
             pcapng,
             "application/x-pcapng",
@@ -200,7 +216,7 @@ async fn download(
 /// sent (the `Err` item then makes hyper abort the connection, so the client sees a failed
 /// transfer), or the client leaving (hyper then drops the body without polling it to its end).
 /// A filtered merge that ends whole logs and counts the packets it read and kept.
-fn log_failures(
+pub(crate) fn log_failures(
     zip: impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static,
     capture: String,
     cluster: String,

@@ -1,10 +1,11 @@
-//! One file served whole or in part: `Range` and `If-Range` read as RFC 9110 says, the file's
-//! validators (`ETag`, `Last-Modified`), and its headers; HEAD reads nothing on the node.
+//! One file, or the planned zip of a finished capture, served whole or in part: `Range` and
+//! `If-Range` read as RFC 9110 says, the validators (`ETag`, `Last-Modified`), and the
+//! headers; HEAD reads no file on the node.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use packetcapture_domain::{NodeFile, Request};
+use packetcapture_domain::{NodeFile, PlannedZip, Request};
 use warp::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
@@ -13,6 +14,7 @@ use warp::http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::failure::Failure;
 use super::request::single;
+use super::{ZIP_DISPOSITION, log_failures};
 use crate::observe::Metrics;
 
 /// What a `Range` header asks of a file of `size` bytes.
@@ -92,11 +94,7 @@ pub(crate) fn validators(file: &NodeFile) -> (String, Option<String>) {
     } else {
         format!("W/{tag}")
     };
-    let modified = jiff::Timestamp::from_second(file.info.modified)
-        .ok()
-        .map(|t| jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&t))
-        .and_then(Result::ok);
-    (etag, modified)
+    (etag, http_date(file.info.modified))
 }
 
 /// True when `If-Range` still describes the file: a strong entity tag that matches, or the
@@ -114,6 +112,80 @@ pub(crate) fn if_range_holds(
     finished && modified == Some(value)
 }
 
+/// What a ranged answer is about: its size and validators.
+struct Representation {
+    size: u64,
+    etag: String,
+    modified: Option<String>,
+    /// The representation no longer changes (its validators are strong).
+    finished: bool,
+}
+
+impl Representation {
+    /// The status, first byte and length to answer, from `Range` and `If-Range`.
+    fn choose(&self, headers: &HeaderMap) -> Result<(StatusCode, u64, u64), Failure> {
+        let range = single(headers, RANGE.as_str())?;
+        let if_range = single(headers, IF_RANGE.as_str())?;
+        let mut answer = range_of(range.as_deref(), self.size);
+        if let Some(condition) = &if_range
+            && !if_range_holds(
+                condition,
+                &self.etag,
+                self.modified.as_deref(),
+                self.finished,
+            )
+        {
+            answer = RangeAnswer::Whole;
+        }
+        match answer {
+            RangeAnswer::Whole => Ok((StatusCode::OK, 0, self.size)),
+            RangeAnswer::Part { start, end } => {
+                Ok((StatusCode::PARTIAL_CONTENT, start, end - start + 1))
+            }
+            RangeAnswer::Unsatisfiable => Err(Failure::RangeNotSatisfiable { size: self.size }),
+        }
+    }
+
+    /// The headers every answer carries: status, length, validators, the range sent.
+    fn apply(
+        &self,
+        response: &mut warp::reply::Response,
+        status: StatusCode,
+        start: u64,
+        len: u64,
+    ) {
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        if let Ok(v) = HeaderValue::from_str(&self.etag) {
+            h.insert(ETAG, v);
+        }
+        if let Some(v) = self
+            .modified
+            .as_deref()
+            .and_then(|m| HeaderValue::from_str(m).ok())
+        {
+            h.insert(LAST_MODIFIED, v);
+        }
+        if status == StatusCode::PARTIAL_CONTENT
+            && let Ok(v) =
+                HeaderValue::from_str(&format!("bytes {start}-{}/{}", start + len - 1, self.size))
+        {
+            h.insert(CONTENT_RANGE, v);
+        }
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+}
+
+/// An HTTP date (RFC 9110) of `secs` since the Unix epoch.
+fn http_date(secs: i64) -> Option<String> {
+    jiff::Timestamp::from_second(secs)
+        .ok()
+        .map(|t| jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&t))
+        .and_then(Result::ok)
+}
+
 /// Serves one file: whole, or the range asked for.
 pub(crate) async fn serve_file(
     request: &Request,
@@ -122,21 +194,14 @@ pub(crate) async fn serve_file(
     head: bool,
     metrics: Arc<Metrics>,
 ) -> Result<warp::reply::Response, Failure> {
-    let size = file.info.size;
     let (etag, modified) = validators(&file);
-    let range = single(headers, RANGE.as_str())?;
-    let if_range = single(headers, IF_RANGE.as_str())?;
-    let mut answer = range_of(range.as_deref(), size);
-    if let Some(condition) = &if_range
-        && !if_range_holds(condition, &etag, modified.as_deref(), file.finished)
-    {
-        answer = RangeAnswer::Whole;
-    }
-    let (status, start, len) = match answer {
-        RangeAnswer::Whole => (StatusCode::OK, 0, size),
-        RangeAnswer::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        RangeAnswer::Unsatisfiable => return Err(Failure::RangeNotSatisfiable { size }),
+    let representation = Representation {
+        size: file.info.size,
+        etag,
+        modified,
+        finished: file.finished,
     };
+    let (status, start, len) = representation.choose(headers)?;
     // HEAD: the same headers, and no read on the node.
     let mut response = if head {
         Response::new(warp::hyper::body::Bytes::new().into())
@@ -156,32 +221,59 @@ pub(crate) async fn serve_file(
         let body = sync_wrapper::SyncStream::new(body);
         warp::reply::Reply::into_response(warp::reply::stream(body))
     };
-    *response.status_mut() = status;
+    representation.apply(&mut response, status, start, len);
     let h = response.headers_mut();
-    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/vnd.tcpdump.pcap"),
     );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(ETAG, v);
-    }
-    if let Some(v) = modified.and_then(|m| HeaderValue::from_str(&m).ok()) {
-        h.insert(LAST_MODIFIED, v);
-    }
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{}\"",
         file.info.name.replace(['"', '\\'], "_")
     )) {
         h.insert(CONTENT_DISPOSITION, v);
     }
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
-    {
-        h.insert(CONTENT_RANGE, v);
-    }
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Serves the planned zip of a finished capture like a static file: its exact length, a
+/// strong `ETag`, `Last-Modified`, and the range asked for; HEAD reads no file.
+pub(crate) async fn serve_zip(
+    request: &Request,
+    zip: &PlannedZip,
+    headers: &HeaderMap,
+    head: bool,
+    metrics: Arc<Metrics>,
+) -> Result<warp::reply::Response, Failure> {
+    let plan = zip.plan();
+    let representation = Representation {
+        size: plan.len(),
+        etag: plan.etag().to_owned(),
+        modified: http_date(i64::try_from(plan.last_modified()).unwrap_or(0)),
+        finished: true,
+    };
+    let (status, start, len) = representation.choose(headers)?;
+    let mut response = if head {
+        Response::new(warp::hyper::body::Bytes::new().into())
+    } else {
+        let range = (status == StatusCode::PARTIAL_CONTENT).then_some(start..start + len);
+        let stream = zip.stream(range).await?;
+        let body = log_failures(
+            stream,
+            request.capture.to_string(),
+            request.cluster.to_string(),
+            metrics,
+            None,
+        );
+        warp::reply::Reply::into_response(warp::reply::stream(body))
+    };
+    representation.apply(&mut response, status, start, len);
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(
+        CONTENT_DISPOSITION,
+        HeaderValue::from_static(ZIP_DISPOSITION),
+    );
     Ok(response)
 }
 

@@ -86,7 +86,7 @@ impl Route {
     pub(crate) fn allowed(&self) -> &'static [Method] {
         match self {
             Self::Files(_) => &[Method::GET, Method::DELETE],
-            Self::File(..) => &[Method::GET, Method::HEAD],
+            Self::File(..) | Self::Download(_, Format::Zip) => &[Method::GET, Method::HEAD],
             _ => &[Method::GET],
         }
     }

@@ -176,7 +176,7 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
     )
     .await;
     let body = client(&tls, true)
-        .get(url(&running2, "/download/dev/done/files.zip"))
+        .get(url(&running2, "/download/dev/live/files.zip"))
         .bearer_auth("jane-token")
         .send()
         .await
@@ -310,7 +310,7 @@ async fn stop_lets_a_download_in_flight_finish_whole_and_refuses_new_connections
         .await;
         let addr = running.addr;
         let mut response = client(&tls, http1)
-            .get(url(&running, "/download/dev/done/files.zip"))
+            .get(url(&running, "/download/dev/live/files.zip"))
             .bearer_auth("jane-token")
             .send()
             .await
@@ -360,7 +360,7 @@ async fn what_outlives_the_shutdown_grace_is_cut_never_completed() {
         )
         .await;
         let mut response = client(&tls, http1)
-            .get(url(&running, "/download/dev/done/files.zip"))
+            .get(url(&running, "/download/dev/live/files.zip"))
             .bearer_auth("jane-token")
             .send()
             .await

@@ -48,6 +48,14 @@ async fn unknown_paths_are_404_and_other_methods_are_405_with_allow() {
     );
     let r = send(e.clone(), "POST", "/download/dev/done/files.zip", &[JANE]).await;
     assert_text(&r, 405, "method not allowed");
+    assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
+    let r = send(
+        e.clone(),
+        "HEAD",
+        "/download/dev/done/merged.pcapng",
+        &[JANE],
+    )
+    .await;
     assert_eq!(header(&r, "allow"), Some("GET"));
     let r = send(e.clone(), "PUT", "/files/dev/done", &[JANE]).await;
     assert_eq!(header(&r, "allow"), Some("GET, DELETE"));
@@ -108,30 +116,80 @@ async fn a_malformed_cluster_id_is_400_before_authentication() {
 }
 
 #[tokio::test]
-async fn an_allowed_user_downloads_every_file_as_a_streamed_zip() {
-    let r = send(
-        edge(&local_cluster()),
+async fn an_allowed_user_downloads_every_file_as_a_zip_with_its_length_once_finished() {
+    let e = edge(&local_cluster());
+    let mut bodies = Vec::new();
+    // Finished: planned, with its length and validators. Still capturing: streamed.
+    for (capture, planned) in [("done", true), ("live", false)] {
+        let path = format!("/download/dev/{capture}/files.zip");
+        let r = send(e.clone(), "GET", &path, &[JANE]).await;
+        assert_eq!(r.status(), 200, "{capture}: {}", body(&r));
+        assert_eq!(header(&r, "content-type"), Some("application/zip"));
+        assert_eq!(
+            header(&r, "content-disposition"),
+            Some("attachment; filename=files.zip")
+        );
+        let length = header(&r, "content-length").map(|v| v.parse::<usize>().unwrap());
+        if planned {
+            assert_eq!(length, Some(r.body().len()), "{capture}");
+            assert_eq!(header(&r, "accept-ranges"), Some("bytes"));
+            assert!(header(&r, "etag").unwrap().starts_with("\"z-"));
+            assert_eq!(
+                header(&r, "last-modified"),
+                Some("Tue, 14 Nov 2023 22:15:00 GMT"),
+                "the newest file's time"
+            );
+            assert_eq!(header(&r, "cache-control"), Some("no-cache"));
+        } else {
+            assert_eq!((length, header(&r, "etag")), (None, None), "{capture}");
+            assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        }
+        let files = entries(r.body());
+        assert_eq!(files.len(), 2);
+        assert_eq!(
+            (files[0].0.as_str(), files[0].1.as_slice()),
+            ("a.pcap", &b"pcap-a"[..])
+        );
+        assert_eq!((files[1].0.as_str(), files[1].1.len()), ("b.pcap", 100_000));
+        assert_eq!(files[0].2, zip::CompressionMethod::Stored);
+        bodies.push(r.body().clone());
+    }
+    let ranged = send(
+        e.clone(),
         "GET",
         "/download/dev/done/files.zip",
-        &[JANE],
+        &[JANE, ("range", "bytes=10-99")],
     )
     .await;
-    assert_eq!(r.status(), 200, "{}", body(&r));
-    assert_eq!(header(&r, "content-type"), Some("application/zip"));
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.body().as_ref(), &bodies[0][10..100]);
+    let len = bodies[0].len();
     assert_eq!(
-        header(&r, "content-disposition"),
-        Some("attachment; filename=files.zip")
+        header(&ranged, "content-range"),
+        Some(format!("bytes 10-99/{len}").as_str())
     );
-    assert_eq!(header(&r, "cache-control"), Some("no-store"));
-    assert_eq!(header(&r, "content-length"), None);
-    let files = entries(r.body());
-    assert_eq!(files.len(), 2);
+    let past = send(
+        e.clone(),
+        "GET",
+        "/download/dev/done/files.zip",
+        &[JANE, ("range", &format!("bytes={len}-"))],
+    )
+    .await;
+    assert_eq!(past.status(), 416);
     assert_eq!(
-        (files[0].0.as_str(), files[0].1.as_slice()),
-        ("a.pcap", &b"pcap-a"[..])
+        header(&past, "content-range"),
+        Some(format!("bytes */{len}").as_str())
     );
-    assert_eq!((files[1].0.as_str(), files[1].1.len()), ("b.pcap", 100_000));
-    assert_eq!(files[0].2, zip::CompressionMethod::Stored);
+    // A capture still running ignores the range.
+    let live = send(
+        e,
+        "GET",
+        "/download/dev/live/files.zip",
+        &[JANE, ("range", "bytes=10-99")],
+    )
+    .await;
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.body().len(), bodies[1].len());
 }
 
 #[tokio::test]

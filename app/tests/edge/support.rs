@@ -59,6 +59,14 @@ pub fn local_cluster() -> FakeCluster {
                 &[("node-1", &["c.pcap"], Some(CaptureState::Capturing))],
             ))
             .with(capture("stateless", &[("node-1", &["c.pcap"], None)]))
+            // Still capturing on both nodes: its zip streams as the nodes are read.
+            .with(capture(
+                "live",
+                &[
+                    ("node-1", &["a.pcap"], Some(CaptureState::Capturing)),
+                    ("node-2", &["b.pcap"], Some(CaptureState::Capturing)),
+                ],
+            ))
             .with(capture("empty", &[("node-1", &[], finished.clone())]))
             .with(capture(
                 "gone",
@@ -76,6 +84,20 @@ pub fn local_cluster() -> FakeCluster {
             .with_file(
                 "node-2",
                 &format!("{DIR}/dev/done"),
+                "b.pcap",
+                &[7u8; 100_000],
+                1_700_000_100,
+            )
+            .with_file(
+                "node-1",
+                &format!("{DIR}/dev/live"),
+                "a.pcap",
+                b"pcap-a",
+                1_700_000_000,
+            )
+            .with_file(
+                "node-2",
+                &format!("{DIR}/dev/live"),
                 "b.pcap",
                 &[7u8; 100_000],
                 1_700_000_100,

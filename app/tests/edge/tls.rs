@@ -88,7 +88,7 @@ async fn a_whole_download_arrives_chunked_over_https() {
     let tls = self_signed();
     let running = start(&tls, edge(&local_cluster())).await;
     let url = format!(
-        "https://localhost:{}/download/dev/done/files.zip",
+        "https://localhost:{}/download/dev/live/files.zip",
         running.addr.port()
     );
     let r = client(&tls, true)
@@ -166,7 +166,7 @@ async fn a_failure_after_the_status_line_aborts_the_transfer_and_leaves_no_whole
     };
     let running = start(&tls, edge_with(Arc::new(StaticRouter::local(ports)))).await;
     let url = format!(
-        "https://localhost:{}/download/dev/done/files.zip",
+        "https://localhost:{}/download/dev/live/files.zip",
         running.addr.port()
     );
     for http1 in [true, false] {

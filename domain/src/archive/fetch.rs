@@ -3,19 +3,21 @@
 //! timeout) is kept and announced at once, so the writer stops while the other reads are cut.
 
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
+use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::spool::Pipe;
-use crate::budget::{Budget, STREAM_COST};
+use crate::budget::{Budget, Reservation, STREAM_COST};
 use crate::error::{Error, Result};
-use crate::ports::{FileFetcher, TarStream};
-use crate::types::{BaseName, CaptureDir, EntryPoint, FileSet};
+use crate::ports::{ByteStream, FileFetcher, TarStream};
+use crate::types::{BaseName, CaptureDir, EntryPoint, FileSet, NodeName};
 
 /// The size of the pieces small chunks are gathered into while a pipe spools.
 const GATHER: usize = 64 * 1024;
@@ -237,6 +239,80 @@ async fn copy(
                 }
             }
             Some(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Passes exactly `expected` bytes of a file through; fewer is an error item, more is cut off.
+/// Holds the read's node stream (if it has its own) until it is dropped.
+pub(crate) struct Exact {
+    inner: ByteStream,
+    left: u64,
+    expected: u64,
+    node: String,
+    file: String,
+    done: bool,
+    _stream: Option<Reservation>,
+}
+
+impl Stream for Exact {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                let take = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                chunk.truncate(take);
+                self.left -= take as u64;
+                if self.left == 0 {
+                    self.done = true;
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                let error = Error::FileUnreadable {
+                    node: self.node.clone(),
+                    file: self.file.clone(),
+                    reason: format!(
+                        "it ended after {} of {} bytes",
+                        self.expected - self.left,
+                        self.expected
+                    ),
+                };
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+}
+
+impl Exact {
+    /// `len` bytes of `file` on `node` from `inner`.
+    pub(crate) fn new(
+        inner: ByteStream,
+        len: u64,
+        node: &NodeName,
+        file: &BaseName,
+        stream: Option<Reservation>,
+    ) -> Self {
+        Self {
+            inner,
+            left: len,
+            expected: len,
+            node: node.to_string(),
+            file: file.to_string(),
+            done: len == 0,
+            _stream: stream,
         }
     }
 }

@@ -19,8 +19,10 @@
 
 mod fetch;
 pub mod follow;
+mod layout;
 mod merge;
 mod output;
+mod planned;
 mod spool;
 mod tar;
 mod zip;
@@ -29,10 +31,13 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+pub(crate) use self::fetch::Exact;
 pub use self::fetch::{FetchOptions, NodeSource};
+pub use self::layout::{Layout, PlannedEntry};
 pub use self::merge::{Choice, StreamSource};
 use self::output::Msg;
 pub use self::output::{CHANNEL_CHUNKS, CHUNK_SIZE, DownloadStream, Summary};
+pub use self::planned::{DIGEST_ENTRIES, DIGEST_TTL, DigestCache, FileDigest, FileKey, ZipPlan};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
 pub use self::tar::{TarError, TarEvent, TarParser};
 pub use self::zip::{EntryNamer, MANIFEST};
@@ -54,6 +59,8 @@ pub struct Engine {
     pub stats: Arc<SpoolStats>,
     /// The process's node streams and memory for downloads, shared by every request.
     pub budget: Arc<Budget>,
+    /// The digests of files read whole, for ranges of finished captures' zips.
+    pub digests: Arc<DigestCache>,
 }
 
 impl Default for Engine {
@@ -67,6 +74,7 @@ impl Default for Engine {
             storage: Arc::new(MemorySpool::default()),
             stats: Arc::default(),
             budget: Arc::new(Budget::new(crate::budget::BudgetLimits::default())),
+            digests: Arc::default(),
         }
     }
 }
@@ -145,6 +153,75 @@ pub async fn stream_zip(
         },
     )
     .await
+}
+
+/// Starts the download of a finished capture's planned zip, whole (`range: None`) or the
+/// bytes `range`, for `user`. Whole, it is read like any zip (reserving the same); a range
+/// reads one file at a time on one node stream. Resolves once its first bytes are ready, or
+/// with the error that came before them.
+pub async fn stream_planned(
+    fetcher: Arc<dyn FileFetcher>,
+    plan: Arc<ZipPlan>,
+    range: Option<std::ops::Range<u64>>,
+    engine: &Engine,
+    user: &str,
+) -> Result<DownloadStream> {
+    let Some(range) = range else {
+        let reserved = engine
+            .budget
+            .reserve(user, "a zip download", 1, engine.zip_cost() + STREAM_COST)
+            .await?;
+        let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
+        let with_pipes: Vec<_> = plan
+            .sources()
+            .into_iter()
+            .map(|node| (node, spool::Pipe::new(spool.clone())))
+            .collect();
+        let writer_pipes = with_pipes.clone();
+        let reads = fetch::Reads {
+            options: engine.fetch,
+            reserved: 1,
+            extra: Some(engine.budget.clone()),
+        };
+        let cache = engine.digests.clone();
+        let stream = launch(
+            fetcher,
+            with_pipes,
+            reads,
+            reserved,
+            move |failure, tx| async move {
+                planned::assemble(writer_pipes, plan, cache, &failure, &tx).await
+            },
+        )
+        .await?;
+        return stream.ok_or_else(|| Error::Internal("a planned zip sent nothing".into()));
+    };
+    let reserved = engine
+        .budget
+        .reserve(user, "a zip range", 1, OUTPUT_COST + STREAM_COST)
+        .await?;
+    let reads = planned::RangeReads {
+        fetcher,
+        cache: engine.digests.clone(),
+        idle: engine.fetch.idle_timeout,
+    };
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        let result = planned::assemble_range(plan, range, reads, &tx).await;
+        drop(reserved);
+        let msg = match result {
+            Ok(summary) => Msg::Done(summary),
+            Err(e) => Msg::Failed(e),
+        };
+        let _ = tx.send(msg).await;
+    });
+    match rx.recv().await {
+        Some(Msg::Data(first)) => Ok(DownloadStream::new(first, rx)),
+        Some(Msg::Failed(e)) => Err(e),
+        _ => Err(Error::Internal(
+            "the range of a planned zip sent nothing".into(),
+        )),
+    }
 }
 
 /// Starts a merge of `streams` into one pcapng of the packets `choice` keeps (its window,

@@ -330,7 +330,7 @@ pub(crate) async fn assemble(
 
 /// One `sha256sum` line: `{hex}  {name}`; a name with a backslash or a newline is escaped
 /// and the line starts with a backslash, as GNU `sha256sum` writes and `-c` reads.
-fn manifest_line(out: &mut String, digest: &[u8], name: &str) {
+pub(crate) fn manifest_line(out: &mut String, digest: &[u8], name: &str) {
     use std::fmt::Write as _;
     let escaped = name.contains(['\\', '\n', '\r']);
     if escaped {

@@ -5,6 +5,7 @@ mod archive;
 mod budget;
 mod large_file;
 mod merge;
+mod planned;
 mod properties;
 mod service;
 mod support;

@@ -155,6 +155,8 @@ pub async fn body(download: Download) -> Option<Vec<u8>> {
     let stream = match download {
         Download::Empty => return None,
         Download::Zip(s) | Download::Pcapng(s) => s,
+        Download::Planned(zip) => zip.stream(None).await.unwrap(),
+        Download::Unstarted => panic!("a GET starts its download"),
     };
     Some(
         stream
@@ -325,7 +327,7 @@ async fn selection_keeps_the_nodes_and_exactly_the_packets_of_the_window() {
                 .unwrap_err()
         } else {
             service(&local)
-                .download(&request(), Compression::Stored, &unknown)
+                .download(&request(), Compression::Stored, &unknown, false)
                 .await
                 .unwrap_err()
         };
@@ -357,7 +359,7 @@ async fn the_zip_keeps_the_selected_nodes_and_the_files_that_may_hold_the_window
         filter: None,
     };
     let zip = service(&local)
-        .download(&request(), Compression::Stored, &after_rotation)
+        .download(&request(), Compression::Stored, &after_rotation, false)
         .await
         .unwrap();
     assert_eq!(names(zip).await, ["web-1_cali1.pcap"]);
@@ -370,7 +372,7 @@ async fn the_zip_keeps_the_selected_nodes_and_the_files_that_may_hold_the_window
         filter: None,
     };
     let zip = service(&local)
-        .download(&request(), Compression::Stored, &before_rotation)
+        .download(&request(), Compression::Stored, &before_rotation, false)
         .await
         .unwrap();
     assert_eq!(
@@ -424,7 +426,12 @@ async fn the_manifest_is_last_and_a_node_file_of_its_name_is_kept_apart() {
     );
     let bytes = body(
         service(&local)
-            .download(&request(), Compression::Stored, &Selection::default())
+            .download(
+                &request(),
+                Compression::Stored,
+                &Selection::default(),
+                false,
+            )
             .await
             .unwrap(),
     )
@@ -753,7 +760,7 @@ mod filters {
         assert!(
             refused(
                 service
-                    .download(&request(), Compression::Stored, &filtered("tag b"))
+                    .download(&request(), Compression::Stored, &filtered("tag b"), false)
                     .await
             )
             .contains("merged.pcapng")

@@ -54,8 +54,10 @@ fn request(token: &str) -> Request {
 }
 
 async fn zip_names(download: Download) -> Vec<String> {
-    let Download::Zip(stream) = download else {
-        panic!("expected a zip")
+    let stream = match download {
+        Download::Zip(stream) => stream,
+        Download::Planned(zip) => zip.stream(None).await.unwrap(),
+        other => panic!("expected a zip, got {other:?}"),
     };
     let bytes: Vec<u8> = stream
         .map(|c| c.unwrap())
@@ -73,6 +75,7 @@ async fn an_allowed_user_downloads_every_node_file() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
+            false,
         )
         .await
         .unwrap();
@@ -83,7 +86,12 @@ async fn an_allowed_user_downloads_every_node_file() {
 async fn an_unknown_token_is_unauthenticated_before_anything_else() {
     let local = cluster(CaptureState::Finished);
     let err = service(&local)
-        .download(&request("nope"), Compression::Stored, &Selection::default())
+        .download(
+            &request("nope"),
+            Compression::Stored,
+            &Selection::default(),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
@@ -250,7 +258,8 @@ async fn delete_removes_files_clears_the_status_and_is_idempotent() {
         svc.download(
             &request("jane-token"),
             Compression::Stored,
-            &Selection::default()
+            &Selection::default(),
+            false
         )
         .await
         .unwrap(),
@@ -352,6 +361,7 @@ async fn a_node_without_entry_pod_fails_before_anything_is_sent() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
+            false,
         )
         .await
         .unwrap_err();
@@ -370,6 +380,7 @@ async fn files_gone_from_every_node_download_as_empty() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
+            false,
         )
         .await
         .unwrap();
@@ -401,6 +412,7 @@ async fn a_hostile_status_directory_is_refused() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
+            false,
         )
         .await
         .unwrap_err();
