@@ -674,7 +674,12 @@ async fn run(
         Ok(s) => s.code().unwrap_or(137),
         Err(_) => 137,
     };
-    let code = faults.exec_exit_status.unwrap_or(code);
+    // Listings keep their own status: the knob stands for a tool failing on the files it reads.
+    let code = if LISTINGS.contains(&program.as_str()) {
+        code
+    } else {
+        faults.exec_exit_status.unwrap_or(code)
+    };
     end(&mut sink, exit_frame(code), counted).await;
     // Give the client a moment to answer the close, then drop the connection.
     let _ = tokio::time::timeout(Duration::from_secs(2), gone.changed()).await;

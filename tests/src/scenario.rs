@@ -335,7 +335,8 @@ pub struct Faults {
     /// Cut each exec's connection (no status, no close frame) after this many stdout bytes.
     #[serde(default)]
     pub exec_cut_after: Option<u64>,
-    /// Report this exit status for every exec, whatever the command did.
+    /// Report this exit status for every exec but a listing (`find`, `stat`, ...), whatever
+    /// the command did: a tool that fails on the files it reads.
     #[serde(default)]
     pub exec_exit_status: Option<i32>,
     /// Nodes whose entry pod is missing.

@@ -396,6 +396,9 @@ pub(crate) async fn assemble(
         let mut next = planned.first;
         let mut tar = TarParser::new();
         let mut current: Option<(usize, Hashing)> = None;
+        // A planned file the node did not send: its own verdict (a file it could not open)
+        // comes at the end of its stream, so the rest is read, not sent, to learn it.
+        let mut skipped: Option<Error> = None;
         let changed = |file: &str, reason: String| Error::FileChanged {
             node: node.to_string(),
             file: file.to_owned(),
@@ -414,6 +417,9 @@ pub(crate) async fn assemble(
                 None => break,
             };
             while let Some(event) = tar.next(&mut chunk).map_err(|e| tar_error(node, e))? {
+                if skipped.is_some() {
+                    continue;
+                }
                 match event {
                     TarEvent::File { path, size, mtime } => {
                         let name = base_name(&path).unwrap_or_default();
@@ -421,10 +427,11 @@ pub(crate) async fn assemble(
                             return Err(changed(name, "it was not in the listing".into()));
                         };
                         if key.name.as_str() != name {
-                            return Err(changed(
+                            skipped = Some(changed(
                                 key.name.as_str(),
                                 format!("it is gone (the node sent {name} in its place)"),
                             ));
+                            continue;
                         }
                         if (size, mtime) != (key.size, key.mtime) {
                             return Err(changed(
@@ -460,6 +467,9 @@ pub(crate) async fn assemble(
                     TarEvent::End => {}
                 }
             }
+        }
+        if let Some(error) = skipped {
+            return Err(error);
         }
         tar.finish().map_err(|e| tar_error(node, e))?;
         if let Some(missing) = plan.keys.get(next).filter(|_| next < end) {

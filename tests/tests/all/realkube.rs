@@ -618,9 +618,84 @@ async fn the_simulated_api_server_answers_every_recorded_exchange_as_kube_apiser
     );
 }
 
+/// The recorded requests as the service sends them since the zip of a finished capture is
+/// planned (recorded before): each node's directory is listed first (the `find` exec the
+/// recording has for `GET /files`, same form), and its `tar` names the listed files, in name
+/// order, instead of the directory.
+fn planned_zip(recorded: Vec<Value>, sim: &TestSim) -> Vec<Value> {
+    let exec_of = |r: &Value, program: &str| {
+        r["path"].as_str().unwrap().contains("/exec?")
+            && r["path"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("&command={program}&"))
+    };
+    let pod = |r: &Value| {
+        let path = r["path"].as_str().unwrap();
+        path[..path.find("/exec?").unwrap()].to_owned()
+    };
+    let mut out = Vec::new();
+    for r in &recorded {
+        if !exec_of(r, "tar") {
+            out.push(r.clone());
+            continue;
+        }
+        let listing = recorded
+            .iter()
+            .find(|l| exec_of(l, "find") && pod(l) == pod(r))
+            .expect("the recording lists every node");
+        out.push(listing.clone());
+        let node = sim
+            .local()
+            .pods()
+            .iter()
+            .find(|p| {
+                pod(r).ends_with(&format!(
+                    "/pods/{}",
+                    p["metadata"]["name"].as_str().unwrap()
+                ))
+            })
+            .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+            .expect("the tar's pod is an entry pod");
+        let dir = "var%2Flog%2Fcalico%2Fpcap%2Fdev%2Fcap";
+        let mut names: Vec<String> = std::fs::read_dir(
+            sim.node_dir("cluster", &node)
+                .join("var/log/calico/pcap/dev/cap"),
+        )
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+        names.sort();
+        let path = r["path"].as_str().unwrap();
+        let named: String = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "&command={dir}%2F{}",
+                    n.replace('.', "%2E").replace("%2E", ".")
+                )
+            })
+            .collect();
+        let mut tar = r.clone();
+        tar["path"] = Value::String(format!(
+            "{}{named}",
+            path.strip_suffix(&format!("&command={dir}")).unwrap()
+        ));
+        out.push(tar);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_sends_the_simulation_what_it_sent_the_real_server() {
     let sim = recorded_cluster(None).await;
+    // Read before the calls: the last one removes the files the planned zip names.
+    let recorded: Vec<Value> = std::fs::read_to_string(realkube().join("service-requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let recorded = planned_zip(recorded, &sim);
     let api = start_api(&sim, &[]).await;
     let jane = sim.token(JANE);
     let carol = sim.token("system:serviceaccount:ops:carol");
@@ -703,11 +778,6 @@ async fn the_service_sends_the_simulation_what_it_sent_the_real_server() {
             String::from_utf8_lossy(&body)
         );
     }
-    let recorded: Vec<Value> = std::fs::read_to_string(realkube().join("service-requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     // The two nodes are read at once, so requests of one call may come in either order:
     // compare them sorted, each with its headers.
     let noise = [
