@@ -86,19 +86,6 @@ fn node_packets(sim: &TestSim) -> BTreeMap<String, Vec<u64>> {
     out
 }
 
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is installed (.ci/run installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 async fn save(api: &ApiProcess, path: &str, to: &Path) -> u16 {
     let r = get(api, path, Some("jane-token"), &[]).await;
     let status = r.status().as_u16();

@@ -4,7 +4,6 @@
 //! truncated packets too); a malformed expression is 400 in libpcap's words.
 
 use std::path::Path;
-use std::process::Command;
 
 use packetcapture_tests::Scenario;
 
@@ -163,19 +162,6 @@ fn traffic(seed: u64, n: usize, start: u32) -> Vec<u8> {
         out.extend_from_slice(&f[..captured]);
     }
     out
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is installed (make tools installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every packet of a capture file as tcpdump prints it: time, headers and bytes in hex.

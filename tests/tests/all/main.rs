@@ -16,5 +16,6 @@ mod managed;
 mod observe;
 mod openapi;
 mod realkube;
+mod resume;
 mod simulation;
 mod support;
