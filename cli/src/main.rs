@@ -412,6 +412,19 @@ async fn download(
         None
     };
     let started = Instant::now();
+    // A zip into a file resumes (a finished capture's zip has a strong ETag and ranges).
+    if let (false, None, Destination::File(target)) = (merged, query.follow, &destination) {
+        let label = format!("{ns}/{name}");
+        return resumable(
+            api,
+            &path,
+            target,
+            &label,
+            started,
+            estimate.filter(|t| *t > 0),
+        )
+        .await;
+    }
     let response = api.send(Method::GET, &path, &[]).await?;
     match response.status() {
         StatusCode::OK => {}
@@ -546,10 +559,27 @@ async fn one_file(
         }
         Destination::File(target) => target,
     };
-    let part = part_of(&target);
+    resumable(api, &path, &target, file, started, None).await
+}
+
+/// Downloads `path` into `target` through `TARGET.part`, resuming a partial download that
+/// kept a strong validator (`TARGET.part.etag`): `Range` from its end with `If-Range`, so a
+/// representation that changed since comes whole and starts the file again. A cut transfer
+/// keeps the part file when the answer had a strong validator (run again to resume), and
+/// removes it otherwise. `estimate` sizes the bar when the answer has no length.
+async fn resumable(
+    api: &Api,
+    path: &str,
+    target: &std::path::Path,
+    label: &str,
+    started: Instant,
+    estimate: Option<u64>,
+) -> Result<(), CliError> {
+    let part = part_of(target);
     let validator = validator_of(&part);
     // A partial download with a strong validator resumes from its end; If-Range makes the
     // server send the whole file instead if it changed since.
+    let mut resumes = true;
     let have = match (
         tokio::fs::metadata(&part).await,
         tokio::fs::read_to_string(&validator).await,
@@ -566,7 +596,7 @@ async fn one_file(
         }
         None => Vec::new(),
     };
-    let response = api.send(Method::GET, &path, &headers).await?;
+    let response = api.send(Method::GET, path, &headers).await?;
     let (mut out, offset) = match (response.status(), &have) {
         (StatusCode::PARTIAL_CONTENT, Some((len, _))) => {
             let starts_at = content_range(&response)
@@ -594,15 +624,22 @@ async fn one_file(
             if size != Some(*len) {
                 return Err(refusal(response).await);
             }
-            finish(&part, &validator, &target).await?;
+            finish(&part, &validator, target).await?;
             eprintln!("saved {}: already whole ({len} bytes)", target.display());
+            return Ok(());
+        }
+        (StatusCode::NO_CONTENT, _) => {
+            eprintln!("nothing to download: no file of {label} matches");
             return Ok(());
         }
         (StatusCode::OK, _) => {
             if have.is_some() {
-                eprintln!("the file changed since the partial download; starting again");
+                eprintln!("{label} changed since the partial download; starting again");
             }
-            let etag = header(&response, ETAG).map(str::to_owned);
+            let etag = header(&response, ETAG)
+                .filter(|e| !e.starts_with("W/"))
+                .map(str::to_owned);
+            resumes = etag.is_some();
             match etag {
                 Some(etag) => tokio::fs::write(&validator, etag).await,
                 None => tokio::fs::remove_file(&validator).await.or(Ok(())),
@@ -615,23 +652,27 @@ async fn one_file(
         }
         _ => return Err(refusal(response).await),
     };
-    let total = content_length(&response).map(|l| l + offset);
-    let bar = progress(total, offset, file);
-    let bytes = receive(
-        response,
-        &mut out,
-        &bar,
-        &format!(
+    let total = content_length(&response).map(|l| l + offset).or(estimate);
+    let bar = progress(total, offset, label);
+    let kept = if resumes {
+        format!(
             "{} keeps what arrived; run the same command again to resume",
             part.display()
-        ),
-    )
-    .await?;
+        )
+    } else {
+        "nothing was saved".to_owned()
+    };
+    let received = receive(response, &mut out, &bar, &kept).await;
+    if received.is_err() && !resumes {
+        let _ = tokio::fs::remove_file(&part).await;
+        let _ = tokio::fs::remove_file(&validator).await;
+    }
+    let bytes = received?;
     out.flush()
         .await
         .map_err(|e| CliError::Local(format!("cannot write {}: {e}", part.display())))?;
     drop(out);
-    finish(&part, &validator, &target).await?;
+    finish(&part, &validator, target).await?;
     saved(&bar, &target.display().to_string(), offset + bytes, started);
     Ok(())
 }

@@ -371,6 +371,81 @@ async fn a_single_file_cut_mid_transfer_resumes_to_the_exact_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zip_cut_mid_transfer_resumes_to_the_exact_zip_and_a_changed_capture_starts_again() {
+    let w = world().await;
+    let whole = get(
+        &w.api,
+        "/download/dev/mesh/files.zip",
+        Some("jane-token"),
+        &[],
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    // node-2's stream (the zip's second node) is cut after 250 kB, slowly, so node-1's files
+    // are on their way first.
+    let cut_node_2 = |f: &mut packetcapture_tests::scenario::Faults| {
+        f.nodes.insert(
+            "node-2".into(),
+            packetcapture_tests::scenario::ExecFaults {
+                exec_cut_after: Some(250_000),
+                exec_bandwidth: Some(1_000_000),
+                ..Default::default()
+            },
+        );
+    };
+    w.sim.local().set_faults(cut_node_2);
+    let cut = w.plugin(&["--token", "jane-token", "get", "dev/mesh"]);
+    assert_eq!(cut.status.code(), Some(8), "{}", stderr(&cut));
+    assert!(stderr(&cut).contains("run the same command again to resume"));
+    assert!(!w.file("dev_mesh.zip").exists(), "nothing that looks whole");
+    let part = w.file("dev_mesh.zip.part");
+    let kept = std::fs::read(&part).unwrap();
+    assert!(!kept.is_empty() && kept.len() < whole.len());
+    assert_eq!(
+        kept,
+        whole[..kept.len()],
+        "what was kept is the zip's start"
+    );
+    w.sim.local().set_faults(|f| f.nodes.clear());
+    let resumed = w.plugin(&["--token", "jane-token", "get", "dev/mesh"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains(&format!("at byte {}", kept.len())),
+        "{}",
+        stderr(&resumed)
+    );
+    assert!(
+        std::fs::read(w.file("dev_mesh.zip")).unwrap() == whole,
+        "the uncut zip"
+    );
+    assert!(!part.exists());
+    // Cut again, then a file changes: the next run starts the zip again, with the new file.
+    std::fs::remove_file(w.file("dev_mesh.zip")).unwrap();
+    w.sim.local().set_faults(cut_node_2);
+    let cut = w.plugin(&["--token", "jane-token", "get", "dev/mesh"]);
+    assert_eq!(cut.status.code(), Some(8), "{}", stderr(&cut));
+    w.sim.local().set_faults(|f| f.nodes.clear());
+    let name = names_on(&w.sim, "node-2").pop().unwrap();
+    let file = node_file(&w.sim, "node-2", &name);
+    let mut data = std::fs::read(&file).unwrap();
+    data.truncate(data.len() - 1000);
+    std::fs::write(&file, data).unwrap();
+    let restarted = w.plugin(&["--token", "jane-token", "get", "dev/mesh"]);
+    assert!(restarted.status.success(), "{}", stderr(&restarted));
+    assert!(
+        stderr(&restarted).contains("changed since the partial download; starting again"),
+        "{}",
+        stderr(&restarted)
+    );
+    assert_eq!(
+        zip_digests(&std::fs::read(w.file("dev_mesh.zip")).unwrap()),
+        capture_dir(&w.sim, "cluster", "dev", "mesh")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_gets_a_progress_bar() {
     let w = world().await;
     // Slow enough that the bar draws a few times.
@@ -404,7 +479,7 @@ async fn a_terminal_gets_a_progress_bar() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_leaves_no_download_that_looks_whole_and_a_resumable_single_file() {
+async fn ctrl_c_leaves_no_download_that_looks_whole_and_resumable_parts() {
     let w = world().await;
     w.sim
         .local()
@@ -435,7 +510,26 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_a_resumable_single_file(
     assert_eq!(zip.status.code(), Some(130), "{}", stderr(&zip));
     assert!(stderr(&zip).contains("interrupted"), "{}", stderr(&zip));
     assert!(!w.file("dev_mesh.zip").exists());
-    assert!(!w.file("dev_mesh.zip.part").exists());
+    // The capture is finished: its zip has a strong ETag, so what arrived is kept to resume.
+    let whole = get(
+        &w.api,
+        "/download/dev/mesh/files.zip",
+        Some("jane-token"),
+        &[],
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let kept = std::fs::read(w.file("dev_mesh.zip.part")).unwrap();
+    assert!(
+        !kept.is_empty() && kept.len() < whole.len(),
+        "{} of {} bytes kept",
+        kept.len(),
+        whole.len()
+    );
+    assert_eq!(kept, whole[..kept.len()]);
+    assert!(w.file("dev_mesh.zip.part.etag").exists());
 
     let name = names_on(&w.sim, "node-2").pop().unwrap();
     let one = interrupt(
