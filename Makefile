@@ -71,6 +71,10 @@ bench: ## Throughput, memory, latency and compression against kubectl (release b
 bench-follow: ## A running capture followed live: delay p50/p99 and CPU per 100k packets (release build; part of make bench)
 	bash scripts/bench-follow.sh
 
+.PHONY: bench-resume
+bench-resume: ## A 4 GiB zip cut at 90% and resumed: time, bytes and CPU against a whole download (release build; part of make bench)
+	bash scripts/bench-resume.sh
+
 .PHONY: bench-load
 bench-load: ## Hundreds of nodes and concurrent downloads: peak RSS, time, refusals, execs (release build; part of make bench)
 	bash scripts/bench-load.sh

@@ -237,3 +237,6 @@ SKIP_BUILD=1 BENCH_OUT="$OUT/load" bash scripts/bench-load.sh
 
 say "10. Follow: a running capture live, 8 nodes x 2 streams at 2,000 packets/s (scripts/bench-follow.sh)"
 SKIP_BUILD=1 BENCH_OUT="$OUT/follow" bash scripts/bench-follow.sh
+
+say "11. Resume: a 4 GiB zip cut at 90% (scripts/bench-resume.sh)"
+SKIP_BUILD=1 BENCH_OUT="$OUT/resume" bash scripts/bench-resume.sh

@@ -372,11 +372,22 @@ impl CaptureService {
         if finished && compression == Compression::Stored {
             let listed = self.listings(user, &fetcher, &reached).await?;
             let mut planned = Vec::with_capacity(listed.len());
-            for (((entry, dir), mut files), (_, wanted)) in
+            for (((entry, dir), mut files), (status, wanted)) in
                 reached.into_iter().zip(listed).zip(&chosen)
             {
                 if let Some(wanted) = wanted {
                     files.retain(|f| wanted.iter().any(|w| w.as_str() == f.name));
+                }
+                let named: Vec<&str> = match wanted {
+                    Some(wanted) => wanted.iter().map(BaseName::as_str).collect(),
+                    None => status.file_names.iter().map(String::as_str).collect(),
+                };
+                let gone: Vec<&str> = named
+                    .into_iter()
+                    .filter(|n| !files.iter().any(|f| f.name == *n))
+                    .collect();
+                if !gone.is_empty() {
+                    tracing::warn!(node = %dir.node(), files = ?gone, "files of the capture are gone from their node (removed after the capture's status listed them): left out");
                 }
                 planned.push((entry, dir, files));
             }

@@ -3,9 +3,9 @@
 //! Nothing else in the workspace knows HTTP status codes, and here only
 //! [`failure::status_of`] chooses one for a failure. The path is parsed (and refused with 400)
 //! before any authentication ([`route`]); headers and query values are read into typed values
-//! before they reach the domain ([`request`]); one file is served with `Range` ([`range`]);
-//! bodies are written by [`body`]; each request runs in its span ([`span`]). [`metrics`] is
-//! the metrics port's listener.
+//! before they reach the domain ([`request`]); one file, or a finished capture's zip, is served
+//! with `Range` ([`range`]); bodies are written by [`body`]; each request runs in its span
+//! ([`span`]). [`metrics`] is the metrics port's listener.
 
 mod body;
 pub mod failure;
@@ -16,16 +16,14 @@ mod route;
 mod span;
 
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::Stream;
-use packetcapture_domain::{CaptureRef, CaptureService, Download, Error, Summary};
+use packetcapture_domain::{CaptureRef, CaptureService, Download};
 use warp::Filter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use self::body::{ListingBody, empty, json};
+use self::body::{ListingBody, ZIP_DISPOSITION, empty, json, log_failures};
 pub use self::failure::status_of;
 use self::failure::{Failure, error_response};
 pub use self::range::{RangeAnswer, range_of};
@@ -37,9 +35,6 @@ use self::span::RequestSpan;
 use crate::observe::Metrics;
 use crate::server::MAX_HEAD;
 use crate::version::VersionInfo;
-
-/// How every zip is named to the browser.
-const ZIP_DISPOSITION: &str = "attachment; filename=files.zip";
 
 /// What the routes need.
 #[derive(Clone, Debug)]
@@ -210,82 +205,4 @@ async fn download(
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// Logs how the body ended when it did not end whole: a failure after the status line was
-/// sent (the `Err` item then makes hyper abort the connection, so the client sees a failed
-/// transfer), or the client leaving (hyper then drops the body without polling it to its end).
-/// A filtered merge that ends whole logs and counts the packets it read and kept.
-pub(crate) fn log_failures(
-    zip: impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static,
-    capture: String,
-    cluster: String,
-    metrics: Arc<Metrics>,
-    filtered: Option<Arc<OnceLock<Summary>>>,
-) -> impl Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static {
-    Watched {
-        inner: Box::pin(zip),
-        capture,
-        cluster,
-        metrics,
-        filtered,
-        span: tracing::Span::current(),
-        ended: false,
-    }
-}
-
-/// A download's body that logs its end unless it is the end of the stream.
-struct Watched<S> {
-    inner: std::pin::Pin<Box<S>>,
-    capture: String,
-    cluster: String,
-    metrics: Arc<Metrics>,
-    /// A filtered merge's summary, once it is done.
-    filtered: Option<Arc<OnceLock<Summary>>>,
-    /// The request's span: the lines below carry its id.
-    span: tracing::Span,
-    /// The stream ended, or failed and said so: nothing left to log on drop.
-    ended: bool,
-}
-
-impl<S: Stream<Item = Result<Bytes, Error>>> Stream for Watched<S> {
-    type Item = Result<Bytes, Error>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
-        let span = self.span.clone();
-        let _entered = span.enter();
-        match &item {
-            None => {
-                self.ended = true;
-                if let Some(summary) = self.filtered.as_ref().and_then(|s| s.get()) {
-                    self.metrics.filtered(summary.read, summary.packets);
-                    tracing::info!(capture = %self.capture, cluster = %self.cluster, packets_read = summary.read, packets_kept = summary.packets, "filtered merge");
-                }
-            }
-            Some(Err(Error::ClientGone)) => {
-                self.ended = true;
-                tracing::info!(capture = %self.capture, cluster = %self.cluster, "the client left during the download");
-            }
-            Some(Err(e)) => {
-                self.ended = true;
-                self.metrics.node_failure(e);
-                tracing::warn!(capture = %self.capture, cluster = %self.cluster, error = %e.chain(), "download aborted after the status line was sent");
-            }
-            Some(Ok(_)) => {}
-        }
-        std::task::Poll::Ready(item)
-    }
-}
-
-impl<S> Drop for Watched<S> {
-    fn drop(&mut self) {
-        let _entered = self.span.enter();
-        if !self.ended {
-            tracing::info!(capture = %self.capture, cluster = %self.cluster, "the client left during the download");
-        }
-    }
 }

@@ -12,9 +12,9 @@ use warp::http::header::{
 };
 use warp::http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::body::{ZIP_DISPOSITION, log_failures};
 use super::failure::Failure;
 use super::request::single;
-use super::{ZIP_DISPOSITION, log_failures};
 use crate::observe::Metrics;
 
 /// What a `Range` header asks of a file of `size` bytes.
