@@ -134,6 +134,17 @@ FILE_PATH=$("${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$
   -w '  HTTP %{http_code}, %{size_download} more bytes\n' "$URL$FILE_PATH"
 cmp "$DIR/one.pcap" "$DIR/web-traffic/$(basename "$FILE_PATH")" && echo "  identical to the file in the zip"
 
+say "The whole zip, resumed: dev/web-traffic is Finished, so its zip has a length and an ETag"
+ZIP_URL="$URL/download/dev/web-traffic/files.zip"
+"${CURL[@]}" -I -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" "$ZIP_URL" | tr -d '\r' >"$DIR/zip-head.txt"
+grep -iE '^(content-length|etag|last-modified|accept-ranges):' "$DIR/zip-head.txt" | sed 's/^/  HEAD: /'
+ETAG=$(awk -F': ' 'tolower($1) == "etag" {print $2}' "$DIR/zip-head.txt")
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -r 0-499999 -o "$DIR/resumed.zip" \
+  -w '  cut: HTTP %{http_code}, %{size_download} bytes\n' "$ZIP_URL"
+"${CURL[@]}" -H "Authorization: Bearer $(cat "$DIR/tokens/jane")" -H "If-Range: $ETAG" -C - -o "$DIR/resumed.zip" \
+  -w '  resumed: HTTP %{http_code}, %{size_download} more bytes\n' "$ZIP_URL"
+cmp "$DIR/resumed.zip" "$DIR/web-traffic.zip" && echo "  identical to the zip downloaded whole"
+
 say "What an operator sees: Prometheus metrics on :$METRICS_PORT (no names in labels) and each request's last log line"
 curl -sS "http://localhost:$METRICS_PORT/metrics" \
   | grep -E '^packetcapture_api_(http_requests_total|download_bytes_total|cache_hits_total)' | sed 's/^/  /'
