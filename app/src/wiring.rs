@@ -124,6 +124,7 @@ fn engine(config: &Config) -> std::result::Result<Engine, StartupError> {
         storage: Arc::new(spool),
         stats: Arc::default(),
         digests: Arc::default(),
+        listings: Arc::default(),
     })
 }
 

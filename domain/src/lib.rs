@@ -25,5 +25,7 @@ pub use ports::{
     Authenticator, Authorizer, ByteStream, CaptureLocator, ClusterPorts, ClusterRouter,
     FileFetcher, FilterCompiler, SpoolFile, SpoolStorage, StatusUpdate, TarStream,
 };
-pub use service::{CaptureService, Download, Listing, NodeFile, NodeListing, PlannedZip, Request};
+pub use service::{
+    CaptureService, Download, Listing, NodeFile, NodeListing, PlannedZip, Request, ZipAsk,
+};
 pub use types::*;

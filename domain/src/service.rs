@@ -38,6 +38,18 @@ pub struct Request {
     pub capture: CaptureRef,
 }
 
+/// What a zip download asks for, which decides how fresh the nodes' listings must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZipAsk {
+    /// The whole zip (GET without `Range`): a listing of the last seconds will do, since every
+    /// file is checked against the plan as it is read.
+    Whole,
+    /// A range of it: listed now (the range's bytes and its `If-Range` rest on the listing).
+    Range,
+    /// Its headers only (HEAD): listed now, nothing read.
+    Head,
+}
+
 /// The outcome of a download.
 #[derive(Debug)]
 pub enum Download {
@@ -61,6 +73,8 @@ pub struct PlannedZip {
     fetcher: Arc<dyn FileFetcher>,
     engine: Engine,
     user: String,
+    /// The whole zip, already started (a GET without a range).
+    started: Option<DownloadStream>,
 }
 
 impl std::fmt::Debug for PlannedZip {
@@ -79,8 +93,14 @@ impl PlannedZip {
     }
 
     /// Starts reading the zip, whole (`None`) or the bytes `range` (within its length, not
-    /// empty); resolves once the first bytes are ready.
-    pub async fn stream(&self, range: Option<std::ops::Range<u64>>) -> Result<DownloadStream> {
+    /// empty); resolves once the first bytes are ready. The whole zip of a GET was started
+    /// when it was planned: that stream is handed out once.
+    pub async fn stream(&mut self, range: Option<std::ops::Range<u64>>) -> Result<DownloadStream> {
+        if range.is_none()
+            && let Some(started) = self.started.take()
+        {
+            return Ok(started);
+        }
         archive::stream_planned(
             self.fetcher.clone(),
             self.plan.clone(),
@@ -236,6 +256,32 @@ struct Authorized {
     user: String,
 }
 
+/// The files of a node's listing a planned zip holds: all of them, or the `wanted` ones (the
+/// selection's window); the files of the status (or the wanted ones) the listing lacks are
+/// logged as gone.
+fn planned_files(
+    dir: &CaptureDir,
+    mut files: Vec<FileInfo>,
+    status: &NodeFiles,
+    wanted: Option<&[BaseName]>,
+) -> Vec<FileInfo> {
+    if let Some(wanted) = wanted {
+        files.retain(|f| wanted.iter().any(|w| w.as_str() == f.name));
+    }
+    let named: Vec<&str> = match wanted {
+        Some(wanted) => wanted.iter().map(BaseName::as_str).collect(),
+        None => status.file_names.iter().map(String::as_str).collect(),
+    };
+    let gone: Vec<&str> = named
+        .into_iter()
+        .filter(|n| !files.iter().any(|f| f.name == *n))
+        .collect();
+    if !gone.is_empty() {
+        tracing::warn!(node = %dir.node(), files = ?gone, "files of the capture are gone from their node (removed after the capture's status listed them): left out");
+    }
+    files
+}
+
 /// The status' file names of `node` that may hold packets in the selection's window,
 /// validated as base names.
 fn selected_files(
@@ -323,13 +369,13 @@ impl CaptureService {
     /// time window, the files whose packets may fall in it (decided from their names). When
     /// every selected node finished and the zip is stored, it is planned from the nodes'
     /// listings ([`Download::Planned`]); otherwise it streams as the nodes are read, unless
-    /// `head` (then nothing is read: [`Download::Unstarted`]).
+    /// `ask` is [`ZipAsk::Head`] (then nothing is read: [`Download::Unstarted`]).
     pub async fn download(
         &self,
         request: &Request,
         compression: Compression,
         selection: &Selection,
-        head: bool,
+        ask: ZipAsk,
     ) -> Result<Download> {
         if selection.filter.is_some() {
             return Err(Error::BadFilter {
@@ -370,40 +416,49 @@ impl CaptureService {
         let fetcher = authorized.ports.fetcher.clone();
         let user = &authorized.user;
         if finished && compression == Compression::Stored {
-            let listed = self.listings(user, &fetcher, &reached).await?;
-            let mut planned = Vec::with_capacity(listed.len());
-            for (((entry, dir), mut files), (status, wanted)) in
-                reached.into_iter().zip(listed).zip(&chosen)
-            {
-                if let Some(wanted) = wanted {
-                    files.retain(|f| wanted.iter().any(|w| w.as_str() == f.name));
-                }
-                let named: Vec<&str> = match wanted {
-                    Some(wanted) => wanted.iter().map(BaseName::as_str).collect(),
-                    None => status.file_names.iter().map(String::as_str).collect(),
-                };
-                let gone: Vec<&str> = named
-                    .into_iter()
-                    .filter(|n| !files.iter().any(|f| f.name == *n))
+            let cluster = request.cluster.name();
+            // A whole zip may join listings other downloads started; should one of them have
+            // missed a change that the read finds before the first byte, it is planned again
+            // from listings of its own.
+            let mut shared = ask == ZipAsk::Whole;
+            loop {
+                let listed = self
+                    .planned_listings(cluster, shared, user, &fetcher, &reached)
+                    .await?;
+                let planned = reached
+                    .iter()
+                    .cloned()
+                    .zip(listed)
+                    .zip(&chosen)
+                    .map(|(((entry, dir), files), (status, wanted))| {
+                        let files = planned_files(&dir, files, status, wanted.as_deref());
+                        (entry, dir, files)
+                    })
                     .collect();
-                if !gone.is_empty() {
-                    tracing::warn!(node = %dir.node(), files = ?gone, "files of the capture are gone from their node (removed after the capture's status listed them): left out");
+                let Some(plan) = ZipPlan::new(cluster, planned, namer.clone())? else {
+                    return Ok(Download::Empty);
+                };
+                let mut zip = PlannedZip {
+                    plan: Arc::new(plan),
+                    fetcher: fetcher.clone(),
+                    engine: self.engine.clone(),
+                    user: user.clone(),
+                    started: None,
+                };
+                if ask != ZipAsk::Whole {
+                    return Ok(Download::Planned(zip));
                 }
-                planned.push((entry, dir, files));
+                match zip.stream(None).await {
+                    Ok(stream) => {
+                        zip.started = Some(stream);
+                        return Ok(Download::Planned(zip));
+                    }
+                    Err(Error::FileChanged { .. }) if shared => shared = false,
+                    Err(e) => return Err(e),
+                }
             }
-            return Ok(
-                match ZipPlan::new(request.cluster.name(), planned, namer)? {
-                    Some(plan) => Download::Planned(PlannedZip {
-                        plan: Arc::new(plan),
-                        fetcher,
-                        engine: self.engine.clone(),
-                        user: user.clone(),
-                    }),
-                    None => Download::Empty,
-                },
-            );
         }
-        if head {
+        if ask == ZipAsk::Head {
             return Ok(Download::Unstarted);
         }
         let sources = reached
@@ -415,6 +470,41 @@ impl CaptureService {
             Some(zip) => Ok(Download::Zip(zip)),
             None => Ok(Download::Empty),
         }
+    }
+
+    /// The listings a planned zip rests on, made now; when `shared`, a listing of the same
+    /// directory already running for another download is joined instead.
+    async fn planned_listings(
+        &self,
+        cluster: &str,
+        shared: bool,
+        user: &str,
+        fetcher: &Arc<dyn FileFetcher>,
+        reached: &[(EntryPoint, CaptureDir)],
+    ) -> Result<Vec<Vec<FileInfo>>> {
+        if !shared {
+            return self.listings(user, fetcher, reached).await;
+        }
+        let idle = self.engine.fetch.idle_timeout;
+        let flights = &self.engine.listings;
+        let listings = reached.iter().map(|(entry, dir)| {
+            let list = move || {
+                let (fetcher, entry, dir) = (fetcher.clone(), entry.clone(), dir.clone());
+                async move { within(idle, dir.node(), fetcher.list(&entry, &dir)).await }
+            };
+            flights.list(cluster, dir, list)
+        });
+        let budget = &self.engine.budget;
+        let first = budget.stream(user, "a listing").await?;
+        budget
+            .run_each(
+                first,
+                self.engine.fetch.concurrency.get(),
+                listings.collect(),
+            )
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Lists the directories of `reached` nodes, as many at once as a download reads, in

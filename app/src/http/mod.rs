@@ -18,7 +18,7 @@ mod span;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use packetcapture_domain::{CaptureRef, CaptureService, Download};
+use packetcapture_domain::{CaptureRef, CaptureService, Download, ZipAsk};
 use warp::Filter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -157,8 +157,15 @@ async fn download(
     let download = match format {
         Format::Zip => {
             let compression = compression(pairs)?;
+            let ask = if head {
+                ZipAsk::Head
+            } else if headers.contains_key(warp::http::header::RANGE) {
+                ZipAsk::Range
+            } else {
+                ZipAsk::Whole
+            };
             edge.service
-                .download(&request, compression, &selection, head)
+                .download(&request, compression, &selection, ask)
                 .await?
         }
         Format::Pcapng => match follow(pairs)? {
@@ -169,7 +176,7 @@ async fn download(
     let (stream, content_type, disposition) = match download {
         Download::Empty => return Ok(empty(StatusCode::NO_CONTENT)),
         Download::Planned(zip) => {
-            return serve_zip(&request, &zip, headers, head, edge.metrics.clone()).await;
+            return serve_zip(&request, zip, headers, head, edge.metrics.clone()).await;
         }
         Download::Unstarted => {
             // HEAD of a zip that streams: its headers, nothing read, no length to tell.

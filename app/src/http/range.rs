@@ -240,7 +240,7 @@ pub(crate) async fn serve_file(
 /// strong `ETag`, `Last-Modified`, and the range asked for; HEAD reads no file.
 pub(crate) async fn serve_zip(
     request: &Request,
-    zip: &PlannedZip,
+    mut zip: PlannedZip,
     headers: &HeaderMap,
     head: bool,
     metrics: Arc<Metrics>,
@@ -252,6 +252,7 @@ pub(crate) async fn serve_zip(
         modified: http_date(i64::try_from(plan.last_modified()).unwrap_or(0)),
         finished: true,
     };
+    // Dropped unread by HEAD, 206 and 416: a started whole zip stops (its reads are closed).
     let (status, start, len) = representation.choose(headers)?;
     let mut response = if head {
         Response::new(warp::hyper::body::Bytes::new().into())

@@ -37,7 +37,9 @@ pub use self::layout::{Layout, PlannedEntry};
 pub use self::merge::{Choice, StreamSource};
 use self::output::Msg;
 pub use self::output::{CHANNEL_CHUNKS, CHUNK_SIZE, DownloadStream, Summary};
-pub use self::planned::{DIGEST_ENTRIES, DIGEST_TTL, DigestCache, FileDigest, FileKey, ZipPlan};
+pub use self::planned::{
+    DIGEST_ENTRIES, DIGEST_TTL, DigestCache, FileDigest, FileKey, ListingFlights, ZipPlan,
+};
 pub use self::spool::{MemorySpool, SpoolLimits, SpoolStats};
 pub use self::tar::{TarError, TarEvent, TarParser};
 pub use self::zip::{EntryNamer, MANIFEST};
@@ -61,6 +63,8 @@ pub struct Engine {
     pub budget: Arc<Budget>,
     /// The digests of files read whole, for ranges of finished captures' zips.
     pub digests: Arc<DigestCache>,
+    /// Listings of finished captures' directories in flight, shared by whole zips.
+    pub listings: Arc<ListingFlights>,
 }
 
 impl Default for Engine {
@@ -75,6 +79,7 @@ impl Default for Engine {
             stats: Arc::default(),
             budget: Arc::new(Budget::new(crate::budget::BudgetLimits::default())),
             digests: Arc::default(),
+            listings: Arc::default(),
         }
     }
 }

@@ -11,12 +11,15 @@
 //! replica, in a [`DigestCache`] filled by every download that read a file whole: a resume on
 //! the replica that served the cut download reads no file twice but the one the cut fell in.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -101,6 +104,83 @@ impl DigestCache {
     /// True when no digest is kept.
     pub fn is_empty(&self) -> bool {
         self.cache.is_empty()
+    }
+}
+
+/// What a listing in flight gives those waiting on it: the files, or (for the one that
+/// started it) its error.
+type Listed = std::result::Result<Vec<FileInfo>, Arc<Mutex<Option<Error>>>>;
+type Flight = Shared<BoxFuture<'static, Listed>>;
+
+/// Listings of finished captures' directories in flight, per replica: whole downloads of one
+/// capture that arrive while a node's listing runs share it instead of each running its own,
+/// so a burst of downloads lists each node about once. Nothing is kept once a listing is done:
+/// a download that arrives later lists again. (Each file is checked against its plan as it is
+/// read, so a listing shared past a change fails a download, never corrupts one.)
+#[derive(Default)]
+pub struct ListingFlights {
+    flights: Arc<Mutex<HashMap<(String, CaptureDir), Flight>>>,
+}
+
+impl std::fmt::Debug for ListingFlights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListingFlights")
+            .field("in_flight", &lock(&self.flights).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ListingFlights {
+    /// The files of `dir` in `cluster`: from the listing in flight, or from `list` (shared with
+    /// whoever asks while it runs). One that joined a listing that failed lists for itself,
+    /// so it reports its own error.
+    pub async fn list<F, Fut>(
+        &self,
+        cluster: &str,
+        dir: &CaptureDir,
+        list: F,
+    ) -> Result<Vec<FileInfo>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Vec<FileInfo>>> + Send + 'static,
+    {
+        let key = (cluster.to_owned(), dir.clone());
+        let (flight, leads) = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&key) {
+                Some(flight) => (flight.clone(), false),
+                None => {
+                    let all = self.flights.clone();
+                    let done = key.clone();
+                    let listing = list();
+                    let flight = async move {
+                        let listed = listing.await.map_err(|e| Arc::new(Mutex::new(Some(e))));
+                        lock(&all).remove(&done);
+                        listed
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(key, flight.clone());
+                    (flight, true)
+                }
+            }
+        };
+        match flight.await {
+            Ok(files) => Ok(files),
+            Err(error) if leads => Err(lock(&error)
+                .take()
+                .unwrap_or_else(|| Error::Internal("a listing's error went missing".into()))),
+            Err(_) => list().await,
+        }
+    }
+
+    /// Listings in flight now.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.flights).len()
     }
 }
 
@@ -614,5 +694,95 @@ async fn next_chunk(
             }),
             Ok(next) => next.transpose(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::types::CaptureRef;
+
+    fn dir(node: &str) -> CaptureDir {
+        CaptureDir::new(
+            node,
+            "/var/log/calico/pcap",
+            &CaptureRef::parse("dev", "cap").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn file(name: &str) -> FileInfo {
+        FileInfo {
+            name: name.into(),
+            size: 1,
+            modified: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_asking_while_a_listing_runs_share_it_and_later_ones_list_again() {
+        let flights = ListingFlights::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let list = || {
+            let (runs, gate) = (runs.clone(), gate.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Ok(vec![file("a.pcap")])
+            }
+        };
+        let (n1, n2) = (dir("n1"), dir("n2"));
+        let first = flights.list("cluster", &n1, list);
+        let second = flights.list("cluster", &n1, list);
+        let other_node = flights.list("cluster", &n2, list);
+        let opened = async {
+            tokio::task::yield_now().await;
+            assert_eq!(flights.in_flight(), 2, "one listing per directory");
+            gate.notify_waiters();
+        };
+        let (a, b, c, ()) = tokio::join!(first, second, other_node, opened);
+        assert_eq!(a.unwrap(), vec![file("a.pcap")]);
+        assert_eq!(b.unwrap(), vec![file("a.pcap")]);
+        assert_eq!(c.unwrap(), vec![file("a.pcap")]);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "n1 listed once for two downloads"
+        );
+        assert_eq!(flights.in_flight(), 0, "nothing kept once done");
+        gate.notify_one();
+        flights.list("cluster", &n1, list).await.unwrap();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "a later download lists again"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_one_that_started_a_failed_listing_gets_its_error_the_others_list_for_themselves() {
+        let flights = ListingFlights::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let list = || {
+            let runs = runs.clone();
+            async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Err(Error::NodeStalled {
+                    node: format!("n1 (run {n})"),
+                    seconds: 1,
+                })
+            }
+        };
+        let n1 = dir("n1");
+        let (a, b) = tokio::join!(
+            flights.list("cluster", &n1, list),
+            flights.list("cluster", &n1, list)
+        );
+        assert!(matches!(a, Err(Error::NodeStalled { node, .. }) if node == "n1 (run 0)"));
+        assert!(matches!(b, Err(Error::NodeStalled { node, .. }) if node == "n1 (run 1)"));
     }
 }

@@ -11,7 +11,7 @@ use packetcapture_domain::testing::{
 };
 use packetcapture_domain::{
     BaseName, BearerToken, CaptureRef, CaptureService, CaptureState, ClusterTarget, Compression,
-    Download, Error, Impersonation, NodeName, Request, Selection, User, Verb,
+    Download, Error, Impersonation, NodeName, Request, Selection, User, Verb, ZipAsk,
 };
 
 use crate::support::{capture, unzip, unzip_all};
@@ -155,7 +155,7 @@ pub async fn body(download: Download) -> Option<Vec<u8>> {
     let stream = match download {
         Download::Empty => return None,
         Download::Zip(s) | Download::Pcapng(s) => s,
-        Download::Planned(zip) => zip.stream(None).await.unwrap(),
+        Download::Planned(mut zip) => zip.stream(None).await.unwrap(),
         Download::Unstarted => panic!("a GET starts its download"),
     };
     Some(
@@ -327,7 +327,7 @@ async fn selection_keeps_the_nodes_and_exactly_the_packets_of_the_window() {
                 .unwrap_err()
         } else {
             service(&local)
-                .download(&request(), Compression::Stored, &unknown, false)
+                .download(&request(), Compression::Stored, &unknown, ZipAsk::Whole)
                 .await
                 .unwrap_err()
         };
@@ -359,7 +359,12 @@ async fn the_zip_keeps_the_selected_nodes_and_the_files_that_may_hold_the_window
         filter: None,
     };
     let zip = service(&local)
-        .download(&request(), Compression::Stored, &after_rotation, false)
+        .download(
+            &request(),
+            Compression::Stored,
+            &after_rotation,
+            ZipAsk::Whole,
+        )
         .await
         .unwrap();
     assert_eq!(names(zip).await, ["web-1_cali1.pcap"]);
@@ -372,7 +377,12 @@ async fn the_zip_keeps_the_selected_nodes_and_the_files_that_may_hold_the_window
         filter: None,
     };
     let zip = service(&local)
-        .download(&request(), Compression::Stored, &before_rotation, false)
+        .download(
+            &request(),
+            Compression::Stored,
+            &before_rotation,
+            ZipAsk::Whole,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -430,7 +440,7 @@ async fn the_manifest_is_last_and_a_node_file_of_its_name_is_kept_apart() {
                 &request(),
                 Compression::Stored,
                 &Selection::default(),
-                false,
+                ZipAsk::Whole,
             )
             .await
             .unwrap(),
@@ -760,7 +770,12 @@ mod filters {
         assert!(
             refused(
                 service
-                    .download(&request(), Compression::Stored, &filtered("tag b"), false)
+                    .download(
+                        &request(),
+                        Compression::Stored,
+                        &filtered("tag b"),
+                        ZipAsk::Whole
+                    )
                     .await
             )
             .contains("merged.pcapng")

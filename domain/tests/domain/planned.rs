@@ -10,7 +10,7 @@ use packetcapture_domain::testing::{
 };
 use packetcapture_domain::{
     CaptureService, CaptureState, Compression, Download, Engine, Error, PlannedZip, Selection,
-    User, Verb,
+    User, Verb, ZipAsk,
 };
 
 use crate::merge::request;
@@ -54,7 +54,12 @@ fn service(local: &FakeCluster) -> CaptureService {
 
 async fn plan(service: &CaptureService) -> PlannedZip {
     let download = service
-        .download(&request(), Compression::Stored, &Selection::default(), true)
+        .download(
+            &request(),
+            Compression::Stored,
+            &Selection::default(),
+            ZipAsk::Head,
+        )
         .await
         .unwrap();
     let Download::Planned(zip) = download else {
@@ -63,7 +68,7 @@ async fn plan(service: &CaptureService) -> PlannedZip {
     zip
 }
 
-async fn read(zip: &PlannedZip, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, Error> {
+async fn read(zip: &mut PlannedZip, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, Error> {
     let mut stream = zip.stream(range).await?;
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -106,8 +111,8 @@ fn boundaries(zip: &PlannedZip) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_s_length_is_the_zip_s_and_the_zip_reads_back_whole() {
     let local = cluster();
-    let zip = plan(&service(&local)).await;
-    let whole = read(&zip, None).await.unwrap();
+    let mut zip = plan(&service(&local)).await;
+    let whole = read(&mut zip, None).await.unwrap();
     assert_eq!(whole.len() as u64, zip.plan().len());
     let entries = unzip(&whole).unwrap();
     let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
@@ -131,20 +136,20 @@ async fn the_plan_s_length_is_the_zip_s_and_the_zip_reads_back_whole() {
     assert_eq!(zip.plan().files(), 5);
     assert_eq!(zip.plan().last_modified(), 1_700_000_200);
     // The same capture gives the same zip and the same tag.
-    let again = plan(&service(&local)).await;
+    let mut again = plan(&service(&local)).await;
     assert_eq!(again.plan().etag(), zip.plan().etag());
-    assert_eq!(read(&again, None).await.unwrap(), whole);
+    assert_eq!(read(&mut again, None).await.unwrap(), whole);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_range_is_the_same_bytes_as_the_whole_zip_with_or_without_kept_digests() {
     let local = cluster();
     let warm = service(&local);
-    let zip = plan(&warm).await;
-    let whole = read(&zip, None).await.unwrap();
+    let mut zip = plan(&warm).await;
+    let whole = read(&mut zip, None).await.unwrap();
     // A replica that never read the whole zip: the digests its ranges computed serve its
     // later ranges.
-    let ranges_only = plan(&service(&local)).await;
+    let mut ranges_only = plan(&service(&local)).await;
     let offsets = boundaries(&zip);
     for (k, start) in offsets.iter().enumerate() {
         // To the end (a resume), and to a later boundary.
@@ -156,19 +161,19 @@ async fn every_range_is_the_same_bytes_as_the_whole_zip_with_or_without_kept_dig
             let range = *start..end;
             let expected =
                 &whole[usize::try_from(range.start).unwrap()..usize::try_from(end).unwrap()];
-            let hot = read(&zip, Some(range.clone())).await.unwrap();
+            let hot = read(&mut zip, Some(range.clone())).await.unwrap();
             assert!(
                 hot == expected,
                 "{range:?} from the replica that read every file"
             );
             // A replica that kept no digest reads what it needs.
-            let cold = plan(&service(&local)).await;
-            let cold = read(&cold, Some(range.clone())).await.unwrap();
+            let mut cold = plan(&service(&local)).await;
+            let cold = read(&mut cold, Some(range.clone())).await.unwrap();
             assert!(
                 cold == expected,
                 "{range:?} from a replica that read nothing yet"
             );
-            let kept = read(&ranges_only, Some(range.clone())).await.unwrap();
+            let kept = read(&mut ranges_only, Some(range.clone())).await.unwrap();
             assert!(
                 kept == expected,
                 "{range:?} from the digests earlier ranges kept"
@@ -181,21 +186,21 @@ async fn every_range_is_the_same_bytes_as_the_whole_zip_with_or_without_kept_dig
 async fn a_file_changed_after_the_plan_stops_the_download_and_changes_the_tag() {
     let local = cluster();
     let svc = service(&local);
-    let zip = plan(&svc).await;
+    let mut zip = plan(&svc).await;
     local
         .files
         .put_file("n2", DIR, "a.pcap", &[9; 5_001], 1_700_000_050);
-    match read(&zip, None).await {
+    match read(&mut zip, None).await {
         Err(Error::FileChanged { node, file, reason }) => {
             assert_eq!((node.as_str(), file.as_str()), ("n2", "a.pcap"));
             assert!(reason.contains("5001 bytes"), "{reason}");
         }
         other => panic!("expected FileChanged, got {:?}", other.map(|b| b.len())),
     }
-    let replanned = plan(&svc).await;
+    let mut replanned = plan(&svc).await;
     assert_ne!(replanned.plan().etag(), zip.plan().etag());
     assert_eq!(
-        read(&replanned, None).await.unwrap().len() as u64,
+        read(&mut replanned, None).await.unwrap().len() as u64,
         replanned.plan().len()
     );
 }

@@ -8,7 +8,7 @@ use packetcapture_domain::testing::{
 };
 use packetcapture_domain::{
     BearerToken, CaptureRef, CaptureService, CaptureState, ClusterTarget, Compression, Download,
-    Error, Impersonation, Request, Selection, User, Verb,
+    Error, Impersonation, Request, Selection, User, Verb, ZipAsk,
 };
 
 use crate::support::{capture, unzip};
@@ -56,7 +56,7 @@ fn request(token: &str) -> Request {
 async fn zip_names(download: Download) -> Vec<String> {
     let stream = match download {
         Download::Zip(stream) => stream,
-        Download::Planned(zip) => zip.stream(None).await.unwrap(),
+        Download::Planned(mut zip) => zip.stream(None).await.unwrap(),
         other => panic!("expected a zip, got {other:?}"),
     };
     let bytes: Vec<u8> = stream
@@ -75,7 +75,7 @@ async fn an_allowed_user_downloads_every_node_file() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
-            false,
+            ZipAsk::Whole,
         )
         .await
         .unwrap();
@@ -90,7 +90,7 @@ async fn an_unknown_token_is_unauthenticated_before_anything_else() {
             &request("nope"),
             Compression::Stored,
             &Selection::default(),
-            false,
+            ZipAsk::Whole,
         )
         .await
         .unwrap_err();
@@ -259,7 +259,7 @@ async fn delete_removes_files_clears_the_status_and_is_idempotent() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
-            false
+            ZipAsk::Whole
         )
         .await
         .unwrap(),
@@ -361,7 +361,7 @@ async fn a_node_without_entry_pod_fails_before_anything_is_sent() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
-            false,
+            ZipAsk::Whole,
         )
         .await
         .unwrap_err();
@@ -380,7 +380,7 @@ async fn files_gone_from_every_node_download_as_empty() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
-            false,
+            ZipAsk::Whole,
         )
         .await
         .unwrap();
@@ -412,7 +412,7 @@ async fn a_hostile_status_directory_is_refused() {
             &request("jane-token"),
             Compression::Stored,
             &Selection::default(),
-            false,
+            ZipAsk::Whole,
         )
         .await
         .unwrap_err();
