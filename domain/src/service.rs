@@ -41,8 +41,8 @@ pub struct Request {
 /// What a zip download asks for, which decides how fresh the nodes' listings must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZipAsk {
-    /// The whole zip (GET without `Range`): a listing of the last seconds will do, since every
-    /// file is checked against the plan as it is read.
+    /// The whole zip (GET without `Range`): it may join a listing another download started
+    /// (every file is checked against the plan as it is read).
     Whole,
     /// A range of it: listed now (the range's bytes and its `If-Range` rest on the listing).
     Range,
@@ -256,6 +256,16 @@ struct Authorized {
     user: String,
 }
 
+/// What planning a zip needs from the download that asks for it.
+struct Planning<'a> {
+    cluster: &'a str,
+    user: &'a str,
+    fetcher: &'a Arc<dyn FileFetcher>,
+    reached: &'a [(EntryPoint, CaptureDir)],
+    chosen: &'a [(&'a NodeFiles, Option<Vec<BaseName>>)],
+    namer: &'a EntryNamer,
+}
+
 /// The files of a node's listing a planned zip holds: all of them, or the `wanted` ones (the
 /// selection's window); the files of the status (or the wanted ones) the listing lacks are
 /// logged as gone.
@@ -416,47 +426,15 @@ impl CaptureService {
         let fetcher = authorized.ports.fetcher.clone();
         let user = &authorized.user;
         if finished && compression == Compression::Stored {
-            let cluster = request.cluster.name();
-            // A whole zip may join listings other downloads started; should one of them have
-            // missed a change that the read finds before the first byte, it is planned again
-            // from listings of its own.
-            let mut shared = ask == ZipAsk::Whole;
-            loop {
-                let listed = self
-                    .planned_listings(cluster, shared, user, &fetcher, &reached)
-                    .await?;
-                let planned = reached
-                    .iter()
-                    .cloned()
-                    .zip(listed)
-                    .zip(&chosen)
-                    .map(|(((entry, dir), files), (status, wanted))| {
-                        let files = planned_files(&dir, files, status, wanted.as_deref());
-                        (entry, dir, files)
-                    })
-                    .collect();
-                let Some(plan) = ZipPlan::new(cluster, planned, namer.clone())? else {
-                    return Ok(Download::Empty);
-                };
-                let mut zip = PlannedZip {
-                    plan: Arc::new(plan),
-                    fetcher: fetcher.clone(),
-                    engine: self.engine.clone(),
-                    user: user.clone(),
-                    started: None,
-                };
-                if ask != ZipAsk::Whole {
-                    return Ok(Download::Planned(zip));
-                }
-                match zip.stream(None).await {
-                    Ok(stream) => {
-                        zip.started = Some(stream);
-                        return Ok(Download::Planned(zip));
-                    }
-                    Err(Error::FileChanged { .. }) if shared => shared = false,
-                    Err(e) => return Err(e),
-                }
-            }
+            let zip = Planning {
+                cluster: request.cluster.name(),
+                user,
+                fetcher: &fetcher,
+                reached: &reached,
+                chosen: &chosen,
+                namer: &namer,
+            };
+            return self.planned(zip, ask).await;
         }
         if ask == ZipAsk::Head {
             return Ok(Download::Unstarted);
@@ -472,19 +450,61 @@ impl CaptureService {
         }
     }
 
-    /// The listings a planned zip rests on, made now; when `shared`, a listing of the same
-    /// directory already running for another download is joined instead.
-    async fn planned_listings(
+    /// Plans the zip of a finished capture from the nodes' listings; for a whole zip, starts
+    /// it. A whole zip may join listings other downloads started; should one of them have
+    /// missed a change that the read finds before the first byte, it is planned again from
+    /// listings of its own.
+    async fn planned(&self, zip: Planning<'_>, ask: ZipAsk) -> Result<Download> {
+        let mut shared = (ask == ZipAsk::Whole).then_some(zip.cluster);
+        loop {
+            let listed = self
+                .listings(zip.user, zip.fetcher, zip.reached, shared)
+                .await?;
+            let planned = zip
+                .reached
+                .iter()
+                .cloned()
+                .zip(listed)
+                .zip(zip.chosen)
+                .map(|(((entry, dir), files), (status, wanted))| {
+                    let files = planned_files(&dir, files, status, wanted.as_deref());
+                    (entry, dir, files)
+                })
+                .collect();
+            let Some(plan) = ZipPlan::new(zip.cluster, planned, zip.namer.clone())? else {
+                return Ok(Download::Empty);
+            };
+            let mut planned = PlannedZip {
+                plan: Arc::new(plan),
+                fetcher: zip.fetcher.clone(),
+                engine: self.engine.clone(),
+                user: zip.user.to_owned(),
+                started: None,
+            };
+            if ask != ZipAsk::Whole {
+                return Ok(Download::Planned(planned));
+            }
+            match planned.stream(None).await {
+                Ok(stream) => {
+                    planned.started = Some(stream);
+                    return Ok(Download::Planned(planned));
+                }
+                Err(Error::FileChanged { .. }) if shared.is_some() => shared = None,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Lists the directories of `reached` nodes, as many at once as a download reads, in
+    /// order. With `shared` (a cluster's name), a listing of the same directory that another
+    /// download started and that still runs is joined instead.
+    async fn listings(
         &self,
-        cluster: &str,
-        shared: bool,
         user: &str,
         fetcher: &Arc<dyn FileFetcher>,
         reached: &[(EntryPoint, CaptureDir)],
+        shared: Option<&str>,
     ) -> Result<Vec<Vec<FileInfo>>> {
-        if !shared {
-            return self.listings(user, fetcher, reached).await;
-        }
         let idle = self.engine.fetch.idle_timeout;
         let flights = &self.engine.listings;
         let listings = reached.iter().map(|(entry, dir)| {
@@ -492,33 +512,12 @@ impl CaptureService {
                 let (fetcher, entry, dir) = (fetcher.clone(), entry.clone(), dir.clone());
                 async move { within(idle, dir.node(), fetcher.list(&entry, &dir)).await }
             };
-            flights.list(cluster, dir, list)
-        });
-        let budget = &self.engine.budget;
-        let first = budget.stream(user, "a listing").await?;
-        budget
-            .run_each(
-                first,
-                self.engine.fetch.concurrency.get(),
-                listings.collect(),
-            )
-            .await
-            .into_iter()
-            .collect()
-    }
-
-    /// Lists the directories of `reached` nodes, as many at once as a download reads, in
-    /// order.
-    async fn listings(
-        &self,
-        user: &str,
-        fetcher: &Arc<dyn FileFetcher>,
-        reached: &[(EntryPoint, CaptureDir)],
-    ) -> Result<Vec<Vec<FileInfo>>> {
-        let idle = self.engine.fetch.idle_timeout;
-        let listings = reached.iter().map(|(entry, dir)| {
-            let fetcher = fetcher.clone();
-            async move { within(idle, dir.node(), fetcher.list(entry, dir)).await }
+            async move {
+                match shared {
+                    Some(cluster) => flights.list(cluster, dir, list).await,
+                    None => list().await,
+                }
+            }
         });
         let budget = &self.engine.budget;
         let first = budget.stream(user, "a listing").await?;
@@ -709,7 +708,7 @@ impl CaptureService {
         let all: Vec<&NodeFiles> = authorized.capture.files.iter().collect();
         let reached = authorized.reach_all(&all).await?;
         let listed = self
-            .listings(&authorized.user, &authorized.ports.fetcher, &reached)
+            .listings(&authorized.user, &authorized.ports.fetcher, &reached, None)
             .await?;
         let nodes = reached
             .into_iter()
