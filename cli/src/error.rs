@@ -13,8 +13,8 @@ Exit codes:
   5  not found (404): no such capture, managed cluster or file
   6  refused (400, 409, 416): the request, or the capture's state, does not allow it
   7  the server, a cluster or a node failed (5xx), or the server cannot be reached
-  8  the transfer was cut after it started: nothing was saved as whole (a single file
-     keeps FILE.part; run the same command again to resume)
+  8  the transfer was cut after it started: nothing was saved as whole (a single file, or
+     the zip of a finished capture, keeps FILE.part; run the same command again to resume)
   130 interrupted (Ctrl-C): the same as 8; with --follow, Ctrl-C is the way to stop and
      gives 0 (what was followed is saved)";
 

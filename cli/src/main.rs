@@ -1,5 +1,5 @@
-//! `kubectl packetcapture`: lists, downloads (the zip, one merged pcapng, or one file that
-//! resumes) and deletes the files of a Calico Enterprise PacketCapture through the PacketCapture
+//! `kubectl packetcapture`: lists, downloads (the zip, which resumes once the capture finished,
+//! one merged pcapng, or one file that resumes) and deletes the files of a Calico Enterprise PacketCapture through the PacketCapture
 //! API. A client of its HTTP API only; kubectl finds it on PATH as `kubectl-packetcapture`.
 
 mod api;
@@ -22,8 +22,9 @@ use transfer::{
     Destination, FollowEnd, into_part, part_of, progress, receive, receive_live, saved,
 };
 
-/// Download the files of a Calico Enterprise PacketCapture: the zip of every node's files, one
-/// time-ordered pcapng, or one file (resumed when cut); list them; delete them.
+/// Download the files of a Calico Enterprise PacketCapture: the zip of every node's files
+/// (resumed when cut, once the capture finished), one time-ordered pcapng, or one file (resumed
+/// when cut); list them; delete them.
 #[derive(Debug, Parser)]
 #[command(
     name = "kubectl-packetcapture",
