@@ -34,8 +34,9 @@ use crate::expiring::ExpiringCache;
 use crate::ports::FileFetcher;
 use crate::types::{BaseName, CaptureDir, EntryPoint, FileInfo, FileSlice};
 
-/// Files whose digests a replica keeps.
-pub const DIGEST_ENTRIES: usize = 65_536;
+/// Files whose digests a replica keeps (a few MiB at most: the key is the file's cluster, node,
+/// directory, name, size and time).
+pub const DIGEST_ENTRIES: usize = 16_384;
 /// How long a file's digests are kept after they were computed.
 pub const DIGEST_TTL: Duration = Duration::from_secs(24 * 3600);
 
