@@ -17,16 +17,8 @@ mkdir -p "$OUT"
 source scripts/bench-lib.sh
 PORT=18801
 
-{
-  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
-  echo "    nodes: [$(seq -s, -f 'n%g' 1 8)]"
-  printf '    captures:\n      - namespace: bench\n        name: live\n'
-  echo "        live: {rate: $RATE, rotateMs: 10000}"
-  echo "        nodes:"
-  for i in $(seq 1 8); do echo "          - {node: n$i, state: Capturing, files: 1, size: 24, interfaces: 2}"; done
-  echo '    rbac:
-      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
-} >"$OUT/live.yaml"
+one_capture 8 live "state: Capturing, files: 1, size: 24, interfaces: 2" \
+  "live: {rate: $RATE, rotateMs: 10000}" >"$OUT/live.yaml"
 
 start_sim sim-live "$OUT/live.yaml"
 SIM_PID=$(cat "$OUT/sim-live.pid")

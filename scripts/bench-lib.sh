@@ -27,3 +27,17 @@ start_api() { # sim [VAR=value...], on PORT
   echo "the API did not start" >&2; exit 1
 }
 stop_api() { kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; }
+
+# one_capture NODES NAME NODE [EXTRA]: a scenario of one cluster, nodes n1..nNODES, holding one
+# capture bench/NAME whose every node entry is NODE ("state: Finished, files: 2, size: 1000")
+# and whose capture has the EXTRA line ("sameClock: true"); the user bench may get its files.
+one_capture() {
+  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
+  echo "    nodes: [$(seq -s, -f 'n%g' 1 "$1")]"
+  printf '    captures:\n      - namespace: bench\n        name: %s\n' "$2"
+  if [ -n "${4:-}" ]; then echo "        $4"; fi
+  echo "        nodes:"
+  for i in $(seq 1 "$1"); do echo "          - {node: n$i, $3}"; done
+  echo '    rbac:
+      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
+}

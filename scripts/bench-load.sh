@@ -12,14 +12,7 @@ source scripts/bench-lib.sh
 PORT=18701
 
 # scenario NODES IFACES FILES SIZE: one capture `load` on n1..nNODES, captured at the same time.
-scenario() {
-  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
-  echo "    nodes: [$(seq -s, -f 'n%g' 1 "$1")]"
-  printf '    captures:\n      - namespace: bench\n        name: load\n        sameClock: true\n        nodes:\n'
-  for i in $(seq 1 "$1"); do echo "          - {node: n$i, state: Finished, files: $3, size: $4, interfaces: $2}"; done
-  echo '    rbac:
-      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
-}
+scenario() { one_capture "$1" load "state: Finished, files: $3, size: $4, interfaces: $2" "sameClock: true"; }
 scenario 200 1 2 1000000 >"$OUT/two-hundred.yaml"
 scenario 500 2 1 200000 >"$OUT/five-hundred.yaml"
 

@@ -16,14 +16,7 @@ mkdir -p "$OUT"
 source scripts/bench-lib.sh
 PORT=18901
 
-{
-  printf 'users: [{name: bench, token: bench-token}]\nclusters:\n  - name: cluster\n'
-  echo "    nodes: [$(seq -s, -f 'n%g' 1 8)]"
-  printf '    captures:\n      - namespace: bench\n        name: four-gib\n        nodes:\n'
-  for i in $(seq 1 8); do echo "          - {node: n$i, state: Finished, files: 2, size: $((256 * MiB))}"; done
-  echo '    rbac:
-      - {subjects: [user:bench], verbs: [get], apiGroups: [projectcalico.org], resources: [packetcaptures/files]}'
-} >"$OUT/resume.yaml"
+one_capture 8 four-gib "state: Finished, files: 2, size: $((256 * MiB))" >"$OUT/resume.yaml"
 
 say "Generating 8 nodes x 2 x 256 MiB"
 start_sim sim-resume "$OUT/resume.yaml"

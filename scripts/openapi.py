@@ -172,28 +172,23 @@ doc = {
  },
 }
 import copy
-get = doc["paths"]["/files/{namespace}/{name}/{node}/{file}"]["get"]
-head = copy.deepcopy(get)
-head["operationId"] = "headFile"
-head["summary"] = "The headers of one file (or of a range), without reading it on the node"
-head["description"] = "What GET would answer, without the body: Content-Length, ETag, Last-Modified, Accept-Ranges, and Content-Range for a range."
-for code, r in head["responses"].items():
-    if "$ref" in r:
-        name = r["$ref"].split("/")[-1]
-        r = copy.deepcopy(doc["components"]["responses"][name])
-        head["responses"][code] = r
-    r.pop("content", None)
-doc["paths"]["/files/{namespace}/{name}/{node}/{file}"]["head"] = head
-zip_get = doc["paths"]["/download/{namespace}/{name}/files.zip"]["get"]
-zip_head = copy.deepcopy(zip_get)
-zip_head["operationId"] = "headZip"
-zip_head["summary"] = "The headers of the zip (or of a range), without reading any file"
-zip_head["description"] = "What GET would answer, without the body. A planned zip (every selected node `Finished`, stored): Content-Length, ETag, Last-Modified, Accept-Ranges, Content-Range for a range; each node's directory is listed, no file is read. Otherwise: 200 with the content type and no length, nothing read on the nodes."
-for code, r in zip_head["responses"].items():
-    if "$ref" in r:
-        name = r["$ref"].split("/")[-1]
-        r = copy.deepcopy(doc["components"]["responses"][name])
-        zip_head["responses"][code] = r
-    r.pop("content", None)
-doc["paths"]["/download/{namespace}/{name}/files.zip"]["head"] = zip_head
+def add_head(path, operation_id, summary, description):
+    """HEAD of `path`: GET's parameters and responses, without bodies."""
+    head = copy.deepcopy(doc["paths"][path]["get"])
+    head["operationId"] = operation_id
+    head["summary"] = summary
+    head["description"] = description
+    for code, r in head["responses"].items():
+        if "$ref" in r:
+            name = r["$ref"].split("/")[-1]
+            r = copy.deepcopy(doc["components"]["responses"][name])
+            head["responses"][code] = r
+        r.pop("content", None)
+    doc["paths"][path]["head"] = head
+add_head("/files/{namespace}/{name}/{node}/{file}", "headFile",
+    "The headers of one file (or of a range), without reading it on the node",
+    "What GET would answer, without the body: Content-Length, ETag, Last-Modified, Accept-Ranges, and Content-Range for a range.")
+add_head("/download/{namespace}/{name}/files.zip", "headZip",
+    "The headers of the zip (or of a range), without reading any file",
+    "What GET would answer, without the body. A planned zip (every selected node `Finished`, stored): Content-Length, ETag, Last-Modified, Accept-Ranges, Content-Range for a range; each node's directory is listed, no file is read. Otherwise: 200 with the content type and no length, nothing read on the nodes.")
 print(json.dumps(doc, indent=2))

@@ -133,6 +133,34 @@ pub async fn stream_zip(
     engine: &Engine,
     user: &str,
 ) -> Result<Option<DownloadStream>> {
+    read_zip(
+        fetcher,
+        nodes,
+        engine,
+        user,
+        move |pipes, failure, tx| async move {
+            zip::assemble(pipes, namer, compression, &failure, &tx).await
+        },
+    )
+    .await
+}
+
+/// Reserves what a zip needs to finish (one node stream and its buffers; more nodes are read
+/// at once only while the budget has streams to spare), reads `nodes` in order into pipes of
+/// one spool, and runs `writer` over the pipes.
+async fn read_zip<W, F>(
+    fetcher: Arc<dyn FileFetcher>,
+    nodes: Vec<NodeSource>,
+    engine: &Engine,
+    user: &str,
+    writer: W,
+) -> Result<Option<DownloadStream>>
+where
+    W: FnOnce(Vec<(NodeSource, Arc<spool::Pipe>)>, Arc<fetch::Failure>, mpsc::Sender<Msg>) -> F
+        + Send
+        + 'static,
+    F: std::future::Future<Output = Result<Summary>> + Send,
+{
     let reserved = engine
         .budget
         .reserve(user, "a zip download", 1, engine.zip_cost() + STREAM_COST)
@@ -148,15 +176,9 @@ pub async fn stream_zip(
         reserved: 1,
         extra: Some(engine.budget.clone()),
     };
-    launch(
-        fetcher,
-        with_pipes,
-        reads,
-        reserved,
-        move |failure, tx| async move {
-            zip::assemble(writer_pipes, namer, compression, &failure, &tx).await
-        },
-    )
+    launch(fetcher, with_pipes, reads, reserved, move |failure, tx| {
+        writer(writer_pipes, failure, tx)
+    })
     .await
 }
 
@@ -172,30 +194,15 @@ pub async fn stream_planned(
     user: &str,
 ) -> Result<DownloadStream> {
     let Some(range) = range else {
-        let reserved = engine
-            .budget
-            .reserve(user, "a zip download", 1, engine.zip_cost() + STREAM_COST)
-            .await?;
-        let spool = spool::Spool::new(engine.storage.clone(), engine.spool, engine.stats.clone());
-        let with_pipes: Vec<_> = plan
-            .sources()
-            .into_iter()
-            .map(|node| (node, spool::Pipe::new(spool.clone())))
-            .collect();
-        let writer_pipes = with_pipes.clone();
-        let reads = fetch::Reads {
-            options: engine.fetch,
-            reserved: 1,
-            extra: Some(engine.budget.clone()),
-        };
         let cache = engine.digests.clone();
-        let stream = launch(
+        let sources = plan.sources();
+        let stream = read_zip(
             fetcher,
-            with_pipes,
-            reads,
-            reserved,
-            move |failure, tx| async move {
-                planned::assemble(writer_pipes, plan, cache, &failure, &tx).await
+            sources,
+            engine,
+            user,
+            move |pipes, failure, tx| async move {
+                planned::assemble(pipes, plan, cache, &failure, &tx).await
             },
         )
         .await?;
@@ -210,12 +217,31 @@ pub async fn stream_planned(
         cache: engine.digests.clone(),
         idle: engine.fetch.idle_timeout,
     };
+    spawn_writer(
+        reserved,
+        "the range of a planned zip",
+        move |tx| async move { planned::assemble_range(plan, range, reads, &tx).await },
+    )
+    .await
+}
+
+/// Runs `writer` in a task of its own, which holds `reserved` until the writer is done, and
+/// resolves with the stream once its first bytes are ready, or with the error that came
+/// before them (`what` names the download in the error of a writer that sent nothing).
+async fn spawn_writer<W, F>(reserved: Reservation, what: &str, writer: W) -> Result<DownloadStream>
+where
+    W: FnOnce(mpsc::Sender<Msg>) -> F,
+    F: std::future::Future<Output = Result<Summary>> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let written = writer(tx.clone());
     tokio::spawn(async move {
-        let result = planned::assemble_range(plan, range, reads, &tx).await;
+        let result = written.await;
         drop(reserved);
         let msg = match result {
             Ok(summary) => Msg::Done(summary),
+            // A client that left is told nothing.
+            Err(Error::ClientGone) => return,
             Err(e) => Msg::Failed(e),
         };
         let _ = tx.send(msg).await;
@@ -223,9 +249,9 @@ pub async fn stream_planned(
     match rx.recv().await {
         Some(Msg::Data(first)) => Ok(DownloadStream::new(first, rx)),
         Some(Msg::Failed(e)) => Err(e),
-        _ => Err(Error::Internal(
-            "the range of a planned zip sent nothing".into(),
-        )),
+        _ => Err(Error::Internal(format!(
+            "{what} stopped before its first byte"
+        ))),
     }
 }
 
@@ -332,23 +358,7 @@ pub async fn stream_follow(
         .budget
         .reserve(user, "a follow", 1, STREAM_COST)
         .await?;
-    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(async move {
-        let _reserved = reserved;
-        let msg = match follow::run(follow, tx.clone()).await {
-            Ok(summary) => Msg::Done(summary),
-            Err(Error::ClientGone) => return,
-            Err(e) => Msg::Failed(e),
-        };
-        let _ = tx.send(msg).await;
-    });
-    match rx.recv().await {
-        Some(Msg::Data(first)) => Ok(DownloadStream::new(first, rx)),
-        Some(Msg::Failed(e)) => Err(e),
-        _ => Err(Error::Internal(
-            "the follow stopped before its first byte".into(),
-        )),
-    }
+    spawn_writer(reserved, "the follow", move |tx| follow::run(follow, tx)).await
 }
 
 /// Runs the reads of `sources` and `writer` in one task (a chunk read is written without a
