@@ -120,6 +120,20 @@ impl World {
             .unwrap()
     }
 
+    /// dev/mesh's zip as the service serves it whole.
+    async fn mesh_zip(&self) -> bytes::Bytes {
+        get(
+            &self.api,
+            "/download/dev/mesh/files.zip",
+            Some("jane-token"),
+            &[],
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap()
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
     }
@@ -373,16 +387,7 @@ async fn a_single_file_cut_mid_transfer_resumes_to_the_exact_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zip_cut_mid_transfer_resumes_to_the_exact_zip_and_a_changed_capture_starts_again() {
     let w = world().await;
-    let whole = get(
-        &w.api,
-        "/download/dev/mesh/files.zip",
-        Some("jane-token"),
-        &[],
-    )
-    .await
-    .bytes()
-    .await
-    .unwrap();
+    let whole = w.mesh_zip().await;
     // node-2's stream (the zip's second node) is cut after 250 kB, slowly, so node-1's files
     // are on their way first.
     let cut_node_2 = |f: &mut packetcapture_tests::scenario::Faults| {
@@ -511,16 +516,7 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_resumable_parts() {
     assert!(stderr(&zip).contains("interrupted"), "{}", stderr(&zip));
     assert!(!w.file("dev_mesh.zip").exists());
     // The capture is finished: its zip has a strong ETag, so what arrived is kept to resume.
-    let whole = get(
-        &w.api,
-        "/download/dev/mesh/files.zip",
-        Some("jane-token"),
-        &[],
-    )
-    .await
-    .bytes()
-    .await
-    .unwrap();
+    let whole = w.mesh_zip().await;
     let kept = std::fs::read(w.file("dev_mesh.zip.part")).unwrap();
     assert!(
         !kept.is_empty() && kept.len() < whole.len(),
