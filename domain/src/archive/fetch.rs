@@ -108,6 +108,27 @@ impl Failure {
     }
 }
 
+/// The next chunk a writer takes from a source's pipe: `None` at its clean end; the download's
+/// failure when one was announced (or the pipe's read failed); [`Error::ClientGone`] once the
+/// body is gone.
+pub(crate) async fn next_chunk(
+    pipe: &Pipe,
+    failure: &Failure,
+    tx: &tokio::sync::mpsc::Sender<super::output::Msg>,
+) -> Result<Option<bytes::Bytes>> {
+    let next = tokio::select! {
+        biased;
+        () = failure.announced() => return Err(failure.take()),
+        () = tx.closed() => return Err(Error::ClientGone),
+        next = pipe.next() => next,
+    };
+    match next {
+        Some(Ok(chunk)) => Ok(Some(chunk)),
+        Some(Err(())) => Err(failure.take()),
+        None => Ok(None),
+    }
+}
+
 /// How a download's sources are read: at most `options.concurrency` at once, `reserved` of
 /// them on node streams the download reserved, and more only on streams taken from `extra`
 /// (the budget) while it has some to spare.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::fetch::{Failure, NodeSource};
+use super::fetch::{Failure, NodeSource, next_chunk};
 use super::output::{CHUNK_SIZE, Msg, Summary, base_name, send, tar_error};
 use super::spool::Pipe;
 use super::tar::{TarEvent, TarParser};
@@ -149,15 +149,8 @@ impl Reader {
                 return Ok(None);
             }
             if self.chunk.is_empty() {
-                let next = tokio::select! {
-                    biased;
-                    () = failure.announced() => return Err(failure.take()),
-                    () = tx.closed() => return Err(Error::ClientGone),
-                    next = self.pipe.next() => next,
-                };
-                match next {
-                    Some(Ok(chunk)) => self.chunk = chunk,
-                    Some(Err(())) => return Err(failure.take()),
+                match next_chunk(&self.pipe, failure, tx).await? {
+                    Some(chunk) => self.chunk = chunk,
                     None => {
                         self.tar.finish().map_err(|e| tar_error(&self.node, e))?;
                         self.ended = true;

@@ -23,7 +23,7 @@ use futures_util::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::fetch::{Exact, Failure, NodeSource};
+use super::fetch::{Exact, Failure, NodeSource, next_chunk};
 use super::layout::{Layout, PlannedEntry, manifest};
 use super::output::{CHUNK_SIZE, Msg, Summary, base_name, send, tar_error};
 use super::spool::Pipe;
@@ -486,16 +486,8 @@ pub(crate) async fn assemble(
             reason,
         };
         loop {
-            let chunk = tokio::select! {
-                biased;
-                () = failure.announced() => return Err(failure.take()),
-                () = tx.closed() => return Err(Error::ClientGone),
-                next = pipe.next() => next,
-            };
-            let mut chunk = match chunk {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(())) => return Err(failure.take()),
-                None => break,
+            let Some(mut chunk) = next_chunk(&pipe, failure, tx).await? else {
+                break;
             };
             while let Some(event) = tar.next(&mut chunk).map_err(|e| tar_error(node, e))? {
                 if skipped.is_some() {
@@ -606,7 +598,7 @@ pub(crate) async fn assemble_range(
                 let mut hashing = Hashing::new();
                 let mut at = data.start;
                 let mut stream = open(&reads, source, name, 0, key.size).await?;
-                while let Some(chunk) = next_chunk(&mut stream, &reads, source, tx).await? {
+                while let Some(chunk) = next_read(&mut stream, &reads, source, tx).await? {
                     hashing.update(&chunk);
                     let len = chunk.len() as u64;
                     if let Some(part) = within(at, len, &range) {
@@ -630,7 +622,7 @@ pub(crate) async fn assemble_range(
                         part.end - part.start,
                     )
                     .await?;
-                    while let Some(chunk) = next_chunk(&mut stream, &reads, source, tx).await? {
+                    while let Some(chunk) = next_read(&mut stream, &reads, source, tx).await? {
                         summary.bytes += chunk.len() as u64;
                         out.push(chunk).await?;
                     }
@@ -679,7 +671,7 @@ async fn open(
 }
 
 /// The next chunk of a file read, within the idle timeout, unless the client left.
-async fn next_chunk(
+async fn next_read(
     stream: &mut Exact,
     reads: &RangeReads,
     source: &NodeSource,

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use zip::write::{FullFileOptions, StreamWriter, ZipWriter};
 
-use super::fetch::{Failure, NodeSource};
+use super::fetch::{Failure, NodeSource, next_chunk};
 use super::output::{CHUNK_SIZE, Msg, Summary, base_name, send, tar_error};
 use super::spool::Pipe;
 use super::tar::{TarEvent, TarParser};
@@ -283,16 +283,8 @@ pub(crate) async fn assemble(
         let mut tar = TarParser::new();
         let mut skipping = false;
         loop {
-            let next = tokio::select! {
-                biased;
-                () = failure.announced() => return Err(failure.take()),
-                () = tx.closed() => return Err(Error::ClientGone),
-                next = pipe.next() => next,
-            };
-            let mut chunk = match next {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(())) => return Err(failure.take()),
-                None => break,
+            let Some(mut chunk) = next_chunk(&pipe, failure, tx).await? else {
+                break;
             };
             while let Some(event) = tar.next(&mut chunk).map_err(|e| tar_error(node, e))? {
                 let first = !zip.started;
