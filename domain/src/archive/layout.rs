@@ -33,8 +33,6 @@ const FLAGS: u16 = 0x0808;
 const MADE_BY_UNIX: u16 = 3 << 8;
 /// A regular file, `rw-r--r--`, in the external attributes' high half.
 const UNIX_FILE: u32 = 0o100_644 << 16;
-/// The length of a `sha256sum` line before the name: 64 hex digits and two spaces.
-const LINE_PREFIX: u64 = 64 + 2;
 
 /// One entry of the zip, as planned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,10 +89,12 @@ impl Layout {
     /// time is the newest file's.
     pub fn new(files: Vec<PlannedEntry>) -> Self {
         let newest = files.iter().map(|f| f.mtime).max().unwrap_or(0);
-        let manifest_size = files
-            .iter()
-            .map(|f| LINE_PREFIX + manifest_name_len(&f.name) + 1)
-            .sum();
+        // Every line has the same length whatever the digest: written with zeros, it is sized.
+        let mut lines = String::new();
+        for f in &files {
+            super::zip::manifest_line(&mut lines, &[0; 32], &f.name);
+        }
+        let manifest_size = lines.len() as u64;
         let manifest = PlannedEntry {
             name: MANIFEST.to_owned(),
             size: manifest_size,
@@ -217,18 +217,6 @@ pub fn manifest(layout: &Layout, digests: &[[u8; 32]]) -> Vec<u8> {
         super::zip::manifest_line(&mut text, digest, &layout.entry(i).name);
     }
     text.into_bytes()
-}
-
-/// The length of `name` as a `sha256sum` line writes it (escaped, with a leading backslash,
-/// when it holds a backslash or a line break).
-fn manifest_name_len(name: &str) -> u64 {
-    let escaped = name.contains(['\\', '\n', '\r']);
-    let extra = if escaped {
-        1 + name.matches(['\\', '\n', '\r']).count()
-    } else {
-        0
-    };
-    (name.len() + extra) as u64
 }
 
 fn put16(out: &mut Vec<u8>, v: u16) {
