@@ -5,7 +5,8 @@
 # file before the cut for the central directory's CRCs and the manifest's SHA-256s). Prints the
 # time, the bytes sent and the CPU of the service and of the simulated cluster (API server and
 # its execs) of each, against the whole download, and checks each resumed zip is the whole
-# one (SHA-256). Writes resume.md.
+# one (SHA-256) and that unzip -t tests the whole one (past 4 GiB: its Zip64 fields). Writes
+# resume.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R="${CARGO_TARGET_DIR:-target}/release"
