@@ -217,6 +217,8 @@ pub struct NodeFileTable {
     failing_removal: Mutex<Vec<String>>,
     /// Every directory a removal was asked for, as `(node, dir)`.
     pub removals: Mutex<Vec<(String, String)>>,
+    /// Every slice read, as `(node, file, start, len)`.
+    pub reads: Mutex<Vec<(String, String, u64, u64)>>,
 }
 
 impl NodeFileTable {
@@ -295,6 +297,12 @@ impl FileFetcher for NodeFileTable {
 
     async fn read_file(&self, entry: &EntryPoint, slice: &FileSlice) -> Result<ByteStream> {
         let FileSlice { dir, name, .. } = slice;
+        lock(&self.reads).push((
+            entry.node.to_string(),
+            name.to_string(),
+            slice.start,
+            slice.len,
+        ));
         let files = self.files_in(entry.node.as_str(), dir.path());
         let data = files.get(name.as_str()).map(|f| f.data.clone());
         let Some(data) = data else {
@@ -359,11 +367,16 @@ fn tar_of<'a>(
         Some(_) => built.map(|()| builder.get_ref().clone()),
         None => built.and_then(|()| builder.into_inner()),
     };
-    let mut items = vec![
-        bytes
-            .map(bytes::Bytes::from)
-            .map_err(|e| Error::Internal(format!("building a tar in memory: {e}"))),
-    ];
+    // In pieces of 64 KiB, as an exec's frames come (and so a reader's pace holds it back).
+    let mut items: Vec<Result<bytes::Bytes>> = match bytes {
+        Ok(bytes) => bytes
+            .chunks(64 * 1024)
+            .map(|piece| Ok(bytes::Bytes::copy_from_slice(piece)))
+            .collect(),
+        Err(e) => vec![Err(Error::Internal(format!(
+            "building a tar in memory: {e}"
+        )))],
+    };
     if let Some(e) = failure {
         items.push(Err(e));
     }

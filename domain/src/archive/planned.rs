@@ -8,8 +8,9 @@
 //! bytes never disagree with the headers. A range reads only the files it needs: the data it
 //! covers, and whole files where it covers a data descriptor, the manifest or the central
 //! directory, whose CRC-32s and SHA-256s no listing gives. Those digests are kept, per
-//! replica, in a [`DigestCache`] filled by every download that read a file whole: a resume on
-//! the replica that served the cut download reads no file twice but the one the cut fell in.
+//! replica, in a [`DigestCache`] filled by every download that read a file whole, with the
+//! state of the digests of a file a whole download was cut in: a resume on the replica that
+//! served the cut download reads only what is missing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,18 +66,32 @@ pub struct FileDigest {
     pub sha256: [u8; 32],
 }
 
-/// The digests of files read whole, per replica, bounded in entries and time.
+/// Where the digests of a file stood when its whole download was cut: the bytes hashed so far
+/// and the state after them, so a resume hashes on from there instead of from the start.
+#[derive(Clone)]
+struct Checkpoint {
+    offset: u64,
+    hashing: Hashing,
+}
+
+/// The digests of files read whole, per replica, bounded in entries and time; and where they
+/// stood in the files whose whole download was cut.
 pub struct DigestCache {
     cache: ExpiringCache<FileKey, FileDigest>,
+    cut: ExpiringCache<FileKey, Checkpoint>,
 }
 
 impl Default for DigestCache {
     fn default() -> Self {
         Self {
             cache: ExpiringCache::new(DIGEST_ENTRIES),
+            cut: ExpiringCache::new(CHECKPOINTS),
         }
     }
 }
+
+/// Files cut part-way whose digests' state a replica keeps.
+const CHECKPOINTS: usize = 1024;
 
 impl std::fmt::Debug for DigestCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +110,21 @@ impl DigestCache {
     /// Keeps the digests of a file read whole.
     pub fn put(&self, key: FileKey, digest: FileDigest) {
         self.cache.insert(key, digest, DIGEST_TTL);
+    }
+
+    /// Where the digests of a cut file stood.
+    fn checkpoint(&self, key: &FileKey) -> Option<Checkpoint> {
+        self.cut.get(key)
+    }
+
+    /// Keeps where the digests of a cut file stand.
+    fn keep_checkpoint(&self, key: FileKey, checkpoint: Checkpoint) {
+        self.cut.insert(key, checkpoint, DIGEST_TTL);
+    }
+
+    /// Files cut part-way whose digests' state is kept.
+    pub fn checkpoints(&self) -> usize {
+        self.cut.len()
     }
 
     /// Files whose digests are kept.
@@ -395,6 +425,7 @@ fn within(at: u64, len: u64, range: &Range<u64>) -> Option<Range<u64>> {
 }
 
 /// A file being hashed.
+#[derive(Clone)]
 struct Hashing {
     crc: crc32fast::Hasher,
     sha: Sha256,
@@ -464,6 +495,38 @@ pub(crate) async fn assemble(
     failure: &Failure,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Summary> {
+    let mut current = None;
+    let written = write_whole(nodes, &plan, &cache, &mut current, failure, tx).await;
+    // Cut inside a file (the client left, a node failed) that did not change: a resume hashes
+    // on from where this download stopped.
+    if let Err(e) = &written
+        && !matches!(e, Error::FileChanged { .. })
+        && let Some(Current {
+            index,
+            hashing,
+            offset,
+        }) = current
+    {
+        cache.keep_checkpoint(plan.keys[index].clone(), Checkpoint { offset, hashing });
+    }
+    written
+}
+
+/// The file a whole download is writing: its entry, its digests so far, the bytes they cover.
+struct Current {
+    index: usize,
+    hashing: Hashing,
+    offset: u64,
+}
+
+async fn write_whole(
+    nodes: Vec<(NodeSource, Arc<Pipe>)>,
+    plan: &ZipPlan,
+    cache: &DigestCache,
+    current: &mut Option<Current>,
+    failure: &Failure,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<Summary> {
     let layout = &plan.layout;
     let everything = 0..layout.len();
     let mut out = Out::new(tx);
@@ -476,7 +539,6 @@ pub(crate) async fn assemble(
         let end = planned.first + count;
         let mut next = planned.first;
         let mut tar = TarParser::new();
-        let mut current: Option<(usize, Hashing)> = None;
         // A planned file the node did not send: its own verdict (a file it could not open)
         // comes at the end of its stream, so the rest is read, not sent, to learn it.
         let mut skipped: Option<Error> = None;
@@ -517,18 +579,26 @@ pub(crate) async fn assemble(
                         }
                         out.push(Bytes::copy_from_slice(layout.header(next).1))
                             .await?;
-                        current = Some((next, Hashing::new()));
+                        *current = Some(Current {
+                            index: next,
+                            hashing: Hashing::new(),
+                            offset: 0,
+                        });
                         next += 1;
                     }
                     TarEvent::Data(data) => {
-                        if let Some((_, hashing)) = &mut current {
-                            hashing.update(&data);
+                        if let Some(file) = current.as_mut() {
+                            file.hashing.update(&data);
+                            file.offset += data.len() as u64;
                             summary.bytes += data.len() as u64;
                             out.push(data).await?;
                         }
                     }
                     TarEvent::FileEnd => {
-                        if let Some((i, hashing)) = current.take() {
+                        if let Some(Current {
+                            index: i, hashing, ..
+                        }) = current.take()
+                        {
                             let digest = hashing.finish();
                             cache.put(plan.keys[i].clone(), digest);
                             digests.push(digest);
@@ -594,21 +664,33 @@ pub(crate) async fn assemble_range(
                 None
             };
             let digest = if needs_digest && known.is_none() {
-                // Read whole for the digests; only the part in the range goes out.
-                let mut hashing = Hashing::new();
-                let mut at = data.start;
-                let mut stream = open(&reads, source, name, 0, key.size).await?;
+                // Read to the end for the digests, from where a cut download left them (or
+                // from the start), or from where the range begins if that is earlier; only
+                // the part in the range goes out.
+                let (mut hashing, hashed) = reads
+                    .cache
+                    .checkpoint(key)
+                    .filter(|c| c.offset <= key.size)
+                    .map_or((Hashing::new(), 0), |c| (c.hashing, c.offset));
+                let sent_from = wanted.as_ref().map_or(key.size, |w| w.start - data.start);
+                let from = hashed.min(sent_from);
+                let mut at = from;
+                let mut stream = open(&reads, source, name, from, key.size - from).await?;
                 while let Some(chunk) = next_read(&mut stream, &reads, source, tx).await? {
-                    hashing.update(&chunk);
                     let len = chunk.len() as u64;
-                    if let Some(part) = within(at, len, &range) {
-                        let piece = chunk.slice(to_usize(part.start - at)..to_usize(part.end - at));
-                        out.push(piece).await?;
+                    if at + len > hashed {
+                        hashing.update(&chunk[to_usize(hashed.saturating_sub(at))..]);
+                    }
+                    if let Some(part) = within(data.start + at, len, &range) {
+                        let start = part.start - data.start - at;
+                        let end = part.end - data.start - at;
+                        out.push(chunk.slice(to_usize(start)..to_usize(end)))
+                            .await?;
                     }
                     at += len;
                 }
                 summary.files += 1;
-                summary.bytes += key.size;
+                summary.bytes += key.size - from;
                 let digest = hashing.finish();
                 reads.cache.put(key.clone(), digest);
                 Some(digest)

@@ -204,3 +204,62 @@ async fn a_file_changed_after_the_plan_stops_the_download_and_changes_the_tag() 
         replanned.plan().len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_on_the_replica_of_the_cut_download_reads_only_what_is_missing() {
+    // One 8 MiB file: a whole download is cut in its middle, far beyond what the service buffers.
+    let size = 8 * 1024 * 1024;
+    let big: Vec<u8> = (0..size)
+        .map(|i| u8::try_from(i * 7 % 251).unwrap())
+        .collect();
+    let local = FakeCluster::new(
+        RbacTable::default().allow("jane", Verb::Get, "packetcaptures/files", "dev"),
+        CaptureTable::default().with(capture(&[(
+            "n1",
+            &["big.pcap"],
+            Some(CaptureState::Finished),
+        )])),
+        NodeFileTable::default().with_file("n1", DIR, "big.pcap", &big, 1_700_000_000),
+    );
+    let expected = read(&mut plan(&service(&local)).await, None).await.unwrap();
+    let svc = service(&local);
+    let mut cut = plan(&svc).await;
+    let mut stream = cut.stream(None).await.unwrap();
+    let mut received = Vec::new();
+    while received.len() < 2 * 1024 * 1024 {
+        received.extend_from_slice(&stream.next().await.unwrap().unwrap());
+    }
+    drop(stream);
+    for _ in 0..500 {
+        if svc.engine().digests.checkpoints() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        svc.engine().digests.checkpoints(),
+        1,
+        "the cut file's digests are kept part-way"
+    );
+    local.files.reads.lock().unwrap().clear();
+    let mut resume = plan(&svc).await;
+    let from = received.len() as u64;
+    let len = resume.plan().len();
+    let rest = read(&mut resume, Some(from..len)).await.unwrap();
+    assert!(
+        rest == expected[received.len()..],
+        "the resumed bytes are the whole zip's"
+    );
+    let data_start = resume.plan().layout().data(0).start;
+    let reads = local.files.reads.lock().unwrap().clone();
+    assert_eq!(
+        reads,
+        [(
+            "n1".into(),
+            "big.pcap".into(),
+            from - data_start,
+            size as u64 - (from - data_start)
+        )],
+        "the file is read from where the client stopped, not from its start"
+    );
+}
