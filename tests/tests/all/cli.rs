@@ -139,6 +139,19 @@ impl World {
     }
 }
 
+/// What `part` holds: some of `whole`'s first bytes, not all of them.
+fn kept_start_of(part: &Path, whole: &[u8]) -> Vec<u8> {
+    let kept = std::fs::read(part).unwrap();
+    assert!(
+        !kept.is_empty() && kept.len() < whole.len(),
+        "{} of {} bytes kept",
+        kept.len(),
+        whole.len()
+    );
+    assert!(kept == whole[..kept.len()], "what was kept is the start");
+    kept
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -354,18 +367,7 @@ async fn a_single_file_cut_mid_transfer_resumes_to_the_exact_file() {
     assert!(stderr(&cut).contains("run the same command again to resume"));
     assert!(!w.file(&name).exists(), "nothing that looks whole");
     let part = w.file(&format!("{name}.part"));
-    let kept = std::fs::read(&part).unwrap();
-    assert!(
-        !kept.is_empty() && kept.len() < original.len(),
-        "{} of {} bytes kept",
-        kept.len(),
-        original.len()
-    );
-    assert_eq!(
-        kept,
-        original[..kept.len()],
-        "what was kept is the file's start"
-    );
+    let kept = kept_start_of(&part, &original);
 
     w.sim.local().set_faults(|f| f.exec_cut_after = None);
     let resumed = w.plugin(&["--token", "jane-token", "get", &target]);
@@ -406,13 +408,7 @@ async fn a_zip_cut_mid_transfer_resumes_to_the_exact_zip_and_a_changed_capture_s
     assert!(stderr(&cut).contains("run the same command again to resume"));
     assert!(!w.file("dev_mesh.zip").exists(), "nothing that looks whole");
     let part = w.file("dev_mesh.zip.part");
-    let kept = std::fs::read(&part).unwrap();
-    assert!(!kept.is_empty() && kept.len() < whole.len());
-    assert_eq!(
-        kept,
-        whole[..kept.len()],
-        "what was kept is the zip's start"
-    );
+    let kept = kept_start_of(&part, &whole);
     w.sim.local().set_faults(|f| f.nodes.clear());
     let resumed = w.plugin(&["--token", "jane-token", "get", "dev/mesh"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
@@ -517,14 +513,7 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_resumable_parts() {
     assert!(!w.file("dev_mesh.zip").exists());
     // The capture is finished: its zip has a strong ETag, so what arrived is kept to resume.
     let whole = w.mesh_zip().await;
-    let kept = std::fs::read(w.file("dev_mesh.zip.part")).unwrap();
-    assert!(
-        !kept.is_empty() && kept.len() < whole.len(),
-        "{} of {} bytes kept",
-        kept.len(),
-        whole.len()
-    );
-    assert_eq!(kept, whole[..kept.len()]);
+    kept_start_of(&w.file("dev_mesh.zip.part"), &whole);
     assert!(w.file("dev_mesh.zip.part.etag").exists());
 
     let name = names_on(&w.sim, "node-2").pop().unwrap();
@@ -540,15 +529,8 @@ async fn ctrl_c_leaves_no_download_that_looks_whole_and_resumable_parts() {
     assert_eq!(one.status.code(), Some(130), "{}", stderr(&one));
     assert!(!w.file(&name).exists());
     // What arrived before Ctrl-C is on disk, kept for a resume.
-    let kept = std::fs::read(w.file(&format!("{name}.part"))).unwrap();
     let whole = std::fs::read(node_file(&w.sim, "node-2", &name)).unwrap();
-    assert!(
-        !kept.is_empty() && kept.len() < whole.len(),
-        "{} of {} bytes kept",
-        kept.len(),
-        whole.len()
-    );
-    assert_eq!(kept, whole[..kept.len()]);
+    kept_start_of(&w.file(&format!("{name}.part")), &whole);
 }
 
 /// The nanosecond timestamps of a classic pcap's whole records (little-endian, micro- or
