@@ -252,7 +252,8 @@ pub(crate) async fn serve_zip(
         modified: http_date(i64::try_from(plan.last_modified()).unwrap_or(0)),
         finished: true,
     };
-    // Dropped unread by HEAD, 206 and 416: a started whole zip stops (its reads are closed).
+    // A GET without `Range` arrives with its whole zip started (`stream(None)` hands it out);
+    // HEAD and ranges start nothing until here.
     let (status, start, len) = representation.choose(headers)?;
     let mut response = if head {
         Response::new(warp::hyper::body::Bytes::new().into())
