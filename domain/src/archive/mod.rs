@@ -6,7 +6,8 @@
 //! hands it to the body through [`output`]. The zip writer ([`zip`]) takes the nodes in status
 //! order, one at a time, parsing their tar streams ([`tar`]) into whole, uninterleaved zip
 //! entries, so the same capture gives the same zip; the merge ([`merge`]) reads every stream
-//! at once. The node being written passes through
+//! at once. A finished capture's stored zip is planned first ([`planned`], on the byte layout
+//! of [`layout`]): its length, tag and any range are known before a file is read. The node being written passes through
 //! directly; the others spool (memory, then files) up to a per-download limit, past which
 //! their reads pause. Invariants:
 //! - nothing is sent before the first regular file is found, so "no file" is told apart (the
