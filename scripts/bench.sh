@@ -7,13 +7,12 @@ cd "$(dirname "$0")/.."
 R="${CARGO_TARGET_DIR:-target}/release"
 OUT="${CARGO_TARGET_DIR:-target}/bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
-say() { printf '\n== %s\n' "$*" >&2; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"/sim-*/nodes "$OUT/cp"; }
-trap cleanup EXIT
-
-say "Building release binaries"
-cargo build --release --locked -p packetcapture-api -p packetcapture-tests -p kubectl-packetcapture --bins >&2
+if [ -z "${SKIP_BUILD:-}" ]; then
+  printf '\n== %s\n' "Building release binaries" >&2
+  cargo build --release --locked -p packetcapture-api -p packetcapture-tests -p kubectl-packetcapture --bins >&2
+fi
+SKIP_BUILD=1 source scripts/bench-lib.sh
+trap 'cleanup; rm -rf "$OUT/cp"' EXIT
 
 MiB=1048576
 RBAC='    rbac:
@@ -42,24 +41,7 @@ scenario() {
 { capture sixty-four 64 $((4 * MiB)) 2; capture merge-eight 8 $((64 * MiB)) 1 | sed '2a\        sameClock: true'; } \
   | scenario 64 >"$OUT/wide.yaml"
 
-start_sim() { # name scenario
-  "$R/packetcapture-sim" --scenario "$2" --out "$OUT/$1" >"$OUT/$1.log" 2>&1 &
-  PIDS+=($!)
-  echo $! >"$OUT/$1.pid"
-  for _ in $(seq 1 900); do [ -f "$OUT/$1/ready" ] && return 0; sleep 0.2; done
-  cat "$OUT/$1.log"; echo "simulation $1 did not start" >&2; exit 1
-}
-API_PID=""
 PORT=18601
-start_api() { # sim [VAR=value...]
-  local sim=$1; shift
-  ( source "$OUT/$sim/env"; export PACKETCAPTURE_API_PORT="$PORT" PACKETCAPTURE_API_LOG_LEVEL=Warn "$@"; exec "$R/packetcapture-api" ) >>"$OUT/api.log" 2>&1 &
-  API_PID=$!
-  PIDS+=("$API_PID")
-  for _ in $(seq 1 100); do curl -sf --cacert "$OUT/$sim/ca.crt" "https://localhost:$PORT/health" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "the API did not start" >&2; exit 1
-}
-stop_api() { kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$API_PID/status"; }
 now() { date +%s.%N; }
