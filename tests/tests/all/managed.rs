@@ -264,14 +264,7 @@ async fn a_managed_cluster_serves_the_merge_one_file_its_ranges_and_head_through
     };
     let before = reads();
     assert!(before >= 2, "the reads went through Voltron");
-    let r = api
-        .http
-        .head(format!("{}{file_path}", api.url))
-        .bearer_auth(&jane)
-        .header("X-Cluster-ID", "east")
-        .send()
-        .await
-        .unwrap();
+    let r = head(&api, &file_path, Some(&jane), &[("X-Cluster-ID", "east")]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-length"],

@@ -139,13 +139,7 @@ async fn metrics_count_known_traffic_and_name_no_capture_user_or_token() {
     let listing: serde_json::Value =
         serde_json::from_slice(&listing.bytes().await.unwrap()).unwrap();
     let file = listing["nodes"][0]["files"][0]["path"].as_str().unwrap();
-    let head = api
-        .http
-        .head(format!("{}{file}", api.url))
-        .bearer_auth("jane-token-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let head = head(&api, file, Some("jane-token-0123456789"), &[]).await;
     assert_eq!(head.status(), 200);
     let part = get(&api, file, jane, &[("Range", "bytes=0-9")]).await;
     assert_eq!(part.status(), 206);

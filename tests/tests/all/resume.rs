@@ -102,13 +102,7 @@ async fn a_finished_capture_s_zip_has_its_length_ranges_and_resumes_wherever_it_
     let api = start_api(&sim, &[]).await;
     let jane = sim.token("jane");
     // HEAD: the headers a GET has, and no file read on any node.
-    let head = api
-        .http
-        .head(format!("{}{ZIP}", api.url))
-        .bearer_auth(&jane)
-        .send()
-        .await
-        .unwrap();
+    let head = head(&api, ZIP, Some(&jane), &[]).await;
     assert_eq!(head.status(), 200);
     let length: usize = header(&head, "content-length").parse().unwrap();
     let etag = header(&head, "etag");
@@ -324,13 +318,7 @@ async fn a_capture_still_running_or_deflated_streams_without_a_length_and_ignore
         assert!(body.len() > 100, "{path}: the whole zip");
         zip::ZipArchive::new(Cursor::new(&body)).unwrap();
         let before = file_reads(&sim);
-        let head = api
-            .http
-            .head(format!("{}{path}", api.url))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+        let head = head(&api, path, Some(&admin), &[]).await;
         assert_eq!(head.status(), 200, "{path}");
         assert_eq!(header(&head, "content-type"), "application/zip");
         assert_eq!(header(&head, "etag"), "", "{path}");

@@ -329,7 +329,27 @@ pub async fn get(
     token: Option<&str>,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut r = api.http.get(format!("{}{path}", api.url));
+    request(api, reqwest::Method::GET, path, token, headers).await
+}
+
+/// The same as [`get`], with HEAD.
+pub async fn head(
+    api: &ApiProcess,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    request(api, reqwest::Method::HEAD, path, token, headers).await
+}
+
+async fn request(
+    api: &ApiProcess,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = api.http.request(method, format!("{}{path}", api.url));
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
