@@ -198,19 +198,24 @@ async fn every_packet_once_in_time_order(faults: &str) {
     );
 }
 
+/// The time `ms` milliseconds from now: nanoseconds since the epoch, and as RFC 3339.
+fn until_in(ms: u64) -> (u128, String) {
+    let until_ns = (std::time::SystemTime::now() + Duration::from_millis(ms))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let until = jiff::Timestamp::from_nanosecond(i128::try_from(until_ns).unwrap())
+        .unwrap()
+        .to_string();
+    (until_ns, until)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_ends_at_until_and_a_client_that_leaves_leaves_no_tail() {
     let sim = start(&scenario(60_000, "")).await;
     let api = start_api(&sim, &[]).await;
     // until 1.5 s from now: the response ends by itself, every packet before it.
-    let until_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 1_500_000_000;
-    let until = jiff::Timestamp::from_nanosecond(until_ns as i128)
-        .unwrap()
-        .to_string();
+    let (until_ns, until) = until_in(1500);
     let started = Instant::now();
     let (body, whole) = follow_to_end(&api, &format!("lag=200&until={until}")).await;
     assert!(whole, "ends cleanly at until");
@@ -359,14 +364,7 @@ clusters:
     )
     .await;
     let api = start_api(&sim, &[("PACKETCAPTURE_API_NODE_IDLE_TIMEOUT", "1s")]).await;
-    let until_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 3_000_000_000;
-    let until = jiff::Timestamp::from_nanosecond(until_ns as i128)
-        .unwrap()
-        .to_string();
+    let (_, until) = until_in(3000);
     let started = Instant::now();
     let (body, whole) = follow_to_end(&api, &format!("until={until}")).await;
     assert!(whole, "a quiet follow ends cleanly at until");
