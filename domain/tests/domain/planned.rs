@@ -1,6 +1,7 @@
 //! The planned zip of a finished capture: its length, and any range of it equal to the same
 //! bytes of the whole zip, from a replica that kept no digest and from one that did; a file
-//! changed after the plan stops the download.
+//! changed after the plan stops the download, and so do other bytes under a kept file's size
+//! and time.
 
 use std::sync::Arc;
 
@@ -203,6 +204,33 @@ async fn a_file_changed_after_the_plan_stops_the_download_and_changes_the_tag() 
         read(&mut replanned, None).await.unwrap().len() as u64,
         replanned.plan().len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_kept_the_digests_checks_the_bytes_against_them() {
+    let local = cluster();
+    let svc = service(&local);
+    let first = read(&mut plan(&svc).await, None).await.unwrap();
+    // Read again on the replica that kept every file's digests: the same zip, its manifest
+    // still the files' SHA-256s (unzip checks them).
+    let again = read(&mut plan(&svc).await, None).await.unwrap();
+    assert!(again == first, "the same zip from kept digests");
+    unzip(&again).unwrap();
+    // Other bytes under the same size and time: a fresh replica zips them, the one that kept
+    // the old bytes' digests stops rather than give the old SHA-256 for them.
+    local
+        .files
+        .put_file("n2", DIR, "a.pcap", &[9; 5_000], 1_700_000_050);
+    let fresh = read(&mut plan(&service(&local)).await, None).await.unwrap();
+    let entries = unzip(&fresh).unwrap();
+    assert!(entries.iter().any(|e| e.0 == "n2/a.pcap" && e.1 == [9; 5_000]));
+    match read(&mut plan(&svc).await, None).await {
+        Err(Error::FileChanged { node, file, reason }) => {
+            assert_eq!((node.as_str(), file.as_str()), ("n2", "a.pcap"));
+            assert!(reason.contains("not those read earlier"), "{reason}");
+        }
+        other => panic!("expected FileChanged, got {:?}", other.map(|b| b.len())),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
