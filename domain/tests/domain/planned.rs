@@ -223,7 +223,11 @@ async fn a_replica_that_kept_the_digests_checks_the_bytes_against_them() {
         .put_file("n2", DIR, "a.pcap", &[9; 5_000], 1_700_000_050);
     let fresh = read(&mut plan(&service(&local)).await, None).await.unwrap();
     let entries = unzip(&fresh).unwrap();
-    assert!(entries.iter().any(|e| e.0 == "n2/a.pcap" && e.1 == [9; 5_000]));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.0 == "n2/a.pcap" && e.1 == [9; 5_000])
+    );
     match read(&mut plan(&svc).await, None).await {
         Err(Error::FileChanged { node, file, reason }) => {
             assert_eq!((node.as_str(), file.as_str()), ("n2", "a.pcap"));
