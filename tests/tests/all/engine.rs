@@ -172,8 +172,11 @@ async fn exec_output_settles(sim: &TestSim) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_pauses_the_nodes_at_the_spool_limit_and_the_download_resumes_whole() {
-    // Four fast nodes, 32 MiB each; a client that stops reading after its first chunk.
-    let sim = start(&many_nodes(4, 2, 16 * 1024 * 1024, "")).await;
+    // Four fast nodes, 64 MiB each; a client that stops reading after its first chunk. Past
+    // the spool, what the nodes send before they pause sits in socket buffers (the kernel's,
+    // grown on loopback to several MiB per connection: about 40 MB when this test runs alone,
+    // 68 MB seen once beside the whole suite), so the capture is well past twice that.
+    let sim = start(&many_nodes(4, 2, 32 * 1024 * 1024, "")).await;
     let spool = tempfile::tempdir().unwrap();
     let spool_dir = spool.path().display().to_string();
     let limit: u64 = 16 * 1024 * 1024;
@@ -187,7 +190,7 @@ async fn a_slow_client_pauses_the_nodes_at_the_spool_limit_and_the_download_resu
         ],
     )
     .await;
-    let payload: u64 = 4 * 2 * 16 * 1024 * 1024;
+    let payload: u64 = 4 * 2 * 32 * 1024 * 1024;
     let mut r = get(
         &api,
         "/download/dev/wide/files.zip",
