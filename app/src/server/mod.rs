@@ -13,6 +13,7 @@
 //!   one) and reports both.
 
 pub mod certs;
+mod coalesce;
 mod tracking;
 
 pub use self::tracking::{BodyEnd, EndHook};
@@ -360,7 +361,7 @@ async fn serve_connection<S, B>(
         .max_header_list_size(u32::try_from(2 * MAX_HEAD).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let conn = builder.serve_connection(TokioIo::new(tls), tracked);
+    let conn = builder.serve_connection(TokioIo::new(coalesce::Gathered::new(tls)), tracked);
     tokio::pin!(conn);
     let idle = tokio::select! {
         served = conn.as_mut() => {
