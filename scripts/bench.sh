@@ -105,7 +105,7 @@ for v in http1.1 http2 http1.1 http2 http1.1 http2; do
     echo "$v-$pass $t $b $((a1 - a0)) $((s1 - s0)) $(awk '{print $1 + $2}' "$OUT/curl-cpu")" >>"$OUT/protocols.txt"
   done
 done
-# proto_stat PROTO-READ: median seconds, then mean CPU per GiB of the API, the simulation, curl.
+# proto_stat PROTO-PASS (http2-first, http1.1-again...): median seconds, then mean CPU per GiB of the API, the simulation, curl.
 proto_stat() {
   local median
   median=$(awk -v p="$1" '$1 == p {print $2}' "$OUT/protocols.txt" | sort -n | sed -n 2p)
