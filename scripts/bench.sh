@@ -105,12 +105,18 @@ for v in http1.1 http2 http1.1 http2 http1.1 http2 http1.1 http2 http1.1 http2; 
     echo "$v-$pass $t $b $((a1 - a0)) $((s1 - s0)) $(awk '{print $1 + $2}' "$OUT/curl-cpu")" >>"$OUT/protocols.txt"
   done
 done
-# proto_stat PROTO-PASS (http2-first, http1.1-again...): median seconds, then mean CPU per GiB of the API, the simulation, curl.
+# proto_stat PROTO-PASS (http2-first, http1.1-again...): the medians of its rounds: seconds, then
+# CPU per GiB of the API, the simulation, curl (medians: one round slowed by a neighbour on the
+# machine moves a mean by a tenth).
 proto_stat() {
-  local median
-  median=$(awk -v p="$1" '$1 == p {print $2}' "$OUT/protocols.txt" | sort -n | sed -n 3p)
-  awk -v p="$1" -v m="$median" -v hz="$(getconf CLK_TCK)" '$1 == p {n++; gib = $3 / 1073741824; a += $4 / hz / gib; s += $5 / hz / gib; c += $6 / gib}
-    END {printf "%.2f %.2f %.2f %.2f\n", m, a / n, s / n, c / n}' "$OUT/protocols.txt"
+  local col
+  for col in 2 4 5 6; do
+    awk -v p="$1" -v c="$col" -v hz="$(getconf CLK_TCK)" '$1 == p {
+        gib = $3 / 1073741824
+        if (c == 2) print $2; else if (c == 6) print $6 / gib; else print $c / hz / gib
+      }' "$OUT/protocols.txt" | sort -n | awk '{v[NR] = $1} END {printf "%.2f ", v[int((NR + 1) / 2)]}'
+  done
+  echo
 }
 read -r h1_s h1_api h1_sim h1_curl < <(proto_stat http1.1-first)
 read -r h2_s h2_api h2_sim h2_curl < <(proto_stat http2-first)
@@ -198,7 +204,7 @@ rm -f "$OUT/merged.pcapng" "$OUT/filtered.pcapng"
   echo "| 1 | the same through kubectl packetcapture (HTTP/1.1) | $(mbps "$api_bytes" "$plugin_s") MB/s ($plugin_s s) | kubectl exec tar | $(ratio "$exec_s" "$plugin_s")x |"
   echo "| 1 | CPU of that download: the API (TLS both ways, tar to zip, CRC-32, SHA-256) | $api_cpu s | kubectl (TLS, WebSocket): $kubectl_cpu s | |"
   echo "| 1 | curl HTTP/2 against HTTP/1.1, 1 GiB, median of 5 each, first download on a replica | HTTP/2 $h2_s s ($(mbps "$api_bytes" "$h2_s") MB/s) | HTTP/1.1 $h1_s s ($(mbps "$api_bytes" "$h1_s") MB/s) | HTTP/2 takes $(ratio "$h2_s" "$h1_s")x |"
-  echo "| 1 | CPU s per GiB at 32 KiB exec frames, first download (SHA-256 and CRC-32 computed): API / simulated cluster (API server, tar) / curl | HTTP/2: $h2_api / $h2_sim / $h2_curl | HTTP/1.1: $h1_api / $h1_sim / $h1_curl | |"
+  echo "| 1 | CPU s per GiB at 32 KiB exec frames, medians of 5, first download (SHA-256 and CRC-32 computed): API / simulated cluster (API server, tar) / curl | HTTP/2: $h2_api / $h2_sim / $h2_curl | HTTP/1.1: $h1_api / $h1_sim / $h1_curl | |"
   echo "| 1 | the same again on that replica (digests kept: CRC-32 checked, no SHA-256), time and CPU s per GiB: API / simulated cluster / curl | HTTP/2 $h2w_s s: $h2w_api / $h2w_sim / $h2w_curl | HTTP/1.1 $h1w_s s: $h1w_api / $h1w_sim / $h1w_curl | HTTP/2 takes $(ratio "$h2w_s" "$h1w_s")x |"
   echo "| 1 | | | kubectl cp: $(mbps "$cp_bytes" "$cp_s") MB/s ($cp_s s) | $(ratio "$cp_s" "$api_s")x |"
   echo "| 2 | API peak RSS: 1 GiB / 4 GiB ($(mbps "$api4_bytes" "$api4_s") MB/s) / 8 capped nodes / 64 nodes | $rss_1g / $rss_4g / $rss_8 / $rss_64 MiB | target <= 32 MiB each | 4 GiB / 1 GiB: $(ratio "$rss_4g" "$rss_1g")x |"
