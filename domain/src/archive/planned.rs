@@ -657,6 +657,8 @@ async fn write_whole(
                                     ),
                                 )
                             })?;
+                            // Hashed, or checked against the kept digests: either way they
+                            // hold for another 24 h.
                             cache.put(key.clone(), digest);
                             digests.push(digest);
                             summary.files += 1;
